@@ -1,0 +1,1 @@
+"""The ClinicalBERT core shared by the stream and the training toolkit; imports neither."""

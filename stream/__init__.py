@@ -1,0 +1,1 @@
+"""The streaming service: Kafka/Faust worker, risk store, replay and alerts."""

@@ -1,0 +1,1 @@
+"""The training toolkit: MIMIC cohorts, synthetic data, pre-training, fine-tuning, evaluation."""
