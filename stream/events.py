@@ -1,0 +1,320 @@
+"""Event schemas of the streaming service (JSON on Kafka, keyed by admission id).
+
+Topics and what travels on them (names get ``settings.topic_prefix`` in front):
+
+- ``notes``: :class:`NoteEvent`, the only events that carry note text.
+- ``notes-dlq``: :class:`DeadLetter`, a sibling of ``notes``: the original message bytes (base64 in
+  JSON, so they may contain note text) with the reason they could not be processed.
+- ``admissions``: :class:`AdmissionEvent` (admit, discharge).
+- ``risk-updates``: :class:`RiskUpdate`, one per change of an admission's aggregate. No note text.
+- ``risk-alerts``: :class:`RiskAlert`. No note text.
+
+Every event carries ``schema_version``; fields a later version adds are ignored by this one, and a
+missing required field fails validation naming the field. Messages are keyed by the admission id as
+ASCII bytes (:func:`admission_key`) so one admission stays in one partition.
+
+>>> raw = b'{"note_id": "174", "subject_id": 22532, "hadm_id": 167853, "text": "Stable.", "future": 1}'
+>>> note = parse_note(raw, max_text_bytes=1000)
+>>> note.note_id, note.hadm_id, note.revision, note.schema_version
+('174', 167853, 0, 1)
+>>> "Stable" in repr(note)   # note text never shows in reprs or logs
+False
+>>> try:
+...     parse_note(b'{"note_id": "1", "subject_id": 1, "text": "x"}', max_text_bytes=1000)
+... except EventError as exc:
+...     print(exc.reason, "|", exc.detail)
+missing_admission_id | field 'hadm_id' is missing or empty; every note needs its admission id
+>>> admission_key(167853)
+b'167853'
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stream.errors import EventError
+
+SCHEMA_VERSION = 1
+
+NOTES = "notes"
+ADMISSIONS = "admissions"
+RISK_UPDATES = "risk-updates"
+RISK_ALERTS = "risk-alerts"
+NOTES_DLQ = "notes-dlq"
+TopicKind = Literal["notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq"]
+
+DeadLetterReason = Literal[
+    "invalid_json",  # the bytes are UTF-8 but not JSON
+    "non_utf8",  # the bytes (or a string inside) are not valid UTF-8
+    "schema",  # JSON, but a field is missing, of the wrong type or out of range
+    "missing_admission_id",  # no hadm_id: the note cannot be placed
+    "text_too_large",  # the text is over settings.max_note_bytes (UTF-8 bytes)
+    "admission_unknown",  # no admit time in the note nor in the store (after waiting)
+    "processing_error",  # valid, but cleaning / chunking / inference failed for this note
+]
+DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def admission_key(hadm_id: int) -> bytes:
+    """The Kafka message key of an admission: its id as ASCII bytes.
+
+    >>> admission_key(100001), hadm_from_key(b"100001")
+    (b'100001', 100001)
+    """
+    return str(int(hadm_id)).encode("ascii")
+
+
+def hadm_from_key(key: bytes) -> int:
+    """The admission id of a message key (see :func:`admission_key`)."""
+    return int(key.decode("ascii"))
+
+
+class Event(BaseModel):
+    """Base of every event: versioned, frozen, unknown fields ignored, JSON bytes in and out."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, description="Schema version of the event.")
+
+    def to_bytes(self) -> bytes:
+        """This event as UTF-8 JSON bytes."""
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls: type[E], raw: bytes) -> E:
+        """Parse JSON bytes; failures raise :class:`EventError` with a dead-letter reason."""
+        return parse_event(raw, cls)
+
+
+E = TypeVar("E", bound=Event)
+
+
+class NoteEvent(Event):
+    """A clinical note (or a new revision, or a retraction) of one admission."""
+
+    note_id: str = Field(min_length=1, description="MIMIC-III ROW_ID as a string, MIMIC-IV note_id.")
+    revision: int = Field(default=0, ge=0, description="A higher revision replaces the note's earlier one.")
+    subject_id: int
+    hadm_id: int = Field(description="Admission id; a note without one is dead-lettered.")
+    category: str = ""
+    description: str = ""
+    chart_time: datetime | None = None
+    chart_date: date | None = None
+    store_time: datetime | None = None
+    is_error: bool = Field(default=False, description="MIMIC ISERROR: the note is retracted.")
+    text: str = Field(repr=False, description="Note text (PHI): only ever on the notes topic.")
+    source: str = Field(default="", description="Feed that produced the note, e.g. mimic-iii.")
+    produced_at: datetime = Field(default_factory=utcnow, description="When the feed produced it (UTC).")
+    admit_time: datetime | None = Field(
+        default=None, description="Admission time, when the feed knows it; else the store's admission record."
+    )
+
+    def event_time(self) -> datetime | None:
+        """When the note happened: CHART_TIME, else CHART_DATE (midnight), else STORE_TIME.
+
+        >>> NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_date=date(2150, 3, 1)).event_time()
+        datetime.datetime(2150, 3, 1, 0, 0)
+        """
+        if self.chart_time is not None:
+            return self.chart_time
+        if self.chart_date is not None:
+            return datetime(self.chart_date.year, self.chart_date.month, self.chart_date.day)
+        return self.store_time
+
+
+class AdmissionEvent(Event):
+    """An admission starts (``admit``, with admit_time) or ends (``discharge``, with discharge_time)."""
+
+    kind: Literal["admit", "discharge"]
+    subject_id: int
+    hadm_id: int
+    admit_time: datetime | None = None
+    discharge_time: datetime | None = None
+    admission_type: str | None = None
+    death_time: datetime | None = None
+    source: str = ""
+    produced_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _times_present(self) -> AdmissionEvent:
+        if self.kind == "admit" and self.admit_time is None:
+            raise ValueError("field 'admit_time' is required when kind is 'admit'")
+        if self.kind == "discharge" and self.discharge_time is None:
+            raise ValueError("field 'discharge_time' is required when kind is 'discharge'")
+        return self
+
+
+class RiskUpdate(Event):
+    """A new aggregate of one admission; ``seq`` rises by one per change. Never note text."""
+
+    hadm_id: int
+    subject_id: int
+    task: str
+    model: str = Field(description="Model name or folder the score comes from.")
+    score: float = Field(ge=0, le=1)
+    p_max: float
+    p_mean: float
+    n_chunks: int = Field(ge=0)
+    n_notes: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    c: float = Field(gt=0, description="Aggregation constant of the score.")
+    trigger_note_id: str | None = None
+    top_note_id: str | None = None
+    top_chunk: int | None = Field(
+        default=None, ge=0, description="Index of the top chunk inside top_note_id."
+    )
+    change: Literal["new", "revision", "retracted", "discharge"] | None = Field(
+        default=None, description="What changed the aggregate (extension of the DESIGN fields)."
+    )
+    note_time: datetime | None = None
+    produced_at: datetime | None = Field(default=None, description="When the triggering event was produced.")
+    emitted_at: datetime = Field(default_factory=utcnow)
+    final: bool = Field(default=False, description="True once the admission was discharged.")
+
+
+class RiskAlert(Event):
+    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis)."""
+
+    hadm_id: int
+    subject_id: int | None = None
+    task: str
+    model: str | None = None
+    score: float
+    threshold: float
+    hysteresis: float = 0.0
+    state: Literal["raised", "cleared"]
+    seq: int = Field(ge=0)
+    at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(Event):
+    """A message that could not be processed, with why. Lives on ``notes-dlq`` (a notes sibling).
+
+    ``original`` keeps the message's bytes exactly (base64 in JSON); they may hold note text, so
+    dead letters stay beside the notes topic and are never logged.
+
+    >>> dl = DeadLetter(reason="invalid_json", detail="x", topic="notes", original=b"{oops")
+    >>> DeadLetter.from_bytes(dl.to_bytes()).original
+    b'{oops'
+    """
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    reason: DeadLetterReason
+    detail: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: bytes | None = Field(default=None, repr=False)
+    original: bytes = Field(repr=False)
+    at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def from_error(
+        cls,
+        raw: bytes,
+        error: EventError,
+        *,
+        topic: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+    ) -> DeadLetter:
+        """The dead letter of a message that failed with ``error``."""
+        return cls(
+            reason=error.reason,  # type: ignore[arg-type]
+            detail=error.detail,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            original=raw,
+        )
+
+
+def _schema_detail(exc: ValidationError) -> str:
+    """Name the failing fields without echoing their values (they may be note text)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "<event>"
+        parts.append(f"field '{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventError("non_utf8", f"the message is not UTF-8 (byte {exc.start}: {exc.reason})") from exc
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventError(
+            "invalid_json", f"the message is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise EventError("schema", f"the message is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _validate(obj: dict[str, Any], cls: type[E]) -> E:
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as exc:
+        raise EventError("schema", _schema_detail(exc)) from exc
+
+
+def parse_event(raw: bytes, cls: type[E]) -> E:
+    """Parse one message of any event type; failures raise :class:`EventError` with its reason.
+
+    >>> parse_event(b'{"kind": "admit", "subject_id": 1, "hadm_id": 2}', AdmissionEvent)
+    Traceback (most recent call last):
+    ...
+    stream.errors.EventError: Invalid event (schema): field '<event>': Value error, field 'admit_time' is required when kind is 'admit'
+    """
+    return _validate(_decode(raw), cls)
+
+
+def parse_note(raw: bytes, *, max_text_bytes: int) -> NoteEvent:
+    """Parse a message of the notes topic, classifying every failure into a dead-letter reason.
+
+    Reasons, checked in this order: ``non_utf8``, ``invalid_json``, ``schema`` (not an object),
+    ``missing_admission_id``, ``text_too_large``, ``schema`` (the fields). ``detail`` names the field.
+
+    >>> parse_note(b'{"note_id": "1", "subject_id": 1, "hadm_id": 2, "text": "abcdef"}', max_text_bytes=3)
+    Traceback (most recent call last):
+    ...
+    stream.errors.EventError: Invalid event (text_too_large): field 'text' has 6 UTF-8 bytes, over the limit of 3 (settings.max_note_bytes)
+    """
+    obj = _decode(raw)
+    if obj.get("hadm_id") in (None, ""):
+        raise EventError(
+            "missing_admission_id", "field 'hadm_id' is missing or empty; every note needs its admission id"
+        )
+    text = obj.get("text")
+    if isinstance(text, str):
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise EventError("non_utf8", "field 'text' holds an unpaired surrogate escape") from exc
+        if size > max_text_bytes:
+            raise EventError(
+                "text_too_large",
+                f"field 'text' has {size} UTF-8 bytes, over the limit of {max_text_bytes} "
+                "(settings.max_note_bytes)",
+            )
+    note = _validate(obj, NoteEvent)
+    try:
+        note.note_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EventError("non_utf8", "field 'note_id' holds an unpaired surrogate escape") from exc
+    return note
