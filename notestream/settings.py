@@ -4,7 +4,14 @@ Every field can be set through the environment (``NOTESTREAM_<FIELD>``, e.g. ``N
 through a TOML file (``NOTESTREAM_CONFIG=/etc/notestream.toml`` or ``--config``; keys are the field
 names), or by keyword in code. Precedence, highest first: keywords, environment, TOML file, defaults.
 
-Secrets are :class:`pydantic.SecretStr`: printed and logged as ``**********``.
+Secrets are :class:`pydantic.SecretStr`: printed and logged as ``**********``. A password inside a URL
+(``redis://:pw@host``) is masked the same way by ``repr``, ``str``, JSON dumps and ``notestream config
+show``; prefer ``redis_password`` all the same. The reference table of every field is
+docs/configuration.md, generated from this model by ``notestream config docs``.
+
+Clients are built from the settings by three helpers, so TLS and SASL are configured in one place:
+:meth:`Settings.aiokafka_security_kwargs` (aiokafka producers, consumers and admin clients),
+:meth:`Settings.faust_broker_credentials` (a Faust app) and :meth:`Settings.redis_kwargs` (redis-py).
 
 >>> s = Settings(broker="kafka://k1:9092,k2:9092")
 >>> s.kafka_bootstrap_servers()
@@ -13,15 +20,20 @@ Secrets are :class:`pydantic.SecretStr`: printed and logged as ``**********``.
 'notes'
 >>> Settings(topic_prefix="ward7.").topic("risk-updates")
 'ward7.risk-updates'
+>>> Settings(store="redis://:hunter2@redis:6379/0")
+Settings(... store='redis://:**********@redis:6379/0', ...)
 """
 
 from __future__ import annotations
 
 import os
+import re
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +44,43 @@ from pydantic_settings import (
 from notestream.errors import ConfigError
 
 CONFIG_ENV = "NOTESTREAM_CONFIG"
+MASK = "**********"
+TOPICS = ("notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq")
+"""Every topic notestream uses, before the prefix."""
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)@", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of every ``scheme://user:password@host`` in ``url``.
+
+    >>> mask_url("rediss://default:s3cret@redis:6380/0")
+    'rediss://default:**********@redis:6380/0'
+    >>> mask_url("redis://redis:6379/0")
+    'redis://redis:6379/0'
+    """
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", url)
+
+
+def url_password(url: str) -> str | None:
+    """The password inside a URL, if any.
+
+    >>> url_password("redis://:pw@h:6379"), url_password("redis://h:6379")
+    ('pw', None)
+    """
+    match = _URL_PASSWORD.search(url)
+    return match["pw"] if match else None
+
+
+def mask_webhook(url: str) -> str:
+    """Webhook URLs often carry a token in their path or query: keep only scheme and host.
+
+    >>> mask_webhook("https://hooks.example.org/services/T000/B000/XXXX?token=abc")
+    'https://hooks.example.org/**********'
+    """
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/{MASK}"
 
 
 class Settings(BaseSettings):
@@ -83,6 +132,24 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates.")
     kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    kafka_ssl_keyfile_password: SecretStr | None = Field(
+        None, description="Password of an encrypted client key (secret)."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host connected to."
+    )
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor of the topics notestream creates (3 on a real cluster)."
+    )
+    topic_retention_hours: float = Field(
+        24.0 * 7,
+        gt=0,
+        description="Retention of the notes, admissions, risk-updates and risk-alerts topics. A replay "
+        "from the topic (new consumer group, reprocessing after an upgrade) reaches back this far.",
+    )
+    dlq_retention_hours: float = Field(
+        24.0 * 30, gt=0, description="Retention of the dead-letter topic (time to inspect and re-drive)."
+    )
 
     # --- Redis ------------------------------------------------------------------------------------
     redis_password: SecretStr | None = Field(
@@ -92,12 +159,15 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         5.0, gt=0, description="Seconds to wait for a Redis connection or reply before failing."
     )
+    redis_username: str | None = Field(None, description="Redis ACL user name (Redis 6+).")
     redis_ssl_cafile: Path | None = Field(None, description="CA bundle for `rediss://` stores.")
+    redis_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS to Redis.")
+    redis_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS to Redis.")
 
     # --- inference engine -------------------------------------------------------------------------
     devices: list[str] = Field(
         default_factory=lambda: ["auto"],
-        description="Devices for model replicas, e.g. `[\"cuda:0\", \"cuda:1\"]` or `[\"cpu\"]`; "
+        description='Devices for model replicas, e.g. `["cuda:0", "cuda:1"]` or `["cpu"]`; '
         "`auto` means every visible GPU, else the CPU. Env: JSON list.",
     )
     max_batch_tokens: int = Field(
@@ -121,9 +191,7 @@ class Settings(BaseSettings):
 
     # --- worker -----------------------------------------------------------------------------------
     take_max: int = Field(64, ge=1, description="Most notes the notes agent takes in one batch.")
-    take_within_s: float = Field(
-        0.05, gt=0, description="Seconds the notes agent waits to fill a batch."
-    )
+    take_within_s: float = Field(0.05, gt=0, description="Seconds the notes agent waits to fill a batch.")
     max_note_bytes: int = Field(
         2_000_000, ge=1, description="Notes larger than this (UTF-8 bytes) are dead-lettered."
     )
@@ -150,6 +218,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Port of the Prometheus /metrics, /healthz and /readyz server."
     )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics and health server listens on.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Write logs as JSON lines (never with note text).")
 
@@ -166,6 +235,52 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "memory://", "unix://")):
             raise ValueError("store must start with redis://, rediss://, unix:// or memory://")
         return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            needed = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+            missing = [name for name in needed if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"kafka_security_protocol {self.kafka_security_protocol} needs {', '.join(missing)}; "
+                    "set them (NOTESTREAM_KAFKA_SASL_...) or use SSL or PLAINTEXT."
+                )
+        return self
+
+    # --- masking: URLs may carry passwords, webhook URLs tokens -----------------------------------
+    @field_serializer("broker", "store", when_used="json")
+    def _mask_url_field(self, value: str) -> str:
+        return mask_url(value)
+
+    @field_serializer("webhook_url", when_used="json")
+    def _mask_webhook_field(self, value: str | None) -> str | None:
+        return None if value is None else mask_webhook(value)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in ("broker", "store") and isinstance(value, str):
+                yield name, mask_url(value)
+            elif name == "webhook_url" and isinstance(value, str):
+                yield name, mask_webhook(value)
+            else:
+                yield name, value
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as JSON-able values, secrets and URL passwords masked (safe to print)."""
+        return self.model_dump(mode="json")
+
+    def secret_values(self) -> list[str]:
+        """The plain text of every secret held here, for log masking. Never print what this returns."""
+        values = [
+            secret.get_secret_value()
+            for secret in (self.kafka_sasl_password, self.kafka_ssl_keyfile_password, self.redis_password)
+            if secret is not None
+        ]
+        values += [pw for pw in (url_password(self.broker), url_password(self.store)) if pw]
+        if self.webhook_url:
+            values.append(self.webhook_url)
+        return [value for value in values if value]
 
     @classmethod
     def settings_customise_sources(
@@ -196,6 +311,104 @@ class Settings(BaseSettings):
         if not self.broker.startswith("kafka://"):
             raise ConfigError(f"Broker {self.broker!r} is not a kafka:// address.")
         return self.broker.removeprefix("kafka://")
+
+    def topic_names(self) -> dict[str, str]:
+        """Every notestream topic, short name -> full (prefixed) name.
+
+        >>> Settings(topic_prefix="t.").topic_names()["notes-dlq"]
+        't.notes-dlq'
+        """
+        return {name: self.topic(name) for name in TOPICS}
+
+    # --- clients ----------------------------------------------------------------------------------
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for SSL and SASL_SSL brokers, or None for plaintext ones."""
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        password = self.kafka_ssl_keyfile_password
+        try:
+            context = create_ssl_context(
+                cafile=self.kafka_ssl_cafile,
+                certfile=self.kafka_ssl_certfile,
+                keyfile=self.kafka_ssl_keyfile,
+                password=password.get_secret_value() if password else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "Cannot build the Kafka TLS context from kafka_ssl_cafile, kafka_ssl_certfile and "
+                f"kafka_ssl_keyfile ({type(exc).__name__}: {exc}); check that the files exist, are PEM "
+                "and that the key password is right."
+            ) from exc
+        context.check_hostname = self.kafka_ssl_check_hostname
+        return context
+
+    def aiokafka_security_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer, consumer and admin client (TLS and SASL).
+
+        >>> Settings().aiokafka_security_kwargs()
+        {'security_protocol': 'PLAINTEXT'}
+        >>> kw = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+        ...               kafka_sasl_username="ns", kafka_sasl_password="pw").aiokafka_security_kwargs()
+        >>> kw["sasl_mechanism"], kw["sasl_plain_username"], kw["sasl_plain_password"]
+        ('SCRAM-SHA-512', 'ns', 'pw')
+        """
+        kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        context = self.kafka_ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None  # checked by _check_kafka_security
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return kwargs
+
+    def faust_broker_credentials(self) -> Any:
+        """``broker_credentials`` for ``faust.App``: SASL or TLS credentials, or None for plaintext."""
+        import faust
+
+        context = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None
+            return faust.SASLCredentials(
+                username=self.kafka_sasl_username,
+                password=self.kafka_sasl_password.get_secret_value(),
+                mechanism=self.kafka_sasl_mechanism,
+                ssl_context=context,
+            )
+        if context is not None:
+            return faust.SSLCredentials(context)
+        return None
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.asyncio.Redis.from_url(settings.store, **kwargs)`` (or a pool's
+        ``from_url``): password, ACL user, timeouts, pool size and, for ``rediss://``, TLS files.
+
+        >>> kw = Settings(store="rediss://redis:6380/0", redis_password="pw").redis_kwargs()
+        >>> kw["password"], kw["max_connections"], kw["ssl_check_hostname"]
+        ('pw', 32, True)
+        """
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.redis_timeout_s,
+            "socket_connect_timeout": self.redis_timeout_s,
+            "max_connections": self.redis_pool_size,
+            "health_check_interval": 30,
+        }
+        if self.redis_password is not None:
+            kwargs["password"] = self.redis_password.get_secret_value()
+        if self.redis_username is not None:
+            kwargs["username"] = self.redis_username
+        if self.store.startswith("rediss://"):
+            files = {
+                "ssl_ca_certs": self.redis_ssl_cafile,
+                "ssl_certfile": self.redis_ssl_certfile,
+                "ssl_keyfile": self.redis_ssl_keyfile,
+            }
+            kwargs.update({key: str(path) for key, path in files.items() if path is not None})
+            kwargs["ssl_check_hostname"] = True
+        return kwargs
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
