@@ -203,6 +203,24 @@ class Settings(BaseSettings):
         gt=0,
         description="Sliding time-to-live of an admission's state without any event (no discharge seen).",
     )
+    admission_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long the worker waits for an admission's admit event before dead-lettering a note "
+        "that needs its admit time (days/hours windows) as `admission_unknown`.",
+    )
+    session_timeout_s: float = Field(
+        30.0,
+        ge=1,
+        description="Kafka consumer-group session timeout of the worker: a crashed worker's partitions "
+        "move to the others after this long (a rebalance waits it out; tests use ~6 s).",
+    )
+    commit_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the worker commits the offsets of notes whose store write and risk "
+        "updates are done (a crash reprocesses at most this much; the store dedupes it).",
+    )
 
     # --- alerts -----------------------------------------------------------------------------------
     alert_threshold: float | None = Field(
