@@ -41,6 +41,12 @@ def _mount() -> None:
     register_models(app)
     register_training(app)
     register_stream(app)
+    from notestream.cli_config import register as register_config
+
+    register_config(app)
+    from stream.cli_explain import register_explain
+
+    register_explain(app)
 
 
 def main() -> None:

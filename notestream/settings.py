@@ -29,11 +29,20 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -240,6 +249,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Write logs as JSON lines (never with note text).")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # `NOTESTREAM_WEBHOOK_URL=` (as docker-compose passes an unset variable) means "unset".
+        if value == "" and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if type(None) in get_args(annotation):
+                return None
+        return value
+
     @field_validator("broker")
     @classmethod
     def _check_broker(cls, value: str) -> str:
@@ -429,6 +448,22 @@ class Settings(BaseSettings):
         return kwargs
 
 
+def describe_errors(exc: ValidationError) -> str:
+    """The validation errors as one line per field, without the input values (they may be secrets).
+
+    >>> try:
+    ...     Settings(partitions=0, redis_password="hunter2", broker="nope")
+    ... except ValidationError as exc:
+    ...     print(describe_errors(exc))
+    broker: Value error, broker must start with kafka:// or embedded://; partitions: Input should be greater than or equal to 1
+    """
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Build the process's settings; ``config`` names a TOML file (else ``$NOTESTREAM_CONFIG``).
 
@@ -444,7 +479,13 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             os.environ[CONFIG_ENV] = str(config)
         return Settings(**values)
     except ValidationError as exc:
-        raise ConfigError(f"Invalid notestream settings: {exc}") from exc
+        # Not `from exc`: pydantic's message and traceback repeat the input values, secrets included.
+        raise ConfigError(f"Invalid notestream settings: {describe_errors(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"Settings file {os.environ.get(CONFIG_ENV)} is not valid TOML ({exc}); fix it or unset "
+            f"{CONFIG_ENV}."
+        ) from exc
     finally:
         if config is not None:
             if previous is None:

@@ -1,0 +1,87 @@
+"""`notestream config show | docs | check`: the effective settings (secrets masked) and their reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from notestream.config_docs import DOCS_PATH, render_docs, write_docs
+from notestream.settings import Settings, load_settings
+
+config_app = typer.Typer(
+    name="config", help="Show, check and document notestream's settings.", no_args_is_help=True
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (default: $NOTESTREAM_CONFIG)."),
+]
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Flat settings as TOML lines; unset values become comments.
+
+    >>> print(to_toml({"broker": "kafka://k:9092", "partitions": 4, "log_json": False, "model_dir": None}))
+    broker = "kafka://k:9092"
+    partitions = 4
+    log_json = false
+    # model_dir = (unset)
+    """
+    lines = []
+    for key, value in values.items():
+        if value is None:
+            lines.append(f"# {key} = (unset)")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines)
+
+
+def masked_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as printed: secrets and URL passwords masked."""
+    return settings.masked()
+
+
+@config_app.command("show")
+def show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,
+) -> None:
+    """Print the effective settings (defaults, TOML file, environment), every secret masked."""
+    values = masked_settings(load_settings(config))
+    typer.echo(json.dumps(values, indent=2) if as_json else to_toml(values))
+
+
+@config_app.command("check")
+def check(config: ConfigOption = None) -> None:
+    """Validate the settings and build the Kafka TLS context and client options they describe."""
+    settings = load_settings(config)
+    settings.aiokafka_security_kwargs()
+    settings.redis_kwargs()
+    typer.echo(f"settings ok: broker {settings.masked()['broker']}, store {settings.masked()['store']}")
+
+
+@config_app.command("docs")
+def docs(
+    out: Annotated[Path, typer.Option(help="Where to write the reference.")] = DOCS_PATH,
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the file is out of date instead of writing it.")
+    ] = False,
+) -> None:
+    """Write the settings reference table (docs/configuration.md) generated from the settings model."""
+    if check_only:
+        current = out.read_text(encoding="utf-8") if out.is_file() else ""
+        if current != render_docs():
+            typer.echo(f"{out} is out of date; run `notestream config docs`.", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date.")
+        return
+    changed = write_docs(out)
+    typer.echo(f"{'wrote' if changed else 'unchanged'}: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the `config` group on the top-level app."""
+    app.add_typer(config_app, name="config")

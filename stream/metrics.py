@@ -1,0 +1,247 @@
+"""Prometheus metrics of one notestream process, and its /metrics, /healthz and /readyz server.
+
+Each process (worker, replay, alerts) makes ONE :class:`Metrics` (its own registry, so tests and
+embedded runs never collide) and records what it does::
+
+    metrics = Metrics(role="worker")
+    metrics.notes_in.inc(len(batch))
+    metrics.dead_letter("invalid_event")
+    with metrics.store_timer("apply_note"):
+        await store.apply_note(...)
+    metrics.observe_batch(rows=48, padded_tokens=48 * 256, real_tokens=9000)   # engine on_batch hook
+    metrics.track_queue_depth(lambda: engine.stats()["queue_depth"])
+    metrics.observe_note_to_update(update.emitted_at - note.produced_at)
+    metrics.updates_out.inc()
+
+and serves them, with readiness checks, when ``settings.metrics_port`` is set::
+
+    server = await start_http_server(settings, metrics, {"broker": broker_ok, "store": store.ping,
+                                                         "engine": lambda: engine.started})
+    ...
+    await server.close()
+
+A readiness check is a callable returning a bool, or an awaitable of one; it is called on every
+/readyz request with a 2-second timeout, and an exception or a timeout counts as "not ready".
+/healthz answers 200 whenever the process's event loop runs. /readyz answers 200 when every check
+passes, else 503; both bodies are JSON naming each check's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from notestream.errors import ConfigError
+from notestream.settings import Settings
+
+ReadinessCheck = Callable[[], bool | Awaitable[bool]]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+
+class Metrics:
+    """The metric objects of one process, in their own registry (names start with ``notestream_``)."""
+
+    def __init__(self, role: str = "worker", registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.info = Gauge(
+            "notestream_info", "Constant 1, labelled with the process role.", ["role"], registry=r
+        )
+        self.info.labels(role=role).set(1)
+        self.notes_in = Counter("notestream_notes_in", "Note events taken from the notes topic.", registry=r)
+        self.updates_out = Counter(
+            "notestream_updates_out", "Risk updates emitted to the risk-updates topic.", registry=r
+        )
+        self.dead_letters = Counter(
+            "notestream_dead_letters",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.notes_dropped = Counter(
+            "notestream_notes_dropped",
+            "Valid notes not scored on purpose (outside the model's window or task), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.chunks = Counter(
+            "notestream_chunks_scored", "Chunks scored by the engine; rate() gives chunks/s.", registry=r
+        )
+        self.batch_size = Histogram(
+            "notestream_batch_size",
+            "Chunks (rows) per engine batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "notestream_batch_tokens",
+            "Padded tokens (rows x padded length) per engine batch.",
+            buckets=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072),
+            registry=r,
+        )
+        self.padding_efficiency = Histogram(
+            "notestream_padding_efficiency",
+            "Real tokens / padded tokens per engine batch (1 = no padding).",
+            buckets=(0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
+        self.engine_queue_depth = Gauge(
+            "notestream_engine_queue_depth", "Chunks waiting in the inference engine's queue.", registry=r
+        )
+        self.note_to_update = Histogram(
+            "notestream_note_to_update_seconds",
+            "From a note's produced_at to the emission of the risk update it caused.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_latency = Histogram(
+            "notestream_store_seconds",
+            "Latency of risk-store operations, by operation.",
+            ["op"],
+            buckets=_STORE_BUCKETS,
+            registry=r,
+        )
+        self.alerts = Counter("notestream_alerts", "Alerts emitted, by state.", ["state"], registry=r)
+        self.events_replayed = Counter(
+            "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
+        )
+
+    # --- helpers for the common cases -------------------------------------------------------------
+    def dead_letter(self, reason: str) -> None:
+        """Count one dead letter with its reason (e.g. ``invalid_event``, ``admission_unknown``)."""
+        self.dead_letters.labels(reason=reason).inc()
+
+    def observe_batch(self, rows: int, padded_tokens: int, real_tokens: int) -> None:
+        """Record one engine batch: its rows, padded tokens and real (unpadded) tokens.
+
+        The signature fits an engine ``on_batch(rows, padded_tokens, real_tokens)`` callback.
+        """
+        self.batch_size.observe(rows)
+        self.batch_tokens.observe(padded_tokens)
+        self.chunks.inc(rows)
+        if padded_tokens > 0:
+            self.padding_efficiency.observe(min(1.0, real_tokens / padded_tokens))
+
+    def track_queue_depth(self, depth: Callable[[], float]) -> None:
+        """Read the engine queue depth from ``depth()`` at every scrape."""
+        self.engine_queue_depth.set_function(depth)
+
+    def observe_note_to_update(self, latency: timedelta | float) -> None:
+        """Record the latency from a note's production to its risk update (seconds or timedelta)."""
+        seconds = latency.total_seconds() if isinstance(latency, timedelta) else float(latency)
+        self.note_to_update.observe(max(0.0, seconds))
+
+    @contextlib.contextmanager
+    def store_timer(self, op: str) -> Iterator[None]:
+        """Time a store operation (``with metrics.store_timer("apply_note"): ...``), failures included."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.store_latency.labels(op=op).observe(time.perf_counter() - start)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+async def run_checks(checks: Mapping[str, ReadinessCheck], timeout_s: float = 2.0) -> dict[str, bool]:
+    """Run every readiness check; a check that raises or times out is False."""
+
+    async def one(check: ReadinessCheck) -> bool:
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, timeout_s)
+            return bool(result)
+        except Exception:
+            return False
+
+    names = list(checks)
+    results = await asyncio.gather(*(one(checks[name]) for name in names))
+    return dict(zip(names, results, strict=True))
+
+
+@dataclass
+class MetricsServer:
+    """A running metrics and health server; ``port`` is the bound port (useful with port 0)."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+def make_app(
+    metrics: Metrics, readiness_checks: Mapping[str, ReadinessCheck] | None = None
+) -> web.Application:
+    """The aiohttp application serving /metrics, /healthz and /readyz."""
+    checks = dict(readiness_checks or {})
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        body = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        results = await run_checks(checks)
+        ready = all(results.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
+        return web.json_response(body, status=200 if ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_http_server(
+    settings: Settings,
+    metrics: Metrics,
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    *,
+    port: int | None = None,
+) -> MetricsServer:
+    """Serve /metrics, /healthz and /readyz on ``settings.metrics_host``:``settings.metrics_port``
+    (or ``port``; 0 picks a free one) in the running event loop."""
+    chosen = settings.metrics_port if port is None else port
+    if chosen is None:
+        raise ConfigError("No metrics port: set metrics_port (NOTESTREAM_METRICS_PORT) or pass port=.")
+    runner = web.AppRunner(make_app(metrics, readiness_checks), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.metrics_host, chosen)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"Cannot serve metrics on {settings.metrics_host}:{chosen} ({exc}); choose a free "
+            "metrics_port (NOTESTREAM_METRICS_PORT) or 0 for any."
+        ) from exc
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else chosen
+    return MetricsServer(runner=runner, host=settings.metrics_host, port=int(bound))
