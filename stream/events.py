@@ -160,9 +160,9 @@ class RiskUpdate(Event):
     subject_id: int
     task: str
     model: str = Field(description="Model name or folder the score comes from.")
-    score: float = Field(ge=0, le=1)
-    p_max: float
-    p_mean: float
+    score: float | None = Field(ge=0, le=1, description="None while the admission holds no chunk.")
+    p_max: float | None
+    p_mean: float | None
     n_chunks: int = Field(ge=0)
     n_notes: int = Field(ge=0)
     seq: int = Field(ge=0)

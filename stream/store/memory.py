@@ -1,0 +1,277 @@
+"""The in-process risk store of the embedded mode: the same semantics as the Redis store.
+
+State lives in a dict per admission and can be saved to / restored from a JSON file, so that a finished
+embedded run can be explained later (``notestream explain``). Expiry follows the Redis store: a sliding
+idle TTL, and ``retention`` after a discharge, checked lazily against ``clock`` (seconds).
+
+>>> import asyncio
+>>> store = MemoryRiskStore()
+>>> r = asyncio.run(store.apply_note(hadm_id=1, subject_id=7, note_id="a", revision=0, is_error=False,
+...                                  chunk_probs=[0.9, 0.1, 0.2]))
+>>> r.applied, r.reason, r.state.seq, r.state.n_chunks, round(r.state.score(), 6)
+(True, 'new', 1, 3, 0.6)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from stream.errors import StoreError
+from stream.events import AdmissionEvent
+from stream.store.records import (
+    AdmissionInfo,
+    AdmissionState,
+    ApplyReason,
+    ApplyResult,
+    NoteProbs,
+    check_probs,
+    exact_add,
+    exact_to_float,
+)
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass
+class _Note:
+    revision: int
+    is_error: bool
+    top: int = 0
+    probs: tuple[float, ...] = ()
+
+
+@dataclass
+class _Admission:
+    subject_id: int | None = None
+    has_record: bool = False  # the aggregate record exists (Redis: the admission hash)
+    admit_time: datetime | None = None
+    discharge_time: datetime | None = None
+    admission_type: str | None = None
+    death_time: datetime | None = None
+    discharged: bool = False
+    expire_at: float | None = None  # set by the first discharge
+    deadline: float = 0.0
+    seq: int = 0
+    exact_sum: int = 0
+    n_chunks: int = 0
+    n_notes: int = 0
+    notes: dict[str, _Note] = field(default_factory=dict)
+    maxima: dict[str, float] = field(default_factory=dict)
+
+
+class MemoryRiskStore:
+    """:class:`~stream.store.records.RiskStore` in process memory (thread-safe)."""
+
+    def __init__(
+        self,
+        *,
+        idle_ttl_s: float = 30 * 24 * 3600.0,
+        retention_s: float = 72 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.idle_ttl_s = idle_ttl_s
+        self.retention_s = retention_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._admissions: dict[int, _Admission] = {}
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _get(self, hadm_id: int) -> _Admission | None:
+        adm = self._admissions.get(hadm_id)
+        if adm is not None and adm.deadline <= self._clock():
+            del self._admissions[hadm_id]
+            return None
+        return adm
+
+    def _touch(self, adm: _Admission) -> None:
+        adm.deadline = adm.expire_at if adm.expire_at is not None else self._clock() + self.idle_ttl_s
+
+    def _state(self, hadm_id: int, adm: _Admission) -> AdmissionState | None:
+        if not adm.has_record:
+            return None
+        top_note = max(adm.maxima.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        return AdmissionState(
+            hadm_id=hadm_id,
+            subject_id=adm.subject_id,
+            p_max=top_note[1] if top_note else None,
+            p_sum=exact_to_float(adm.exact_sum),
+            n_chunks=adm.n_chunks,
+            n_notes=adm.n_notes,
+            seq=adm.seq,
+            top_note_id=top_note[0] if top_note else None,
+            top_chunk=adm.notes[top_note[0]].top if top_note else None,
+            discharged=adm.discharged,
+        )
+
+    @staticmethod
+    def _info(hadm_id: int, adm: _Admission, applied: bool) -> AdmissionInfo:
+        return AdmissionInfo(
+            hadm_id=hadm_id,
+            subject_id=adm.subject_id,
+            admit_time=adm.admit_time,
+            discharge_time=adm.discharge_time,
+            admission_type=adm.admission_type,
+            death_time=adm.death_time,
+            discharged=adm.discharged,
+            applied=applied,
+        )
+
+    # --- RiskStore ---------------------------------------------------------------------------------
+    async def record_admission(self, event: AdmissionEvent) -> AdmissionInfo:
+        with self._lock:
+            adm = self._get(event.hadm_id)
+            if adm is None:
+                adm = self._admissions[event.hadm_id] = _Admission()
+            adm.has_record = True
+            if adm.subject_id is None:
+                adm.subject_id = event.subject_id
+            applied = False
+            if event.kind == "admit":
+                if adm.admit_time != event.admit_time:
+                    adm.admit_time, applied = event.admit_time, True
+                if event.admission_type:
+                    adm.admission_type = event.admission_type
+            else:
+                if event.admit_time is not None and adm.admit_time is None:
+                    adm.admit_time = event.admit_time
+                adm.discharge_time = event.discharge_time or adm.discharge_time
+                adm.death_time = event.death_time or adm.death_time
+                if not adm.discharged:
+                    adm.discharged, applied = True, True
+                    adm.seq += 1
+                    adm.expire_at = self._clock() + self.retention_s
+            self._touch(adm)
+            info = self._info(event.hadm_id, adm, applied)
+            self._get(event.hadm_id)  # a zero retention ends the admission at once, as in Redis
+            return info
+
+    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+        with self._lock:
+            adm = self._get(hadm_id)
+            if adm is None or (adm.admit_time is None and not adm.discharged):
+                return None
+            return self._info(hadm_id, adm, False)
+
+    async def apply_note(
+        self,
+        *,
+        hadm_id: int,
+        subject_id: int,
+        note_id: str,
+        revision: int,
+        is_error: bool,
+        chunk_probs: Sequence[float],
+        note_time: datetime | None = None,
+    ) -> ApplyResult:
+        probs = () if is_error else tuple(check_probs(chunk_probs))
+        with self._lock:
+            adm = self._get(hadm_id)
+            if adm is None:
+                adm = self._admissions[hadm_id] = _Admission()
+            old = adm.notes.get(note_id)
+            if old is not None and (revision, is_error) <= (old.revision, old.is_error):
+                reason: ApplyReason = (
+                    "duplicate" if (revision, is_error) == (old.revision, old.is_error) else "stale"
+                )
+                self._touch(adm)
+                return ApplyResult(False, reason, self._state(hadm_id, adm))
+            live_old = old is not None and not old.is_error
+            if old is not None and live_old:
+                for p in old.probs:
+                    adm.exact_sum = exact_add(adm.exact_sum, p, -1)
+                adm.n_chunks -= len(old.probs)
+                adm.n_notes -= 1
+                adm.maxima.pop(note_id, None)
+            if is_error:
+                adm.notes[note_id] = _Note(revision, True)
+                if not live_old:
+                    self._touch(adm)
+                    return ApplyResult(False, "retracted", self._state(hadm_id, adm))
+                reason = "retracted"
+            else:
+                top = max(range(len(probs)), key=lambda i: (probs[i], -i), default=0)
+                for p in probs:
+                    adm.exact_sum = exact_add(adm.exact_sum, p)
+                adm.n_chunks += len(probs)
+                adm.n_notes += 1
+                if probs:
+                    adm.maxima[note_id] = probs[top]
+                adm.notes[note_id] = _Note(revision, False, top, probs)
+                reason = "new" if old is None else "revision"
+            adm.seq += 1
+            adm.has_record = True
+            if adm.subject_id is None:
+                adm.subject_id = subject_id
+            self._touch(adm)
+            return ApplyResult(True, reason, self._state(hadm_id, adm))
+
+    async def state(self, hadm_id: int) -> AdmissionState | None:
+        with self._lock:
+            adm = self._get(hadm_id)
+            return None if adm is None else self._state(hadm_id, adm)
+
+    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+        with self._lock:
+            adm = self._get(hadm_id)
+            if adm is None:
+                return {}
+            return {k: NoteProbs(n.revision, n.probs) for k, n in adm.notes.items() if not n.is_error}
+
+    async def hadm_ids(self) -> list[int]:
+        """Admissions held now (memory store only: for explain and the demo summary)."""
+        with self._lock:
+            return sorted(h for h in list(self._admissions) if self._get(h) is not None)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    # --- snapshot ----------------------------------------------------------------------------------
+    def snapshot(self, path: str | Path) -> Path:
+        """Write every admission to a JSON file (floats round-trip exactly); returns the path."""
+        with self._lock:
+            data: dict[str, Any] = {"version": SNAPSHOT_VERSION, "admissions": {}}
+            for hadm_id, adm in self._admissions.items():
+                record = {k: v for k, v in adm.__dict__.items() if k not in ("notes", "exact_sum")}
+                for key in ("admit_time", "discharge_time", "death_time"):
+                    record[key] = record[key].isoformat() if record[key] else None
+                record["exact_sum"] = str(adm.exact_sum)
+                record["notes"] = {
+                    k: [n.revision, n.is_error, n.top, list(n.probs)] for k, n in adm.notes.items()
+                }
+                data["admissions"][str(hadm_id)] = record
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def restore(cls, path: str | Path, **kwargs: Any) -> MemoryRiskStore:
+        """A store holding what :meth:`snapshot` wrote to ``path``."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if data.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
+            store = cls(**kwargs)
+            for hadm_id, record in data["admissions"].items():
+                notes = {k: _Note(r, bool(e), t, tuple(p)) for k, (r, e, t, p) in record.pop("notes").items()}
+                record["exact_sum"] = int(record["exact_sum"])
+                for key in ("admit_time", "discharge_time", "death_time"):
+                    record[key] = datetime.fromisoformat(record[key]) if record[key] else None
+                store._admissions[int(hadm_id)] = _Admission(**record, notes=notes)
+            return store
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"Cannot restore the risk store from {path}: {exc}. Pass a file written by a memory store snapshot."
+            ) from exc

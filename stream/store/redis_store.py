@@ -1,0 +1,255 @@
+"""The Redis risk store: one Lua script per note update, keys under a `{hadm_id}` hash tag.
+
+Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in one slot):
+
+- ``a``: hash of the aggregate and the admission record (subject_id, seq, sum, n_chunks, n_notes,
+  admit_time, discharge_time, discharged, expire_at, ...);
+- ``n``: hash note_id -> ``revision|is_error|top_chunk|p1,p2,...`` (probabilities only, never text);
+- ``m``: sorted set note_id -> the note's largest chunk probability, so the maximum is right again
+  after a retraction or a replacement.
+
+Every write slides the keys' TTL (``idle_ttl_s``), or after a discharge pins it to discharge (wall
+clock) + ``retention_s``. Probabilities travel as ``repr`` strings (exact), and the sum is kept exact in
+integer limbs (see :mod:`stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+from redis import exceptions as rex
+
+from stream.errors import StoreError, StoreUnavailable
+from stream.events import AdmissionEvent
+from stream.store.records import (
+    AdmissionInfo,
+    AdmissionState,
+    ApplyResult,
+    NoteProbs,
+    check_probs,
+    exact_to_float,
+)
+
+_HERE = Path(__file__).parent
+T = TypeVar("T")
+
+_READ_STATE = """
+local s = redis.call('HMGET', KEYS[1], 'subject_id', 'sum', 'n_chunks', 'n_notes', 'seq', 'discharged')
+local top = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local top_note, top_max, top_chunk = '', '', ''
+if #top > 0 then
+  top_note, top_max = top[1], top[2]
+  top_chunk = string.match(redis.call('HGET', KEYS[2], top_note), '^%d+|%d|(%d+)|')
+end
+return {0, '', s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', s[6] or '',
+        top_note, top_max, top_chunk}
+"""
+
+
+def limbs_to_exact(text: str) -> int:
+    """The exact sum (units of 2**-1200) of the Lua script's ``index:value`` limbs of 24 bits.
+
+    >>> limbs_to_exact("2:1,0:5") == (1 << 48) + 5
+    True
+    """
+    total = 0
+    for part in filter(None, text.split(",")):
+        index, value = part.split(":")
+        total += int(value) << (24 * int(index))
+    return total
+
+
+def limbs_to_float(text: str) -> float:
+    """The correctly rounded float of the Lua limbs (0.0 when empty)."""
+    return exact_to_float(limbs_to_exact(text))
+
+
+def _time(value: str) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+class RedisRiskStore:
+    """:class:`~stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "notestream",
+        idle_ttl_s: float = 30 * 24 * 3600.0,
+        retention_s: float = 72 * 3600.0,
+        pool_size: int = 32,
+        timeout_s: float = 5.0,
+        password: SecretStr | None = None,
+        ssl_cafile: Path | None = None,
+    ) -> None:
+        options: dict[str, Any] = {
+            "max_connections": pool_size,
+            "timeout": timeout_s,
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "decode_responses": True,
+        }
+        if password is not None:
+            options["password"] = password.get_secret_value()
+        if url.startswith("rediss://") and ssl_cafile is not None:
+            options["ssl_ca_certs"] = str(ssl_cafile)
+        try:
+            self._pool: Any = aioredis.BlockingConnectionPool.from_url(url, **options)
+        except ValueError as exc:
+            raise StoreError(f"The Redis store URL is invalid ({exc}); use redis://host:port/db.") from exc
+        self._redis: Any = aioredis.Redis(connection_pool=self._pool)  # the types-redis stubs lag redis-py
+        self.namespace = namespace
+        self.idle_ttl_ms = max(1, round(idle_ttl_s * 1000))
+        self.retention_ms = max(0, round(retention_s * 1000))
+        self._apply = self._redis.register_script((_HERE / "apply_note.lua").read_text())
+        self._admit = self._redis.register_script((_HERE / "record_admission.lua").read_text())
+        self._read = self._redis.register_script(_READ_STATE)
+
+    def keys(self, hadm_id: int) -> list[str]:
+        """The admission's keys: aggregate hash, notes hash, maxima sorted set."""
+        base = f"{self.namespace}:{{{int(hadm_id)}}}"
+        return [f"{base}:a", f"{base}:n", f"{base}:m"]
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except (rex.ConnectionError, rex.TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"Redis did not answer while trying to {what} ({exc}); check that it is up and that "
+                "the store URL, password and TLS settings are right."
+            ) from exc
+        except rex.RedisError as exc:
+            raise StoreError(f"Redis failed to {what}: {exc}.") from exc
+
+    @staticmethod
+    def _state(hadm_id: int, reply: list[Any]) -> AdmissionState | None:
+        _, _, subject, limbs, n_chunks, n_notes, seq, discharged, top_note, top_max, top_chunk = reply
+        if seq == "":
+            return None
+        return AdmissionState(
+            hadm_id=hadm_id,
+            subject_id=int(subject) if subject else None,
+            p_max=float(top_max) if top_note else None,
+            p_sum=limbs_to_float(limbs),
+            n_chunks=int(n_chunks or 0),
+            n_notes=int(n_notes or 0),
+            seq=int(seq),
+            top_note_id=top_note or None,
+            top_chunk=int(top_chunk) if top_note else None,
+            discharged=discharged == "1",
+        )
+
+    # --- RiskStore ---------------------------------------------------------------------------------
+    async def record_admission(self, event: AdmissionEvent) -> AdmissionInfo:
+        args = [
+            event.kind,
+            str(event.subject_id),
+            _iso(event.admit_time),
+            _iso(event.discharge_time),
+            event.admission_type or "",
+            _iso(event.death_time),
+            str(round(time.time() * 1000)),
+            str(self.idle_ttl_ms),
+            str(self.retention_ms),
+        ]
+        reply = await self._call(
+            f"record admission {event.hadm_id}",
+            lambda: self._admit(keys=self.keys(event.hadm_id), args=args),  # type: ignore[arg-type]
+        )
+        applied, subject, admit, discharge, kind, death, discharged = reply
+        return AdmissionInfo(
+            hadm_id=event.hadm_id,
+            subject_id=int(subject) if subject else None,
+            admit_time=_time(admit),
+            discharge_time=_time(discharge),
+            admission_type=kind or None,
+            death_time=_time(death),
+            discharged=discharged == "1",
+            applied=bool(applied),
+        )
+
+    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+        fields = ["subject_id", "admit_time", "discharge_time", "admission_type", "death_time", "discharged"]
+        values = await self._call(
+            f"read admission {hadm_id}",
+            lambda: self._redis.hmget(self.keys(hadm_id)[0], fields),  # type: ignore[arg-type]
+        )
+        subject, admit, discharge, kind, death, discharged = values
+        if not admit and discharged != "1":
+            return None
+        return AdmissionInfo(
+            hadm_id=hadm_id,
+            subject_id=int(subject) if subject else None,
+            admit_time=_time(admit or ""),
+            discharge_time=_time(discharge or ""),
+            admission_type=kind or None,
+            death_time=_time(death or ""),
+            discharged=discharged == "1",
+        )
+
+    async def apply_note(
+        self,
+        *,
+        hadm_id: int,
+        subject_id: int,
+        note_id: str,
+        revision: int,
+        is_error: bool,
+        chunk_probs: Sequence[float],
+        note_time: datetime | None = None,
+    ) -> ApplyResult:
+        probs = "" if is_error else ",".join(repr(p) for p in check_probs(chunk_probs))
+        args = [
+            str(subject_id),
+            note_id,
+            str(int(revision)),
+            "1" if is_error else "0",
+            str(self.idle_ttl_ms),
+            probs,
+        ]
+        reply = await self._call(
+            f"apply note {note_id} to admission {hadm_id}",
+            lambda: self._apply(keys=self.keys(hadm_id), args=args),  # type: ignore[arg-type]
+        )
+        return ApplyResult(bool(reply[0]), reply[1], self._state(hadm_id, reply))
+
+    async def state(self, hadm_id: int) -> AdmissionState | None:
+        reply = await self._call(
+            f"read the state of admission {hadm_id}",
+            lambda: self._read(keys=self.keys(hadm_id), args=[]),  # type: ignore[arg-type]
+        )
+        return self._state(hadm_id, reply)
+
+    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+        records = await self._call(
+            f"read the notes of admission {hadm_id}",
+            lambda: self._redis.hgetall(self.keys(hadm_id)[1]),  # type: ignore[arg-type]
+        )
+        out: dict[str, NoteProbs] = {}
+        for note_id, record in records.items():
+            revision, is_error, _, csv = record.split("|", 3)
+            if is_error == "0":
+                out[note_id] = NoteProbs(int(revision), tuple(float(p) for p in filter(None, csv.split(","))))
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())  # type: ignore[misc]
+        except rex.RedisError:
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._pool.disconnect()

@@ -1,0 +1,264 @@
+"""The RiskStore contract: the in-memory store and the Redis store (a real redis-server) must agree.
+
+Every test here runs against both implementations; aggregates are compared with the batch reference
+(``models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from models.aggregate import admission_score
+from stream.errors import StoreError
+from stream.events import AdmissionEvent
+from stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
+
+StoreFactory = Callable[..., RiskStore]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """A factory of fresh stores of one kind (keyword arguments: TTLs, pool size)."""
+    made: list[RiskStore] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+
+    def factory(*, pool_size: int = 8, **kwargs: Any) -> RiskStore:
+        store: RiskStore = (
+            RedisRiskStore(url, pool_size=pool_size, **kwargs) if url else MemoryRiskStore(**kwargs)
+        )
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> RiskStore:
+    return make_store()
+
+
+async def note(
+    store: RiskStore, note_id: str, probs: list[float], *, hadm: int = 100, rev: int = 0, error: bool = False
+) -> Any:
+    return await store.apply_note(
+        hadm_id=hadm, subject_id=7, note_id=note_id, revision=rev, is_error=error, chunk_probs=probs
+    )
+
+
+async def current(store: RiskStore, hadm: int = 100) -> AdmissionState:
+    state = await store.state(hadm)
+    assert state is not None
+    return state
+
+
+def assert_matches(state: Any, live: dict[str, list[float]]) -> None:
+    """The state equals the batch aggregate of the live notes, bit for bit."""
+    probs = [p for ps in live.values() for p in ps]
+    assert state.n_chunks == len(probs)
+    assert state.n_notes == len(live)
+    if probs:
+        assert state.p_max == max(probs)
+        assert state.p_sum == math.fsum(probs)
+        assert state.score(2.0) == admission_score(probs, 2.0)
+        assert live[state.top_note_id][state.top_chunk] == state.p_max
+    else:
+        assert state.p_max is None
+        assert state.score() is None
+
+
+async def test_new_note_gives_the_batch_aggregate(store: RiskStore) -> None:
+    result = await note(store, "a", [0.25, 0.9, 0.125])
+    assert (result.applied, result.reason, result.state.seq) == (True, "new", 1)
+    assert result.state.subject_id == 7
+    assert (result.state.top_note_id, result.state.top_chunk) == ("a", 1)
+    assert_matches(result.state, {"a": [0.25, 0.9, 0.125]})
+    assert await store.state(100) == result.state
+    assert await store.state(101) is None
+
+
+async def test_duplicates_and_lower_revisions_change_nothing(store: RiskStore) -> None:
+    await note(store, "a", [0.3], rev=2)
+    again = await note(store, "a", [0.99], rev=2)
+    older = await note(store, "a", [0.99], rev=1)
+    assert (again.applied, again.reason) == (False, "duplicate")
+    assert (older.applied, older.reason) == (False, "stale")
+    assert again.state.seq == older.state.seq == 1
+    assert_matches(await store.state(100), {"a": [0.3]})
+
+
+async def test_higher_revision_replaces_and_max_is_recomputed(store: RiskStore) -> None:
+    await note(store, "a", [0.95, 0.1])
+    await note(store, "b", [0.4, 0.6])
+    result = await note(store, "a", [0.2, 0.3, 0.05], rev=1)
+    assert (result.applied, result.reason, result.state.seq) == (True, "revision", 3)
+    assert (result.state.top_note_id, result.state.top_chunk) == ("b", 1)
+    assert_matches(result.state, {"a": [0.2, 0.3, 0.05], "b": [0.4, 0.6]})
+    probs = await store.note_probs(100)
+    assert probs["a"].revision == 1
+    assert probs["a"].probs == (0.2, 0.3, 0.05)
+
+
+async def test_retraction_removes_the_note_once(store: RiskStore) -> None:
+    await note(store, "a", [0.95])
+    await note(store, "b", [0.5, 0.7])
+    gone = await note(store, "a", [], error=True)
+    assert (gone.applied, gone.reason, gone.state.seq) == (True, "retracted", 3)
+    assert_matches(gone.state, {"b": [0.5, 0.7]})
+    again = await note(store, "a", [], error=True)
+    late = await note(store, "a", [0.95])
+    assert (again.applied, again.reason, late.applied, late.reason) == (False, "duplicate", False, "stale")
+    back = await note(store, "a", [0.8], rev=1)
+    assert (back.applied, back.reason, back.state.seq) == (True, "revision", 4)
+    assert_matches(back.state, {"a": [0.8], "b": [0.5, 0.7]})
+    assert set(await store.note_probs(100)) == {"a", "b"}
+
+
+async def test_retracting_everything_leaves_no_score(store: RiskStore) -> None:
+    await note(store, "a", [0.4, 0.6])
+    result = await note(store, "a", [], error=True)
+    assert result.state.n_chunks == 0
+    assert result.state.p_sum == 0.0
+    assert_matches(result.state, {})
+    assert await store.note_probs(100) == {}
+
+
+async def test_retraction_of_an_unknown_note_keeps_earlier_revisions_out(store: RiskStore) -> None:
+    first = await note(store, "x", [], rev=3, error=True)
+    assert (first.applied, first.reason) == (False, "retracted")
+    late = await note(store, "x", [0.9], rev=2)
+    assert (late.applied, late.reason) == (False, "stale")
+    assert await store.state(100) is None
+
+
+async def test_random_histories_match_the_reference(store: RiskStore) -> None:
+    """Seq rises by exactly one per applied change and the aggregate always equals the batch one."""
+    rng = random.Random(4)
+    held: dict[str, tuple[int, bool, list[float]]] = {}
+    seq = 0
+    for _ in range(300):
+        note_id = f"n{rng.randrange(25)}"
+        rev = rng.randrange(4)
+        error = rng.random() < 0.2
+        probs = [rng.random() ** 3 for _ in range(rng.randrange(0, 6))]
+        old = held.get(note_id)
+        applies = old is None or (rev, error) > (old[0], old[1])
+        changes = applies and not (error and (old is None or old[1]))
+        result = await note(store, note_id, probs, rev=rev, error=error)
+        if applies:
+            held[note_id] = (rev, error, [] if error else probs)
+        seq += changes
+        assert result.applied == changes
+        live = {k: v[2] for k, v in held.items() if not v[1]}
+        if result.state is not None:
+            assert result.state.seq == seq
+            assert_matches(result.state, live)
+    assert {k: (v.revision, list(v.probs)) for k, v in (await store.note_probs(100)).items()} == {
+        k: (v[0], v[2]) for k, v in held.items() if not v[1]
+    }
+
+
+async def test_admit_and_discharge(store: RiskStore) -> None:
+    admit = datetime(2150, 1, 1, 8, 30)
+    assert await store.admission(100) is None
+    info = await store.record_admission(
+        AdmissionEvent(kind="admit", subject_id=7, hadm_id=100, admit_time=admit, admission_type="EMERGENCY")
+    )
+    assert (info.applied, info.admit_time, info.admission_type, info.discharged) == (
+        True,
+        admit,
+        "EMERGENCY",
+        False,
+    )
+    assert (await store.admission(100)) == info.__class__(**{**info.__dict__, "applied": False})
+    await note(store, "a", [0.5])
+    out = datetime(2150, 1, 5, 12, 0)
+    first = await store.record_admission(
+        AdmissionEvent(kind="discharge", subject_id=7, hadm_id=100, discharge_time=out)
+    )
+    second = await store.record_admission(
+        AdmissionEvent(kind="discharge", subject_id=7, hadm_id=100, discharge_time=out)
+    )
+    assert (first.applied, second.applied, first.discharged, first.discharge_time) == (True, False, True, out)
+    state = await current(store)
+    assert (state.seq, state.discharged) == (2, True)
+    assert_matches(state, {"a": [0.5]})
+
+
+async def test_idle_ttl_slides_with_each_write(make_store: StoreFactory) -> None:
+    store = make_store(idle_ttl_s=1.5)
+    await note(store, "a", [0.5])
+    await asyncio.sleep(0.9)
+    await note(store, "b", [0.5])
+    await asyncio.sleep(0.9)
+    assert (await store.state(100)) is not None  # 1.8 s after the first write, 0.9 s after the last
+    await asyncio.sleep(1.8)
+    assert await store.state(100) is None
+    assert await store.note_probs(100) == {}
+
+
+async def test_discharge_expires_after_retention_even_with_later_notes(make_store: StoreFactory) -> None:
+    store = make_store(idle_ttl_s=3600, retention_s=0.8)
+    await note(store, "a", [0.5])
+    await store.record_admission(
+        AdmissionEvent(kind="discharge", subject_id=7, hadm_id=100, discharge_time=datetime(2150, 1, 2))
+    )
+    await note(store, "b", [0.5])  # a late note does not extend the retention
+    assert (await current(store)).n_notes == 2
+    await asyncio.sleep(1.3)
+    assert await store.state(100) is None
+    assert await store.admission(100) is None
+
+
+async def test_concurrent_updates_of_one_admission_are_exact(make_store: StoreFactory) -> None:
+    store = make_store(pool_size=4)
+    rng = random.Random(1)
+    notes = {f"c{i}": [rng.random() for _ in range(rng.randrange(1, 5))] for i in range(150)}
+    calls = [note(store, k, v) for k, v in notes.items()] + [
+        note(store, k, v) for k, v in list(notes.items())[:50]
+    ]
+    rng.shuffle(calls)
+    results = await asyncio.gather(*calls)
+    assert sum(r.applied for r in results) == 150
+    assert sorted(r.state.seq for r in results if r.applied) == list(range(1, 151))
+    assert_matches(await store.state(100), notes)
+
+
+async def test_an_admission_holding_a_thousand_notes(store: RiskStore) -> None:
+    rng = random.Random(2)
+    notes = {f"k{i:04d}": [rng.random() for _ in range(3)] for i in range(1000)}
+    for start in range(0, 1000, 100):
+        await asyncio.gather(*(note(store, k, notes[k]) for k in list(notes)[start : start + 100]))
+    state = await current(store)
+    assert state.seq == 1000
+    assert_matches(state, notes)
+    top = str(state.top_note_id)
+    result = await note(store, top, [], error=True)
+    del notes[top]
+    assert_matches(result.state, notes)
+
+
+async def test_admissions_are_independent(store: RiskStore) -> None:
+    await note(store, "a", [0.9], hadm=1)
+    await note(store, "a", [0.1], hadm=2)
+    assert_matches(await store.state(1), {"a": [0.9]})
+    assert_matches(await store.state(2), {"a": [0.1]})
+
+
+@pytest.mark.parametrize("bad", [math.nan, -0.1, 1.5, math.inf])
+async def test_bad_probabilities_are_refused(store: RiskStore, bad: float) -> None:
+    with pytest.raises(StoreError, match="probability"):
+        await note(store, "a", [0.5, bad])
+    assert await store.state(100) is None
+
+
+async def test_ping(store: RiskStore) -> None:
+    assert await store.ping()
