@@ -1,0 +1,321 @@
+"""One batch of notes -> risk updates: window, clean + chunk, ONE engine call, store, updates.
+
+No Kafka here: :mod:`stream.app` is the thin adapter that feeds batches in and sends the results out,
+and tests drive :class:`Pipeline` directly. The steps for a batch:
+
+1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring.
+2. Window and task filter: ``spec.window.admits`` with the admit time of the note itself, else of the
+   store's admission record (from the admissions topic). ``days``/``hours`` windows need that time; a
+   note whose admission is still unknown after ``admission_wait_s`` is rejected as
+   ``admission_unknown`` (the app dead-letters it, so nothing is lost). Notes outside the window are
+   *dropped* and counted by reason in :attr:`Pipeline.counters`.
+3. Each note is cleaned and chunked by :func:`models.prep.note_chunks`, the same function training and
+   offline scoring use, so a streamed score equals the offline score of the same notes.
+4. The chunks of all notes of the batch go to the engine in ONE call.
+5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
+   notes of one admission in batch order, admissions concurrently.
+6. One :class:`~stream.events.RiskUpdate` per applied change (``change`` = new | revision |
+   retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
+   duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
+
+Notes with no chunk (10 words or fewer after cleaning, REFERENCE §4) are still applied to the store
+with no chunk probabilities: they count in ``n_notes`` and take part in dedupe and revisions (a later,
+longer revision replaces them), but do not move the score. An admission without any chunk has score 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from models.errors import BatchFailed
+from models.prep import note_chunks
+from models.spec import ModelSpec
+from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+
+if TYPE_CHECKING:
+    from stream.store import AdmissionState, RiskStore
+
+log = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What the pipeline needs of :class:`models.engine.InferenceEngine`."""
+
+    async def score(self, texts: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A valid note the pipeline could not process; the app dead-letters it with this reason."""
+
+    note: NoteEvent
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    """What one batch produced."""
+
+    updates: list[RiskUpdate] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    chunks: int = 0
+    engine_s: float = 0.0
+
+
+@dataclass
+class _Work:
+    note: NoteEvent
+    chunks: list[str] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+
+
+def update_from_state(
+    state: AdmissionState,
+    *,
+    spec: ModelSpec,
+    model: str,
+    trigger: NoteEvent | None = None,
+    change: str | None = None,
+    produced_at: datetime | None = None,
+    subject_id: int | None = None,
+) -> RiskUpdate:
+    """The risk update that announces ``state`` (score by ``models.aggregate`` with the spec's c).
+
+    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0.
+    """
+    score = state.score(spec.c)
+    n = state.n_chunks
+    subject = state.subject_id if state.subject_id is not None else subject_id
+    if subject is None and trigger is not None:
+        subject = trigger.subject_id
+    return RiskUpdate(
+        hadm_id=state.hadm_id,
+        subject_id=subject if subject is not None else 0,
+        task=spec.task,
+        model=model,
+        score=float(score) if score is not None else 0.0,
+        p_max=float(state.p_max) if state.p_max is not None else 0.0,
+        p_mean=float(state.p_sum) / n if n > 0 else 0.0,
+        n_chunks=n,
+        n_notes=state.n_notes,
+        seq=state.seq,
+        c=spec.c,
+        trigger_note_id=trigger.note_id if trigger is not None else None,
+        top_note_id=state.top_note_id,
+        top_chunk=state.top_chunk,
+        change=change,  # type: ignore[arg-type]
+        note_time=trigger.event_time() if trigger is not None else None,
+        produced_at=produced_at if produced_at is not None else (trigger.produced_at if trigger else None),
+        final=bool(state.discharged),
+    )
+
+
+class Pipeline:
+    """Turns batches of valid notes into risk updates, through the engine and the store."""
+
+    def __init__(
+        self,
+        engine: Scorer,
+        store: RiskStore,
+        spec: ModelSpec,
+        *,
+        model: str = "model",
+        admission_wait_s: float = 2.0,
+        tokenizer: Any = None,
+        reemit_unchanged: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.spec = spec
+        self.model = model
+        self.admission_wait_s = admission_wait_s
+        self.tokenizer = tokenizer
+        self.reemit_unchanged = reemit_unchanged
+        """Emit the current state (same seq) for a duplicate or stale note too: see stream.app."""
+        self.counters: Counter[str] = Counter()
+        """Running totals: notes, applied, duplicate, chunks, dropped_<reason>, rejected_<reason>."""
+
+    # --- notes ------------------------------------------------------------------------------------
+    async def process(self, notes: Sequence[NoteEvent]) -> BatchResult:
+        """Process one batch; every note ends up applied, dropped (counted) or rejected."""
+        result = BatchResult()
+        self.counters["notes"] += len(notes)
+        work: list[_Work] = []
+        pending: list[NoteEvent] = []
+        for note in notes:
+            if note.is_error:
+                work.append(_Work(note))
+            elif not self._needs_admit(note):
+                self._admit_or_drop(note, None, work, result)
+            else:
+                pending.append(note)
+        if pending:
+            admits = await self._admit_times(pending)
+            for note in pending:
+                admit = admits.get(note.hadm_id)
+                if admit is None:
+                    result.rejected.append(
+                        Rejected(
+                            note,
+                            "admission_unknown",
+                            f"no admit time for admission {note.hadm_id}: the note has none and no admit "
+                            f"event arrived within {self.admission_wait_s:g} s",
+                        )
+                    )
+                else:
+                    self._admit_or_drop(note, admit, work, result)
+        order = {id(note): i for i, note in enumerate(notes)}
+        work.sort(key=lambda w: order[id(w.note)])  # batch order: revisions of a note stay ordered
+        await self._score(work, result)
+        await self._apply(work, result)
+        for reason, n in result.dropped.items():
+            self.counters[f"dropped_{reason}"] += n
+        for rej in result.rejected:
+            self.counters[f"rejected_{rej.reason}"] += 1
+        self.counters["chunks"] += result.chunks
+        return result
+
+    def _needs_admit(self, note: NoteEvent) -> bool:
+        return self.spec.window.kind in ("days", "hours") and note.admit_time is None
+
+    def _admit_or_drop(
+        self, note: NoteEvent, admit: datetime | None, work: list[_Work], result: BatchResult
+    ) -> None:
+        admit = note.admit_time if note.admit_time is not None else admit
+        inside = self.spec.window.admits(
+            admit=_naive(admit),
+            chart_time=_naive(note.chart_time),
+            chart_date=note.chart_date,
+            category=note.category,
+        )
+        if not inside:
+            result.dropped["outside_window"] += 1
+            return
+        work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
+
+    async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[int, datetime]:
+        """Admit times of the notes' admissions from the store, waiting up to admission_wait_s."""
+        wanted = {n.hadm_id for n in notes}
+        found: dict[int, datetime] = {}
+        deadline = time.monotonic() + self.admission_wait_s
+        while True:
+            infos = await asyncio.gather(*(self.store.admission(h) for h in wanted - found.keys()))
+            for hadm, info in zip(wanted - found.keys(), infos, strict=True):
+                if info is not None and info.admit_time is not None:
+                    found[hadm] = info.admit_time
+            if len(found) == len(wanted) or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+    async def _score(self, work: list[_Work], result: BatchResult) -> None:
+        texts = [chunk for w in work for chunk in w.chunks]
+        if not texts:
+            return
+        start = time.perf_counter()
+        try:
+            probs = await self.engine.score(texts)
+        except BatchFailed:
+            # One bad note must not sink the batch: score note by note, reject the ones that fail.
+            log.warning("An engine batch of %d chunks failed; scoring its notes one by one.", len(texts))
+            await self._score_one_by_one(work, result)
+            result.engine_s += time.perf_counter() - start
+            return
+        result.engine_s += time.perf_counter() - start
+        if len(probs) != len(texts):
+            raise BatchFailed(f"The engine returned {len(probs)} probabilities for {len(texts)} chunks.")
+        i = 0
+        for w in work:
+            w.probs = [float(p) for p in probs[i : i + len(w.chunks)]]
+            i += len(w.chunks)
+        result.chunks += len(texts)
+
+    async def _score_one_by_one(self, work: list[_Work], result: BatchResult) -> None:
+        for w in list(work):
+            if not w.chunks:
+                continue
+            try:
+                w.probs = [float(p) for p in await self.engine.score(w.chunks)]
+                result.chunks += len(w.chunks)
+            except BatchFailed as exc:
+                work.remove(w)
+                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {exc}"))
+
+    async def _apply(self, work: list[_Work], result: BatchResult) -> None:
+        by_admission: dict[int, list[_Work]] = {}
+        for w in work:
+            by_admission.setdefault(w.note.hadm_id, []).append(w)
+
+        async def apply_admission(items: list[_Work]) -> list[RiskUpdate]:
+            out = []
+            for w in items:  # batch order within one admission: revisions stay ordered
+                note = w.note
+                res = await self.store.apply_note(
+                    hadm_id=note.hadm_id,
+                    subject_id=note.subject_id,
+                    note_id=note.note_id,
+                    revision=note.revision,
+                    is_error=note.is_error,
+                    chunk_probs=w.probs,
+                    note_time=note.event_time(),
+                )
+                self.counters[res.reason] += 1
+                if res.state is None:
+                    continue
+                if res.applied:
+                    out.append(
+                        update_from_state(
+                            res.state, spec=self.spec, model=self.model, trigger=note, change=res.reason
+                        )
+                    )
+                elif self.reemit_unchanged:
+                    # a redelivered note (after a crash between store write and emit): announce the
+                    # current state again, same seq, so no applied change goes unannounced
+                    out.append(update_from_state(res.state, spec=self.spec, model=self.model, trigger=note))
+            return out
+
+        for updates in await asyncio.gather(*(apply_admission(items) for items in by_admission.values())):
+            result.updates.extend(updates)
+
+    # --- admissions -------------------------------------------------------------------------------
+    async def admission(self, event: AdmissionEvent) -> RiskUpdate | None:
+        """Record an admit or discharge; the first discharge of an admission with notes gives its final
+        update (the store raised its ``seq``); a repeated discharge gives nothing."""
+        info = await self.store.record_admission(event)
+        self.counters[f"admission_{event.kind}"] += 1
+        if event.kind != "discharge" or not info.applied:
+            return None
+        state = await self.store.state(event.hadm_id)
+        if state is None or state.n_notes == 0:
+            return None
+        return update_from_state(
+            state,
+            spec=self.spec,
+            model=self.model,
+            change="discharge",
+            produced_at=event.produced_at,
+            subject_id=event.subject_id,
+        )
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    """Event times are naive (MIMIC's shifted local time); drop a timezone a feed may have added."""
+    if moment is not None and moment.tzinfo is not None:
+        return moment.replace(tzinfo=None)
+    return moment
+
+
+def latency_ms(update: RiskUpdate, *, now: datetime | None = None) -> float | None:
+    """Milliseconds from the triggering event's production to ``now`` (default: the emit time)."""
+    if update.produced_at is None:
+        return None
+    end = now if now is not None else (update.emitted_at or utcnow())
+    return (end - update.produced_at).total_seconds() * 1000.0

@@ -1,0 +1,99 @@
+"""A small synthetic feed for the stream tests, and the offline score it must stream to."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from models.aggregate import admission_score
+from models.build import clinical_corpus
+from models.prep import note_chunks
+from models.spec import ModelSpec
+from stream.events import AdmissionEvent, NoteEvent
+
+ADMIT = datetime(2150, 1, 1, 8, 0)
+
+
+def feed(
+    n_admissions: int, notes_per_admission: int, *, seed: int = 0, first_hadm: int = 100_000
+) -> tuple[list[AdmissionEvent], list[NoteEvent]]:
+    """Admit events and notes (one in five notes shorter than 11 words: no chunk)."""
+    rng = random.Random(seed)
+    texts = clinical_corpus(n_admissions * notes_per_admission, seed=seed, sentences=(2, 60))
+    admissions, notes = [], []
+    for a in range(n_admissions):
+        hadm, subject = first_hadm + a, 10_000 + a
+        admit = ADMIT + timedelta(days=a)
+        admissions.append(AdmissionEvent(kind="admit", subject_id=subject, hadm_id=hadm, admit_time=admit))
+        for k in range(notes_per_admission):
+            text = texts[a * notes_per_admission + k]
+            if rng.random() < 0.2:
+                text = " ".join(text.split()[:8])
+            notes.append(
+                NoteEvent(
+                    note_id=f"{hadm}-{k}",
+                    subject_id=subject,
+                    hadm_id=hadm,
+                    category="Nursing",
+                    chart_time=admit + timedelta(hours=3 * k + 1),
+                    text=text,
+                    source="test",
+                )
+            )
+    return admissions, notes
+
+
+def discharges(admissions: Iterable[AdmissionEvent]) -> list[AdmissionEvent]:
+    return [
+        AdmissionEvent(
+            kind="discharge",
+            subject_id=a.subject_id,
+            hadm_id=a.hadm_id,
+            admit_time=a.admit_time,
+            discharge_time=(a.admit_time or ADMIT) + timedelta(days=5),
+        )
+        for a in admissions
+    ]
+
+
+class OfflineScorer:
+    """The offline reference: each note's chunks through the classifier directly, then aggregated."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from models.checkpoint import load_model_folder
+        from models.classifier import ChunkClassifier
+
+        loaded = load_model_folder(model_dir)
+        self.spec: ModelSpec = loaded.spec
+        self.classifier = ChunkClassifier(loaded, "cpu")
+        self.tokenizer = loaded.tokenizer
+
+    def note_probs(self, text: str) -> list[float]:
+        chunks = note_chunks(text, self.spec, self.tokenizer)
+        return [float(p) for p in self.classifier.predict(chunks)] if chunks else []
+
+    def scores(self, notes: Iterable[NoteEvent]) -> dict[int, float | None]:
+        """Final score per admission of the live notes (highest revision, retractions removed)."""
+        live: dict[int, dict[str, NoteEvent]] = {}
+        dead: dict[int, dict[str, int]] = {}
+        for note in notes:
+            held = live.setdefault(note.hadm_id, {})
+            gone = dead.setdefault(note.hadm_id, {})
+            if note.is_error:
+                if note.note_id in held:
+                    gone[note.note_id] = max(held.pop(note.note_id).revision, note.revision)
+                else:
+                    gone[note.note_id] = max(gone.get(note.note_id, -1), note.revision)
+                continue
+            if note.revision <= gone.get(note.note_id, -1):
+                continue
+            current = held.get(note.note_id)
+            if current is None or note.revision > current.revision:
+                held[note.note_id] = note
+        out: dict[int, float | None] = {}
+        for hadm, held in live.items():
+            probs = [p for note in held.values() for p in self.note_probs(note.text)]
+            out[hadm] = admission_score(probs, self.spec.c) if probs else None
+        return out

@@ -1,0 +1,126 @@
+"""The pipeline without Kafka: real engine (tiny model), real in-memory store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from models.engine import InferenceEngine
+from models.spec import ModelSpec, Window
+from stream.events import NoteEvent
+from stream.pipeline import Pipeline
+from stream.store import MemoryRiskStore
+from tests.stream.feed import ADMIT, OfflineScorer, discharges, feed
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_model_dir: Path) -> OfflineScorer:
+    return OfflineScorer(tiny_model_dir)
+
+
+@pytest.fixture
+async def engine(tiny_model_dir: Path) -> AsyncIterator[InferenceEngine]:
+    eng = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
+    await eng.start()
+    yield eng
+    await eng.close()
+
+
+def make_pipeline(engine: InferenceEngine, spec: ModelSpec | None = None, **kw: object) -> Pipeline:
+    return Pipeline(engine, MemoryRiskStore(), spec or engine.spec, model="tiny", **kw)  # type: ignore[arg-type]
+
+
+async def test_streamed_scores_equal_offline_scores(engine: InferenceEngine, offline: OfflineScorer) -> None:
+    admissions, notes = feed(4, 5, seed=1)
+    pipeline = make_pipeline(engine)
+    last = {}
+    for start in range(0, len(notes), 7):  # batches that mix admissions
+        before = engine.stats()["requests"]
+        result = await pipeline.process(notes[start : start + 7])
+        assert engine.stats()["requests"] - before <= 1, "one engine call per batch"
+        assert not result.rejected
+        for update in result.updates:
+            last[update.hadm_id] = update
+    expected = offline.scores(notes)
+    assert set(last) == set(expected)
+    for hadm, score in expected.items():
+        assert score is not None
+        assert last[hadm].score == pytest.approx(score, abs=1e-6)
+        state = await pipeline.store.state(hadm)
+        assert state is not None
+        assert state.n_notes == 5 == last[hadm].n_notes
+        assert last[hadm].seq == 5, "one seq per applied note"
+    assert pipeline.counters["notes"] == len(notes)
+    assert pipeline.counters["new"] == len(notes)
+
+
+async def test_short_notes_count_as_seen_but_do_not_score(engine: InferenceEngine) -> None:
+    pipeline = make_pipeline(engine)
+    short = NoteEvent(note_id="s", subject_id=1, hadm_id=7, text="pt comfortable overnight.", source="t")
+    result = await pipeline.process([short])
+    assert result.chunks == 0
+    [update] = result.updates
+    assert (update.n_notes, update.n_chunks, update.score, update.seq) == (1, 0, 0.0, 1)
+
+
+async def test_duplicates_revisions_and_retractions(engine: InferenceEngine, offline: OfflineScorer) -> None:
+    _, notes = feed(1, 4, seed=2)
+    notes = [n for n in notes if len(n.text.split()) > 20][:3]
+    assert len(notes) >= 2
+    pipeline = make_pipeline(engine)
+    hadm = notes[0].hadm_id
+    first = await pipeline.process(notes)
+    seq = first.updates[-1].seq
+    # the same notes again: nothing applied, the current state re-announced with the same seq
+    again = await pipeline.process(notes)
+    assert {u.seq for u in again.updates} == {seq}
+    assert all(u.change is None for u in again.updates)
+    assert pipeline.counters["duplicate"] == len(notes)
+    # a revision replaces the note's chunks
+    revised = notes[0].model_copy(update={"revision": 1, "text": notes[1].text + " " + notes[0].text})
+    [rev] = (await pipeline.process([revised])).updates
+    assert (rev.change, rev.seq, rev.n_notes) == ("revision", seq + 1, len(notes))
+    assert rev.score == pytest.approx(offline.scores([*notes, revised])[hadm], abs=1e-6)
+    # a lower revision is stale: no change
+    stale = (await pipeline.process([notes[0]])).updates
+    assert [u.seq for u in stale] == [seq + 1]
+    # a retraction removes the note
+    retract = notes[1].model_copy(update={"is_error": True, "text": ""})
+    [gone] = (await pipeline.process([retract])).updates
+    assert (gone.change, gone.seq, gone.n_notes) == ("retracted", seq + 2, len(notes) - 1)
+    assert gone.score == pytest.approx(offline.scores([*notes, revised, retract])[hadm], abs=1e-6)
+
+
+async def test_window_filter_and_admission_lookup(engine: InferenceEngine) -> None:
+    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
+    pipeline = make_pipeline(engine, spec, admission_wait_s=0.2)
+    admissions, notes = feed(2, 2, seed=3)
+    a0, a1 = admissions
+    inside = notes[0].model_copy(update={"chart_time": ADMIT + timedelta(hours=2)})
+    outside = notes[1].model_copy(update={"chart_time": ADMIT + timedelta(hours=30)})
+    unknown = notes[2]  # admission 1 never admitted, note carries no admit time
+    carried = notes[3].model_copy(update={"note_id": "carried", "admit_time": a1.admit_time})
+    await pipeline.admission(a0)
+    result = await pipeline.process([inside, outside, unknown, carried])
+    assert [u.trigger_note_id for u in result.updates] == [inside.note_id, "carried"]
+    assert result.dropped == {"outside_window": 1}
+    assert [(r.note.note_id, r.reason) for r in result.rejected] == [(unknown.note_id, "admission_unknown")]
+    assert pipeline.counters["dropped_outside_window"] == 1
+    assert pipeline.counters["rejected_admission_unknown"] == 1
+
+
+async def test_discharge_gives_one_final_update(engine: InferenceEngine) -> None:
+    admissions, notes = feed(1, 2, seed=4)
+    pipeline = make_pipeline(engine)
+    await pipeline.admission(admissions[0])
+    updates = (await pipeline.process(notes)).updates
+    [dis] = discharges(admissions)
+    final = await pipeline.admission(dis)
+    assert final is not None
+    assert final.final and final.change == "discharge"
+    assert final.seq == updates[-1].seq + 1
+    assert final.score == updates[-1].score
+    assert await pipeline.admission(dis) is None, "a repeated discharge changes nothing"
