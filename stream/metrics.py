@@ -20,8 +20,8 @@ and serves them, with readiness checks, when ``settings.metrics_port`` is set::
     ...
     await server.close()
 
-A readiness check is a callable returning a bool, or an awaitable of one; it is called on every
-/readyz request with a 2-second timeout, and an exception or a timeout counts as "not ready".
+A readiness check is a callable returning a bool, or an awaitable of one; the mapping is read (not
+copied) and each check called on every /readyz request with a 2-second timeout, and an exception or a timeout counts as "not ready".
 /healthz answers 200 whenever the process's event loop runs. /readyz answers 200 when every check
 passes, else 503; both bodies are JSON naming each check's result.
 """
@@ -193,10 +193,14 @@ class MetricsServer:
 
 
 def make_app(
-    metrics: Metrics, readiness_checks: Mapping[str, ReadinessCheck] | None = None
+    metrics: Metrics,
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    *,
+    check_timeout_s: float = 2.0,
 ) -> web.Application:
     """The aiohttp application serving /metrics, /healthz and /readyz."""
-    checks = dict(readiness_checks or {})
+    # Not copied: the mapping is read at every request, so a process may add checks once it has started.
+    checks: Mapping[str, ReadinessCheck] = readiness_checks if readiness_checks is not None else {}
 
     async def serve_metrics(request: web.Request) -> web.Response:
         body = metrics.render()
@@ -206,7 +210,7 @@ def make_app(
         return web.json_response({"status": "alive"})
 
     async def readyz(request: web.Request) -> web.Response:
-        results = await run_checks(checks)
+        results = await run_checks(checks, check_timeout_s)
         ready = all(results.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
         return web.json_response(body, status=200 if ready else 503)
@@ -224,13 +228,15 @@ async def start_http_server(
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     *,
     port: int | None = None,
+    check_timeout_s: float = 2.0,
 ) -> MetricsServer:
     """Serve /metrics, /healthz and /readyz on ``settings.metrics_host``:``settings.metrics_port``
     (or ``port``; 0 picks a free one) in the running event loop."""
     chosen = settings.metrics_port if port is None else port
     if chosen is None:
         raise ConfigError("No metrics port: set metrics_port (NOTESTREAM_METRICS_PORT) or pass port=.")
-    runner = web.AppRunner(make_app(metrics, readiness_checks), access_log=None)
+    app = make_app(metrics, readiness_checks, check_timeout_s=check_timeout_s)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.metrics_host, chosen)
     try:
