@@ -197,7 +197,8 @@ def table_sql(
     reader = (
         f"read_csv({_quote_str(str(p))}, header = true, columns = {struct}, auto_detect = false, "
         f"delim = ',', quote = '\"', escape = '\"', strict_mode = true, "
-        f"max_line_size = {MAX_LINE_SIZE}, compression = 'auto')"
+        # buffer_size: DuckDB's default (16 x max_line_size = 1 GiB) is allocated whole for .gz files
+        f"max_line_size = {MAX_LINE_SIZE}, buffer_size = {MAX_LINE_SIZE}, compression = 'auto')"
     )
     return f"SELECT {select} FROM {reader}"
 
