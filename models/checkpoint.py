@@ -115,7 +115,7 @@ def load_model_folder(
             attn_implementation=attn_implementation,
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # OSError, ValueError, SafetensorError, RuntimeError, ...
         raise CheckpointError(f"{folder} could not be loaded as a sequence classifier: {exc}") from exc
     model.eval()
     try:
