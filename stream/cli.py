@@ -1,9 +1,71 @@
-"""Commands of the `stream` package, mounted on the `notestream` CLI by notestream.cli."""
+"""Commands of the `stream` package, mounted on the `notestream` CLI by notestream.cli.
+
+``worker`` runs the Faust worker; ``replay`` and ``alerts`` come from :mod:`stream.cli_data`;
+``demo`` (the one-machine run) lives in :mod:`notestream.demo`, imported only when it runs, because it
+needs ``training`` and ``stream`` must not import it.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from notestream.settings import load_settings
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the top-level app."""
+
+    @app.command()
+    def worker(
+        broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
+        store: str = typer.Option(None, help="redis://HOST:PORT/DB or memory:// (env NOTESTREAM_STORE)."),
+        model_dir: Path = typer.Option(None, help="Model folder to serve (env NOTESTREAM_MODEL_DIR)."),
+        topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
+        group: str = typer.Option(None, help="Consumer group shared by the workers."),
+        config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
+    ) -> None:
+        """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
+        from stream.worker import run_worker
+
+        settings = load_settings(
+            config,
+            broker=broker,
+            store=store,
+            model_dir=model_dir,
+            topic_prefix=topic_prefix,
+            consumer_group=group,
+        )
+        run_worker(settings)
+
+    @app.command()
+    def demo(
+        out: Path = typer.Option(Path("notestream-demo"), help="Folder for the model, data and summary."),
+        broker: str = typer.Option(None, help="kafka://... to use a real Kafka instead of the embedded one."),
+        store: str = typer.Option(None, help="redis://... to use Redis instead of the in-memory store."),
+        patients: int = typer.Option(400, help="Synthetic patients in the cohort."),
+        epochs: float = typer.Option(2.0, help="Fine-tuning epochs of the small model."),
+        speed: float = typer.Option(0.0, help="Replay speed factor (0: as fast as possible)."),
+        live: bool = typer.Option(True, help="Show the live table of risk updates and alerts."),
+    ) -> None:
+        """Synthesize a cohort, train a small model, stream it through a worker, and summarize."""
+        from notestream.demo import DemoConfig, run_demo
+
+        run_demo(
+            DemoConfig(
+                out=out,
+                broker=broker,
+                store=store,
+                patients=patients,
+                epochs=epochs,
+                speed=speed,
+                live=live,
+            )
+        )
+
+    try:
+        from stream.cli_data import register_data
+    except ImportError:  # the replay/alerts commands are not there yet
+        return
+    register_data(app)

@@ -34,7 +34,7 @@ def make_pipeline(engine: InferenceEngine, spec: ModelSpec | None = None, **kw: 
 
 
 async def test_streamed_scores_equal_offline_scores(engine: InferenceEngine, offline: OfflineScorer) -> None:
-    admissions, notes = feed(4, 5, seed=1)
+    _, notes = feed(4, 5, seed=1)
     pipeline = make_pipeline(engine)
     last = {}
     for start in range(0, len(notes), 7):  # batches that mix admissions
@@ -120,7 +120,8 @@ async def test_discharge_gives_one_final_update(engine: InferenceEngine) -> None
     [dis] = discharges(admissions)
     final = await pipeline.admission(dis)
     assert final is not None
-    assert final.final and final.change == "discharge"
+    assert final.final
+    assert final.change == "discharge"
     assert final.seq == updates[-1].seq + 1
     assert final.score == updates[-1].score
     assert await pipeline.admission(dis) is None, "a repeated discharge changes nothing"

@@ -1,0 +1,230 @@
+"""The Faust app of the worker: topics, agents, dead letters. The thin Kafka adapter of the pipeline.
+
+Topics (``settings.topic(...)`` adds the prefix) carry raw bytes (``value_serializer="raw"``) and are
+parsed here with :mod:`stream.events`, so every bad message can be dead-lettered with its original
+bytes: invalid JSON, schema errors, a missing admission id, text over ``settings.max_note_bytes`` and
+non-UTF-8 bytes go to ``notes-dlq`` as a :class:`~stream.events.DeadLetter` with reason, detail, topic,
+partition and offset, while the good notes of the same batch keep flowing.
+
+Delivery: Faust's ``stream.take`` turns automatic acks off and acks the events of a batch only after
+the agent's body for that batch has returned; Faust's consumer commits, every
+``settings.commit_interval_s``, the highest offset per partition below which every message is acked.
+The body returns only after the store writes AND after every risk update and dead letter of the batch
+is delivered (their producer futures are awaited). So offsets are committed only after the store write
+and the emit: at-least-once delivery. A crash replays the uncommitted tail; the store dedupes it by
+(note_id, revision), so aggregates count every note exactly once. For such a duplicate the worker
+re-emits the admission's current state (same ``seq``): an update lost between the store write and the
+emit by a crash is thus emitted on redelivery, and subscribers drop the repeat of a ``seq`` they saw.
+
+The engine and the store are created by :class:`Runtime` when the first agent starts (so a model loads
+once per process and is shared by both agents) and closed on the app's ``on_before_shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from models.spec import ModelSpec
+from notestream.settings import Settings
+from stream.errors import EventError, StreamError
+from stream.events import (
+    ADMISSIONS,
+    NOTES,
+    NOTES_DLQ,
+    RISK_UPDATES,
+    AdmissionEvent,
+    DeadLetter,
+    NoteEvent,
+    RiskUpdate,
+    admission_key,
+    parse_event,
+    parse_note,
+    utcnow,
+)
+from stream.kafka import faust_broker_options
+from stream.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The engine, the store and the pipeline of one worker process, started once, shared by agents."""
+
+    def __init__(self, settings: Settings, *, engine: Any = None, store: Any = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.pipeline: Pipeline | None = None
+        self._lock = asyncio.Lock()
+        self._owns: list[Any] = []
+
+    async def ready(self) -> Pipeline:
+        """Start the engine and open the store (first call only); return the pipeline."""
+        async with self._lock:
+            if self.pipeline is not None:
+                return self.pipeline
+            model_dir = self.settings.model_dir
+            if model_dir is None:
+                raise StreamError(
+                    "The worker needs a model: pass --model-dir or set NOTESTREAM_MODEL_DIR to a model "
+                    "folder (Hugging Face format + notestream.json)."
+                )
+            spec = ModelSpec.read(model_dir)
+            if self.store is None:
+                from stream.store import open_store
+
+                self.store = open_store(self.settings)
+                self._owns.append(self.store)
+            if self.engine is None:
+                from models.engine import InferenceEngine
+
+                self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir))
+                await self.engine.start()
+                self._owns.append(self.engine)
+            self.pipeline = Pipeline(
+                self.engine,
+                self.store,
+                spec,
+                model=Path(model_dir).name,
+                admission_wait_s=self.settings.admission_wait_s,
+            )
+            log.info(
+                "Worker ready: model %s, task %s, window %s.",
+                Path(model_dir).name,
+                spec.task,
+                spec.window.kind,
+            )
+            return self.pipeline
+
+    async def close(self) -> None:
+        """Close what :meth:`ready` created (engine first: it may hold work for the store)."""
+        for thing in self._owns:
+            try:
+                await thing.close()
+            except Exception:  # closing must not hide the shutdown of the rest
+                log.exception("Closing %s failed.", type(thing).__name__)
+        self._owns.clear()
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> faust.App:
+    """The worker's Faust app: a notes agent (batches via ``take``) and an admissions agent."""
+    runtime = runtime or Runtime(settings)
+    app = faust.App(
+        settings.consumer_group,
+        **faust_broker_options(settings),
+        store="memory://",
+        autodiscover=False,
+        topic_allow_declare=False,  # the mock cluster has no CreateTopics; real clusters: `notestream topics`
+        topic_partitions=settings.partitions,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_commit_interval=settings.commit_interval_s,
+        broker_commit_every=10_000,
+        producer_acks=-1,
+        stream_wait_empty=True,
+        logging_config=None,
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            settings.topic(name), key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+        )
+
+    notes_topic = raw_topic(NOTES)
+    admissions_topic = raw_topic(ADMISSIONS)
+    updates_topic = raw_topic(RISK_UPDATES)
+    dlq_topic = raw_topic(NOTES_DLQ)
+    app.runtime = runtime  # type: ignore[attr-defined]
+
+    async def emit(updates: Sequence[RiskUpdate], letters: Sequence[DeadLetter]) -> None:
+        """Send updates and dead letters and wait until the broker has them all."""
+        futures = []
+        for update in updates:
+            stamped = update.model_copy(update={"emitted_at": utcnow()})
+            futures.append(
+                await updates_topic.send(key=admission_key(update.hadm_id), value=stamped.to_bytes())
+            )
+        for letter in letters:
+            futures.append(await dlq_topic.send(key=letter.key, value=letter.to_bytes()))
+        if futures:
+            await asyncio.gather(*futures)
+
+    def dead_letter(event: EventT, error: EventError) -> DeadLetter:
+        msg = event.message
+        log.warning(
+            "Dead letter from %s[%s]@%s: %s (%s).",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            error.reason,
+            error.detail,
+        )
+        return DeadLetter.from_error(
+            bytes(msg.value or b""),
+            error,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+        )
+
+    async def notes_batch(events: Sequence[EventT]) -> None:
+        pipeline = await runtime.ready()
+        letters: list[DeadLetter] = []
+        notes: list[NoteEvent] = []
+        source: dict[int, EventT] = {}
+        for event in events:
+            try:
+                note = parse_note(bytes(event.message.value or b""), max_text_bytes=settings.max_note_bytes)
+            except EventError as exc:
+                letters.append(dead_letter(event, exc))
+                continue
+            notes.append(note)
+            source[id(note)] = event
+        result = await pipeline.process(notes) if notes else None
+        updates: list[RiskUpdate] = []
+        if result is not None:
+            updates = result.updates
+            for rej in result.rejected:
+                letters.append(dead_letter(source[id(rej.note)], EventError(rej.reason, rej.detail)))
+        await emit(updates, letters)
+
+    @app.agent(notes_topic, name="notes")
+    async def notes_agent(stream: faust.StreamT) -> None:
+        await runtime.ready()
+        batches = stream.take_events(settings.take_max, within=settings.take_within_s)  # type: ignore[attr-defined]
+        async for events in batches:
+            await notes_batch(events)
+
+    @app.agent(admissions_topic, name="admissions")
+    async def admissions_agent(stream: faust.StreamT) -> None:
+        pipeline = await runtime.ready()
+        async for event in stream.events():
+            try:
+                admission = parse_event(bytes(event.message.value or b""), AdmissionEvent)
+            except EventError as exc:
+                await emit([], [dead_letter(event, exc)])
+                continue
+            final = await pipeline.admission(admission)
+            await emit([final] if final is not None else [], [])
+
+    @app.timer(interval=30.0)
+    async def report() -> None:
+        if runtime.pipeline is not None:
+            log.info("Worker counters: %s", dict(runtime.pipeline.counters))
+
+    async def close_runtime(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await runtime.close()
+
+    app.on_before_shutdown.connect(close_runtime)  # type: ignore[arg-type]
+
+    return app

@@ -1,0 +1,109 @@
+"""End to end: a worker process against the librdkafka mock cluster and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notestream.settings import Settings
+from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, DeadLetter, RiskUpdate, admission_key
+from tests.fixtures.kafka import WorkerProcess, produce, read_topic
+from tests.stream.feed import OfflineScorer, discharges, feed
+
+pytestmark = pytest.mark.slow
+
+
+def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
+    """The last update (highest seq) per admission."""
+    last: dict[int, RiskUpdate] = {}
+    for msg in messages:
+        update = RiskUpdate.from_bytes(msg.value())
+        if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:
+            last[update.hadm_id] = update
+    return last
+
+
+def test_replay_streams_offline_scores_and_dead_letters_bad_input(
+    kafka_settings: Settings,
+    redis_url: str,
+    tiny_model_dir: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    settings = kafka_settings.model_copy(
+        update={"store": redis_url, "model_dir": tiny_model_dir, "max_note_bytes": 20_000, "take_max": 16}
+    )
+    admissions, notes = feed(6, 4, seed=11)
+    long_notes = [n for n in notes if len(n.text.split()) > 20]
+    # duplicates, a revision and a retraction in the feed
+    revised = long_notes[0].model_copy(update={"revision": 2, "text": long_notes[1].text})
+    retracted = long_notes[2].model_copy(update={"is_error": True, "text": ""})
+    stream = [*notes, notes[0], notes[5], revised, long_notes[0], retracted]
+    good = {n.hadm_id for n in stream}
+    bad: list[tuple[str, bytes]] = [
+        ("invalid_json", b'{"note_id": "x", "hadm_id": 100000,'),
+        (
+            "schema",
+            json.dumps(
+                {"note_id": "x", "hadm_id": 100000, "subject_id": "not a number", "text": "t"}
+            ).encode(),
+        ),
+        ("missing_admission_id", json.dumps({"note_id": "x", "subject_id": 1, "text": "t"}).encode()),
+        (
+            "text_too_large",
+            json.dumps({"note_id": "x", "subject_id": 1, "hadm_id": 100001, "text": "w " * 15_000}).encode(),
+        ),
+        ("non_utf8", b'{"note_id": "x", "subject_id": 1, "hadm_id": 100002, "text": "\xff\xfe"}'),
+    ]
+    produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in admissions])
+    messages = [(admission_key(n.hadm_id), n.to_bytes()) for n in stream[:10]]
+    messages += [(b"100000", raw) for _, raw in bad]  # bad input in the middle of the feed
+    messages += [(admission_key(n.hadm_id), n.to_bytes()) for n in stream[10:]]
+    produce(settings, NOTES, messages)
+    produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in discharges(admissions)])
+
+    offline = OfflineScorer(tiny_model_dir).scores(stream)
+    live_notes = {h: 4 - (h == retracted.hadm_id) for h in good}
+    worker = start_worker(settings)
+
+    def done(msgs: list[Any]) -> bool:
+        last = final_updates(msgs)
+        return len(last) == len(good) and all(u.final and u.n_notes == live_notes[h] for h, u in last.items())
+
+    updates = read_topic(
+        settings, RISK_UPDATES, until=done, timeout_s=90, alive=lambda: worker.proc.poll() is None
+    )
+    assert done(updates), worker.output()[-3000:]
+    last = final_updates(updates)
+    for hadm, score in offline.items():
+        assert score is not None
+        assert last[hadm].score == pytest.approx(score, abs=1e-6)
+    # seq rises by one per applied change (no gaps once notes flow); repeats carry the same state
+    by_adm: dict[int, dict[int, RiskUpdate]] = {}
+    for msg in updates:
+        u = RiskUpdate.from_bytes(msg.value())
+        seen = by_adm.setdefault(u.hadm_id, {})
+        if u.seq in seen:
+            assert (seen[u.seq].score, seen[u.seq].n_notes) == (u.score, u.n_notes)
+        seen[u.seq] = u
+    for seqs in by_adm.values():
+        assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
+    emitted = b"".join(m.value() for m in updates).decode()
+    assert all(n.text[:40] not in emitted for n in long_notes), "note text must never leave the notes topic"
+
+    letters = [
+        DeadLetter.from_bytes(m.value())
+        for m in read_topic(settings, NOTES_DLQ, until=lambda ms: len(ms) >= len(bad), timeout_s=30)
+    ]
+    assert sorted(dl.reason for dl in letters) == sorted(reason for reason, _ in bad)
+    originals = dict(bad)
+    for dl in letters:
+        assert dl.original == originals[dl.reason]
+        assert dl.topic == settings.topic(NOTES)
+        assert dl.partition is not None
+        assert dl.offset is not None
+        assert dl.detail
+    assert worker.stop() == 0, worker.output()[-3000:]
