@@ -1,0 +1,78 @@
+"""training.prepare against a plain pandas transcription of the reference, plus splits and manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from training.mimic import Source
+from training.prepare import PrepareConfig, prepare
+from training.reference_pandas import reference_prepare
+from training.synth import write_mimic_iii, write_mimic_iv
+
+
+@pytest.fixture(scope="module")
+def mimic_iii(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prep_synth")
+    write_mimic_iii(out, 400, seed=11, notes_scale=0.3, words_scale=0.5, readmit_rate=0.4)
+    return out
+
+
+@pytest.mark.parametrize("notes", ["discharge", "early-3d", "early-2d"])
+def test_reference_mode_equals_pandas_reference(mimic_iii: Path, tmp_path: Path, notes: str) -> None:
+    result = prepare(Source.open(mimic_iii=mimic_iii), tmp_path, PrepareConfig(notes=notes), progress=False)  # type: ignore[arg-type]
+    expected = reference_prepare(mimic_iii, notes)
+    for name, frame in expected.items():
+        got = pd.read_csv(tmp_path / f"{name}.csv")
+        assert len(got) == len(frame) > 0, name
+        pd.testing.assert_frame_equal(got, frame, check_dtype=False)
+    if notes == "early-2d":
+        assert not (tmp_path / "train.csv").exists()
+    cohort = pd.read_csv(tmp_path / "cohort.csv")
+    assert list(cohort.columns) == ["HADM_ID", "SUBJECT_ID", "OUTPUT_LABEL", "DAYS_NEXT_ADMIT", "DURATION"]
+    assert result.manifest["cohort"]["admissions"] == len(cohort)
+
+
+def test_patient_split_has_no_shared_patients_and_manifest_hashes(mimic_iii: Path, tmp_path: Path) -> None:
+    config = PrepareConfig(notes="early-3d", mode="hours", split="patient", seed=3)
+    result = prepare(Source.open(mimic_iii=mimic_iii), tmp_path, config, progress=False)
+    cohort = pd.read_csv(tmp_path / "cohort.csv").set_index("HADM_ID")
+    subjects = {
+        name: set(cohort.loc[pd.read_csv(tmp_path / f"{name}.csv")["ID"].unique(), "SUBJECT_ID"])
+        for name in ("train", "val", "test")
+    }
+    assert not subjects["train"] & subjects["test"]
+    assert not subjects["train"] & subjects["val"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["manifest_hash"] == result.manifest["manifest_hash"]
+    assert manifest["spec"]["window"] == {"kind": "hours", "value": 72.0}
+    again = prepare(Source.open(mimic_iii=mimic_iii), tmp_path / "again", config, progress=False)
+    assert again.manifest["files"] == result.manifest["files"]  # deterministic outputs
+
+
+def test_mimic_iv_and_cli(tmp_path: Path) -> None:
+    from notestream.cli import app
+    from training.cli import register
+
+    register(app)
+    runner = CliRunner()
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "iv"), "--format", "mimic-iv", "--patients",
+                              "200", "--readmit-rate", "0.5", "--notes-scale", "0.3", "--words-scale", "0.3"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "prepare", "--mimic-iv", str(tmp_path / "iv"), "--notes", "early-3d",
+                              "--mode", "hours", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    train = pd.read_csv(tmp_path / "out" / "train.csv")
+    assert set(train.columns) == {"ID", "TEXT", "Label"}
+    assert set(train["Label"]) == {0, 1}
+    assert not train["TEXT"].str.contains("___").any()  # placeholders cleaned away ('__' pairs)
+
+
+def test_write_mimic_iv_source_is_found(tmp_path: Path) -> None:
+    write_mimic_iv(tmp_path, 20, seed=1, notes_scale=0.2)
+    source = Source.open(mimic_iv=tmp_path)
+    assert [p.name for p in source.notes] == ["discharge.csv.gz", "radiology.csv.gz"]
