@@ -39,7 +39,7 @@ def test_gap_boundaries(next_admit: str, label: int) -> None:
                 (1, 10, "2149-12-28 08:00:00", "2150-01-01 12:00:00", None, "EMERGENCY"),
                 (1, 11, next_admit, "2150-03-05 12:00:00", None, "URGENT"),
             ]
-        )  # fmt: skip
+        )
     )
     assert _label(df, 10) == label
     assert _label(df, 11) == 0  # no next admission
@@ -53,7 +53,7 @@ def test_exact_days_value() -> None:
                 (1, 10, "2150-01-01 00:00:00", "2150-01-02 00:00:00", None, "EMERGENCY"),
                 (1, 11, "2150-01-03 12:00:00", "2150-01-04 00:00:00", None, "EMERGENCY"),
             ]
-        )  # fmt: skip
+        )
     )
     assert df["DAYS_NEXT_ADMIT"].iloc[0] == pytest.approx(1.5)
     assert df["DURATION"].tolist() == pytest.approx([1.0, 0.5])
@@ -68,7 +68,7 @@ def test_elective_chain_is_skipped_and_elective_index_stays() -> None:
                 (1, 12, "2150-01-10 00:00:00", "2150-01-11 00:00:00", None, "ELECTIVE"),
                 (1, 13, "2150-01-25 00:00:00", "2150-01-26 00:00:00", None, "URGENT"),
             ]
-        )  # fmt: skip
+        )
     )
     assert df["NEXT_ADMISSION_TYPE"].tolist()[:3] == ["URGENT", "URGENT", "URGENT"]
     assert df["DAYS_NEXT_ADMIT"].tolist()[:3] == pytest.approx([23.0, 19.0, 14.0])
@@ -85,19 +85,21 @@ def test_elective_only_next_gives_no_next_and_backfill_stays_in_subject() -> Non
                 (1, 11, "2150-01-05 00:00:00", "2150-01-06 00:00:00", None, "ELECTIVE"),
                 (2, 20, "2150-01-07 00:00:00", "2150-01-08 00:00:00", None, "EMERGENCY"),
             ]
-        )  # fmt: skip
+        )
     )
     assert pd.isna(df.loc[0, "NEXT_ADMITTIME"])  # not subject 2's admission
     assert df["OUTPUT_LABEL"].tolist() == [0, 0, 0]
 
 
 def test_newborn_and_fatal_next_admissions_count_then_are_dropped() -> None:
-    adm = _adm([
-        (1, 10, "2150-01-01 00:00:00", "2150-01-02 00:00:00", None, "EMERGENCY"),
-        (1, 11, "2150-01-12 00:00:00", "2150-01-13 00:00:00", None, "NEWBORN"),
-        (2, 20, "2150-01-01 00:00:00", "2150-01-02 00:00:00", None, "URGENT"),
-        (2, 21, "2150-01-20 00:00:00", "2150-01-22 00:00:00", "2150-01-22 00:00:00", "EMERGENCY"),
-    ])  # fmt: skip
+    adm = _adm(
+        [
+            (1, 10, "2150-01-01 00:00:00", "2150-01-02 00:00:00", None, "EMERGENCY"),
+            (1, 11, "2150-01-12 00:00:00", "2150-01-13 00:00:00", None, "NEWBORN"),
+            (2, 20, "2150-01-01 00:00:00", "2150-01-02 00:00:00", None, "URGENT"),
+            (2, 21, "2150-01-20 00:00:00", "2150-01-22 00:00:00", "2150-01-22 00:00:00", "EMERGENCY"),
+        ]
+    )
     cohort = readmission_cohort(adm)
     assert cohort["HADM_ID"].tolist() == [10, 20]
     assert cohort["OUTPUT_LABEL"].tolist() == [1, 1]
@@ -105,12 +107,14 @@ def test_newborn_and_fatal_next_admissions_count_then_are_dropped() -> None:
 
 
 def test_sort_by_subject_then_time_and_unparseable_times() -> None:
-    adm = _adm([
-        (2, 20, "2150-05-01 00:00:00", "2150-05-02 00:00:00", None, "EMERGENCY"),
-        (1, 11, "2150-03-01 00:00:00", "2150-03-02 00:00:00", None, "EMERGENCY"),
-        (1, 10, "2150-02-20 00:00:00", "2150-02-21 00:00:00", None, "EMERGENCY"),
-        (1, 12, "not a time", "2150-04-02 00:00:00", None, "EMERGENCY"),
-    ])  # fmt: skip
+    adm = _adm(
+        [
+            (2, 20, "2150-05-01 00:00:00", "2150-05-02 00:00:00", None, "EMERGENCY"),
+            (1, 11, "2150-03-01 00:00:00", "2150-03-02 00:00:00", None, "EMERGENCY"),
+            (1, 10, "2150-02-20 00:00:00", "2150-02-21 00:00:00", None, "EMERGENCY"),
+            (1, 12, "not a time", "2150-04-02 00:00:00", None, "EMERGENCY"),
+        ]
+    )
     df = readmission_labels(adm)
     assert df["HADM_ID"].tolist() == [10, 11, 12, 20]  # NaT sorts last within the subject
     assert _label(df, 10) == 1
@@ -119,12 +123,14 @@ def test_sort_by_subject_then_time_and_unparseable_times() -> None:
 
 
 def test_mortality_and_prolonged_stay() -> None:
-    adm = _adm([
-        (1, 10, "2150-01-01 00:00:00", "2150-01-09 00:00:00", None, "EMERGENCY"),
-        (2, 20, "2150-01-01 00:00:00", "2150-01-05 00:00:00", "2150-01-05 00:00:00", "EMERGENCY"),
-        (3, 30, "2150-01-01 00:00:00", "2150-01-02 00:00:00", "2150-01-02 00:00:00", "URGENT"),
-        (4, 40, "2150-01-01 00:00:00", "2150-01-04 00:00:00", None, "NEWBORN"),
-    ])  # fmt: skip
+    adm = _adm(
+        [
+            (1, 10, "2150-01-01 00:00:00", "2150-01-09 00:00:00", None, "EMERGENCY"),
+            (2, 20, "2150-01-01 00:00:00", "2150-01-05 00:00:00", "2150-01-05 00:00:00", "EMERGENCY"),
+            (3, 30, "2150-01-01 00:00:00", "2150-01-02 00:00:00", "2150-01-02 00:00:00", "URGENT"),
+            (4, 40, "2150-01-01 00:00:00", "2150-01-04 00:00:00", None, "NEWBORN"),
+        ]
+    )
     mort = mortality_cohort(adm, min_days=3)
     assert dict(zip(mort["HADM_ID"], mort["OUTPUT_LABEL"], strict=True)) == {10: 0, 20: 1}
     long = prolonged_stay_cohort(adm, min_days=3)
