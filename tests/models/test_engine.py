@@ -1,0 +1,243 @@
+"""The inference engine: merging, budgets, failures, backpressure, cancellation, responsiveness.
+
+The one seam is :class:`SeamClassifier`, a real ChunkClassifier (the tiny BERT) whose ``forward_ids``
+can record batch shapes, hold batches at a gate, fail batches holding a marked token, or drop an output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.build import clinical_corpus
+from models.checkpoint import load_model_folder
+from models.classifier import ChunkClassifier
+from models.engine import InferenceEngine, resolve_devices, select_batch
+from models.errors import BatchFailed, EngineClosed, EngineOverloaded
+from models.prep import note_chunks
+from models.spec import ModelSpec
+from notestream.settings import Settings
+
+POISON = "[MASK]"  # a chunk holding this token makes its batch fail
+
+
+class SeamClassifier(ChunkClassifier):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.shapes: list[tuple[int, int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.drop_one = False
+        self.poison_id = self.tokenizer.convert_tokens_to_ids(POISON)
+
+    def forward_ids(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        self.shapes.append((len(batch), max(len(r) for r in batch)))
+        if any(self.poison_id in row for row in batch):
+            raise RuntimeError("injected failure")
+        out = super().forward_ids(batch)
+        return out[:-1] if self.drop_one else out
+
+
+@pytest.fixture(scope="module")
+def seam(tiny_model_dir: Path) -> SeamClassifier:
+    return SeamClassifier(load_model_folder(tiny_model_dir), "cpu")
+
+
+@pytest.fixture
+def clf(seam: SeamClassifier) -> SeamClassifier:
+    seam.shapes.clear()
+    seam.gate.set()
+    seam.entered.clear()
+    seam.drop_one = False
+    return seam
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[str]:
+    notes = clinical_corpus(30, seed=11, sentences=(3, 120))
+    return [c for n in notes for c in note_chunks(n, ModelSpec())]
+
+
+async def test_concurrent_callers_get_their_own_results_merged_into_batches(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    expected = clf.predict(chunks)
+    clf.shapes.clear()
+    parts = [chunks[i : i + 1 + i % 5] for i in range(len(chunks))][:40]
+    async with InferenceEngine(clf, max_batch_size=16, max_batch_tokens=4096, max_wait_ms=20) as engine:
+        results = await asyncio.gather(*(engine.score(p) for p in parts))
+        stats = engine.stats()
+    for part, got in zip(parts, results, strict=True):
+        want = [expected[chunks.index(t)] for t in part]
+        assert got == pytest.approx(want, abs=1e-5)
+    total = sum(len(p) for p in parts)
+    assert stats["chunks"] == total
+    assert stats["requests"] == len(parts)
+    assert stats["batches"] < len(parts)  # requests were merged
+    assert stats["queue_depth"] == 0
+    assert all(rows <= 16 and rows * longest <= 4096 for rows, longest in clf.shapes), clf.shapes
+    assert stats["padded_tokens"] == sum(rows * longest for rows, longest in clf.shapes)
+
+
+async def test_batches_respect_the_token_budget_and_sort_by_length(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    clf.gate.clear()
+    async with InferenceEngine(clf, max_batch_size=64, max_batch_tokens=1024, max_wait_ms=1) as engine:
+        first = asyncio.create_task(engine.score(chunks[:1]))
+        await asyncio.to_thread(clf.entered.wait, 10)
+        rest = asyncio.create_task(engine.score(chunks))  # queued while the first batch is held
+        await asyncio.sleep(0.05)
+        clf.gate.set()
+        await first
+        await rest
+        stats = engine.stats()
+    assert all(rows == 1 or rows * longest <= 1024 for rows, longest in clf.shapes)
+    assert stats["padding_efficiency"] > 0.8
+
+
+async def test_a_failing_batch_fails_its_requests_and_the_engine_keeps_serving(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    async with InferenceEngine(clf, max_batch_size=8, max_wait_ms=1) as engine:
+        with pytest.raises(BatchFailed, match="injected failure") as info:
+            await engine.score(["a clean chunk", f"patient {POISON} chunk"])
+        assert isinstance(info.value.__cause__, RuntimeError)
+        # concurrent callers: the poisoned request always fails, others succeed or share its batch's fate
+        outcomes = await asyncio.gather(
+            *(engine.score([chunks[i]]) for i in range(6)),
+            engine.score([f"{POISON} again"]),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[-1], BatchFailed)
+        assert all(isinstance(o, list | BatchFailed) for o in outcomes)
+        after = await engine.score(chunks[:3])
+        assert after == pytest.approx(clf.predict(chunks[:3]).tolist(), abs=1e-5)
+        assert engine.stats()["failed_batches"] >= 2
+
+
+async def test_a_batch_with_a_missing_output_fails(clf: SeamClassifier, chunks: list[str]) -> None:
+    async with InferenceEngine(clf, max_wait_ms=1) as engine:
+        clf.drop_one = True
+        with pytest.raises(BatchFailed, match="outputs for"):
+            await engine.score(chunks[:4])
+        clf.drop_one = False
+        assert len(await engine.score(chunks[:4])) == 4
+
+
+async def test_a_full_queue_makes_callers_wait_then_overload(clf: SeamClassifier, chunks: list[str]) -> None:
+    clf.gate.clear()
+    async with InferenceEngine(
+        clf, max_batch_size=4, queue_size=8, max_wait_ms=0, overload_timeout_s=0.3
+    ) as engine:
+        held = asyncio.create_task(engine.score(chunks[:4]))
+        await asyncio.to_thread(clf.entered.wait, 10)  # the worker is busy with `held`
+        queued = asyncio.create_task(engine.score(chunks[4:12]))  # fills the queue (8 chunks)
+        await asyncio.sleep(0.01)
+        assert engine.stats()["queue_depth"] == 8
+        started = time.monotonic()
+        with pytest.raises(EngineOverloaded, match="queue stayed full"):
+            await engine.score(chunks[12:13])
+        assert time.monotonic() - started >= 0.29
+        waiting = asyncio.create_task(engine.score(chunks[12:14]))  # waits for room, then runs
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert engine.stats()["queue_depth"] == 8  # memory did not grow
+        clf.gate.set()
+        assert len(await held) == 4
+        assert len(await queued) == 8
+        assert len(await waiting) == 2
+        assert engine.stats()["overloaded"] == 1
+
+
+async def test_cancelled_callers_work_is_dropped(clf: SeamClassifier, chunks: list[str]) -> None:
+    clf.gate.clear()
+    async with InferenceEngine(clf, max_batch_size=4, max_wait_ms=0) as engine:
+        held = asyncio.create_task(engine.score(chunks[:2]))
+        await asyncio.to_thread(clf.entered.wait, 10)
+        doomed = asyncio.create_task(engine.score(chunks[2:10]))
+        await asyncio.sleep(0.01)
+        assert engine.stats()["queue_depth"] == 8
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert engine.stats()["queue_depth"] == 0
+        clf.gate.set()
+        await held
+        stats = engine.stats()
+    assert stats["chunks"] == 2
+    assert stats["cancelled"] == 1
+
+
+async def test_event_loop_stays_responsive_while_the_model_runs(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with InferenceEngine(clf, max_batch_size=16, max_batch_tokens=8192) as engine:
+        tick = asyncio.create_task(ticker())
+        started = time.monotonic()
+        await asyncio.gather(*(engine.score(chunks) for _ in range(3)))
+        elapsed = time.monotonic() - started
+        done.set()
+        await tick
+    assert elapsed > 0.3  # the model really ran for a while
+    assert len(gaps) > elapsed / 0.1  # the loop kept ticking
+    assert max(gaps) < 0.25
+
+
+async def test_closing_fails_pending_requests_and_refuses_new_ones(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    clf.gate.clear()
+    engine = await InferenceEngine(clf, max_batch_size=2, max_wait_ms=0).start()
+    held = asyncio.create_task(engine.score(chunks[:2]))
+    await asyncio.to_thread(clf.entered.wait, 10)
+    pending = asyncio.create_task(engine.score(chunks[2:5]))
+    await asyncio.sleep(0.01)
+    await engine.close()
+    clf.gate.set()
+    for task in (held, pending):
+        with pytest.raises(EngineClosed):
+            await task
+    with pytest.raises(EngineClosed, match="start"):
+        await engine.score(chunks[:1])
+    assert await engine.score([]) == []
+
+
+async def test_from_settings_loads_a_replica_per_device(tiny_model_dir: Path, chunks: list[str]) -> None:
+    settings = Settings(devices=["auto"], max_batch_size=8, max_wait_ms=1)
+    engine = InferenceEngine.from_settings(settings, tiny_model_dir)
+    with pytest.raises(EngineClosed):
+        _ = engine.spec
+    async with engine:
+        assert [str(c.device) for c in engine.classifiers] == resolve_devices(["auto"]) == ["cpu"]
+        assert engine.spec == ModelSpec.read(tiny_model_dir)
+        got = await engine.score(chunks[:5])
+    reference = ChunkClassifier(load_model_folder(tiny_model_dir)).predict(chunks[:5])
+    assert got == pytest.approx(reference.tolist(), abs=1e-5)
+
+
+def test_selection_takes_the_oldest_chunk_and_its_nearest_lengths() -> None:
+    lengths = [100, 512, 98, 510, 105, 20]
+    assert select_batch(lengths, max_batch_size=3, max_batch_tokens=10_000) == [0, 2, 4]
+    assert select_batch(lengths, max_batch_size=10, max_batch_tokens=300) == [0, 2, 5]
+    assert select_batch([900], max_batch_size=4, max_batch_tokens=512) == [0]  # too long still runs alone
