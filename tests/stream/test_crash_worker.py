@@ -1,0 +1,90 @@
+"""SIGKILL of a worker in the middle of a replay, then a restart: every note counted exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notestream.settings import Settings
+from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, RiskUpdate, admission_key
+from stream.store import RedisRiskStore
+from tests.fixtures.kafka import WorkerProcess, produce, read_topic
+from tests.stream.feed import OfflineScorer, discharges, feed
+from tests.stream.test_e2e_worker import final_updates
+
+pytestmark = pytest.mark.slow
+
+
+async def test_sigkill_mid_replay_then_restart_counts_every_note_once(
+    kafka_settings: Settings,
+    redis_url: str,
+    tiny_model_dir: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # small batches, an engine that waits 60 ms to fill each one and rare commits: the replay takes a
+    # few seconds and the kill lands with processed-but-uncommitted notes behind it
+    settings = kafka_settings.model_copy(
+        update={
+            "store": redis_url,
+            "model_dir": tiny_model_dir,
+            "take_max": 4,
+            "max_wait_ms": 60.0,
+            "max_batch_size": 256,
+            "commit_interval_s": 1.5,
+        }
+    )
+    admissions, notes = feed(30, 5, seed=21)
+    produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in admissions])
+    produce(settings, NOTES, [(admission_key(n.hadm_id), n.to_bytes()) for n in notes])
+    produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in discharges(admissions)])
+    expected_notes = 5
+
+    first = start_worker(settings)
+    seen = read_topic(
+        settings,
+        RISK_UPDATES,
+        until=lambda ms: len(ms) >= 40,
+        timeout_s=60,
+        alive=lambda: first.proc.poll() is None,
+    )
+    assert len(seen) >= 40, first.output()[-3000:]
+    first.kill()
+    partial = final_updates(read_topic(settings, RISK_UPDATES, until=lambda ms: False, timeout_s=1.0))
+    assert sum(u.n_notes for u in partial.values()) < len(notes), "the kill must land mid-replay"
+
+    second = start_worker(settings)
+
+    def done(msgs: list[Any]) -> bool:
+        last = final_updates(msgs)
+        return len(last) == len(admissions) and all(
+            u.final and u.n_notes == expected_notes for u in last.values()
+        )
+
+    updates = read_topic(
+        settings, RISK_UPDATES, until=done, timeout_s=120, alive=lambda: second.proc.poll() is None
+    )
+    assert done(updates), second.output()[-3000:]
+    assert second.stop() == 0
+
+    # exactly once in the aggregates: the store agrees with the offline scores of each note once
+    offline = OfflineScorer(tiny_model_dir).scores(notes)
+    store = RedisRiskStore(redis_url)
+    try:
+        for a in admissions:
+            state = await store.state(a.hadm_id)
+            assert state is not None, f"admission {a.hadm_id} is missing"
+            assert state.n_notes == expected_notes
+            assert len(await store.note_probs(a.hadm_id)) == expected_notes
+            score = state.score(2.0)
+            expect = offline[a.hadm_id]
+            assert (score is None) == (expect is None)
+            if score is not None and expect is not None:
+                assert score == pytest.approx(expect, abs=1e-6)
+    finally:
+        await store.close()
+    # the restart replayed notes the first worker had applied but not committed
+    reemitted = [RiskUpdate.from_bytes(m.value()) for m in updates]
+    assert any(u.change is None for u in reemitted), "expected redelivered (duplicate) notes after the kill"
