@@ -1,0 +1,180 @@
+"""Offline scoring: notes -> per-admission scores, through the engine, and `notestream score`."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from models.aggregate import admission_score
+from models.build import clinical_corpus
+from models.checkpoint import load_model_folder
+from models.classifier import ChunkClassifier
+from models.engine import InferenceEngine
+from models.errors import ModelsError
+from models.prep import note_chunks
+from models.scoring import SCORE_COLUMNS, NoteRecord, score_notes
+from models.spec import ModelSpec, Window
+from notestream.cli import _mount, app
+
+ADMIT = {101: datetime(2150, 1, 1, 10, 0), 102: datetime(2150, 2, 1, 22, 0), 103: datetime(2150, 3, 1, 8, 0)}
+
+
+@pytest.fixture(scope="module")
+def notes() -> list[NoteRecord]:
+    texts = clinical_corpus(12, seed=21, sentences=(10, 90))
+    rows = []
+    for i, text in enumerate(texts):
+        hadm = [101, 102, 103][i % 3]
+        when = ADMIT[hadm] + timedelta(hours=10 * i)
+        category = "Discharge summary" if i % 4 == 0 else "Nursing"
+        rows.append(NoteRecord(7 + hadm, hadm, category, when.date(), when, text, is_error=False))
+    rows.append(NoteRecord(208, 101, "Nursing", date(2150, 1, 1), None, texts[0] + " error", is_error=True))
+    rows.append(NoteRecord(208, None, "Radiology", date(2150, 1, 1), None, texts[1], is_error=False))
+    rows.append(NoteRecord(209, 103, "Nursing", date(2150, 3, 1), None, "too short to chunk", is_error=False))
+    return rows
+
+
+def expected_scores(
+    notes: list[NoteRecord], spec: ModelSpec, clf: ChunkClassifier
+) -> dict[int, tuple[float, int, int]]:
+    """The same computation written plainly: window, chunks per note, one batch predict, reference score."""
+    per: dict[int, tuple[list[str], int]] = {}
+    for n in notes:
+        if n.is_error or n.hadm_id is None:
+            continue
+        if not spec.window.admits(
+            admit=ADMIT[n.hadm_id], chart_time=n.chart_time, chart_date=n.chart_date, category=n.category
+        ):
+            continue
+        chunks = note_chunks(n.text, spec)
+        if chunks:
+            texts, k = per.get(n.hadm_id, ([], 0))
+            per[n.hadm_id] = (texts + chunks, k + 1)
+    return {
+        h: (admission_score(clf.predict(texts).tolist(), spec.c), len(texts), k)
+        for h, (texts, k) in per.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "window",
+    [Window(), Window(kind="discharge"), Window(kind="hours", value=60), Window(kind="days", value=2)],
+)
+async def test_scores_equal_the_plain_computation(
+    tiny_model_dir: Path, notes: list[NoteRecord], window: Window
+) -> None:
+    clf = ChunkClassifier(load_model_folder(tiny_model_dir))
+    spec = ModelSpec(window=window)
+    seen: list[int] = []
+    async with InferenceEngine(clf, max_batch_size=8, max_wait_ms=1) as engine:
+        run = await score_notes(
+            engine, notes, spec=spec, admit_times=ADMIT, notes_in_flight=3, on_note=seen.append
+        )
+    want = expected_scores(notes, spec, clf)
+    assert {s.hadm_id for s in run.scores} == set(want)
+    for s in run.scores:
+        score, n_chunks, n_notes = want[s.hadm_id]
+        assert s.score == pytest.approx(score, abs=1e-6)
+        assert (s.n_chunks, s.n_notes, s.subject_id) == (n_chunks, n_notes, 7 + s.hadm_id)
+        assert s.p_max <= 1
+        assert s.p_mean <= s.p_max
+    assert run.skipped["is_error"] == 1
+    assert run.skipped["no_admission"] == 1
+    assert len(seen) == run.notes_read == len(notes)
+    assert sum(seen) == run.chunks
+
+
+async def test_time_windows_need_admission_times(tiny_model_dir: Path, notes: list[NoteRecord]) -> None:
+    clf = ChunkClassifier(load_model_folder(tiny_model_dir))
+    async with InferenceEngine(clf) as engine:
+        with pytest.raises(ModelsError, match="--admissions"):
+            await score_notes(engine, notes, spec=ModelSpec(window=Window(kind="days", value=3)))
+
+
+def write_mimic_iii(folder: Path, notes: list[NoteRecord]) -> tuple[Path, Path]:
+    folder.mkdir()
+    adm = folder / "ADMISSIONS.csv"
+    with adm.open("w", newline="") as f:
+        w = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
+        w.writerow(["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "ADMISSION_TYPE"])
+        for i, (h, t) in enumerate(ADMIT.items()):
+            w.writerow([i, 7 + h, h, t.strftime("%Y-%m-%d %H:%M:%S"), "", "EMERGENCY"])
+    ne = folder / "NOTEEVENTS.csv"
+    with ne.open("w", newline="") as f:
+        w = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        w.writerow(["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
+                    "DESCRIPTION", "CGID", "ISERROR", "TEXT"])  # fmt: skip
+        for i, n in enumerate(notes):
+            w.writerow([
+                i + 1, n.subject_id, n.hadm_id if n.hadm_id is not None else "",
+                n.chart_date.isoformat() if n.chart_date else "",
+                n.chart_time.strftime("%Y-%m-%d %H:%M:%S") if n.chart_time else "", "", n.category,
+                "Report", "", "1" if n.is_error else "", (n.text or "").replace(". ", ".\n", 3),
+            ])  # fmt: skip
+    return adm, ne
+
+
+def test_notestream_score_writes_the_per_admission_csv(
+    tiny_model_dir: Path, notes: list[NoteRecord], tmp_path: Path
+) -> None:
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    spec = ModelSpec(window=Window(kind="hours", value=60))
+    spec.write(model)
+    adm, ne = write_mimic_iii(tmp_path / "mimic", notes)
+    out = tmp_path / "scores.csv"
+    _mount()
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model",
+            str(model),
+            "--notes",
+            str(ne),
+            "--admissions",
+            str(adm),
+            "--out",
+            str(out),
+            "--devices",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == SCORE_COLUMNS
+    clf = ChunkClassifier(load_model_folder(model))
+    multiline = [
+        NoteRecord(
+            n.subject_id,
+            n.hadm_id,
+            n.category,
+            n.chart_date,
+            n.chart_time,
+            (n.text or "").replace(". ", ".\n", 3),
+            n.is_error,
+        )
+        for n in notes
+    ]
+    want = expected_scores(multiline, spec, clf)
+    assert {int(r["HADM_ID"]) for r in rows} == set(want)
+    got = np.array([float(r["score"]) for r in rows])
+    assert got == pytest.approx([want[int(r["HADM_ID"])][0] for r in rows], abs=1e-6)
+    assert [int(r["n_chunks"]) for r in rows] == [want[int(r["HADM_ID"])][1] for r in rows]
+
+
+def test_import_legacy_command_explains_a_missing_vocabulary(tmp_path: Path) -> None:
+    src = tmp_path / "release"
+    src.mkdir()
+    (src / "bert_config.json").write_text("{}")
+    (src / "pytorch_model.bin").write_bytes(b"")
+    _mount()
+    result = CliRunner().invoke(app, ["model", "import-legacy", str(src), str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "--vocab" in str(result.exception)
