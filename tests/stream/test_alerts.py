@@ -229,3 +229,26 @@ async def test_alerts_command_loop_over_kafka(kafka_settings: Settings) -> None:
     assert [(a.state, a.seq) for a in alerts] == expected
     assert {m.key() for m in messages} == {b"5"}
     assert service.tracker.dropped_stale == 2
+
+
+@pytest.mark.slow
+def test_alerts_command(kafka_settings: Settings) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from stream.cli_data import register_data
+
+    produce(
+        kafka_settings,
+        "risk-updates",
+        [(b"8", update(s, p, hadm=8).to_bytes()) for s, p in [(1, 0.9), (2, 0.1)]],
+    )
+    app = typer.Typer()
+    register_data(app)
+    args = ["alerts", "--threshold", "0.6", "--broker", kafka_settings.broker, "--topic-prefix",
+            kafka_settings.topic_prefix, "--group", "", "--max-updates", "2", "--idle-timeout", "30"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    alerts = [RiskAlert.model_validate(x) for x in lines if "state" in x]
+    assert [(a.state, a.seq, a.threshold) for a in alerts] == [("raised", 1, 0.6), ("cleared", 2, 0.6)]

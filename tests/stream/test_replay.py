@@ -388,3 +388,26 @@ async def test_replay_speed(kafka_settings: Settings, mimic_iii: Path) -> None:
     )
     assert counts.notes == 2
     assert 0.9 <= counts.wall_s < 10
+
+
+@pytest.mark.slow
+def test_replay_command(kafka_settings: Settings, mimic_iii: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from stream.cli_data import register_data
+
+    app = typer.Typer()
+    register_data(app)
+    runner = CliRunner()
+    args = ["replay", "--mimic-iii", str(mimic_iii), "--broker", kafka_settings.broker,
+            "--topic-prefix", kafka_settings.topic_prefix, "--hadm-ids", "100,300"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (counts["notes"], counts["admits"], counts["admission_count"]) == (5, 2, 2)
+    notes = read_topic(kafka_settings, "notes", until=lambda m: len(m) >= 5, timeout_s=30)
+    assert sorted(NoteEvent.from_bytes(m.value()).note_id for m in notes) == ["11", "12", "13", "14", "20"]
+    both = runner.invoke(app, ["replay", "--mimic-iii", str(mimic_iii), "--mimic-iv", str(mimic_iii)])
+    assert both.exit_code != 0
+    assert "exactly one" in str(both.exception)
