@@ -411,3 +411,35 @@ def test_replay_command(kafka_settings: Settings, mimic_iii: Path) -> None:
     both = runner.invoke(app, ["replay", "--mimic-iii", str(mimic_iii), "--mimic-iv", str(mimic_iii)])
     assert both.exit_code != 0
     assert "exactly one" in str(both.exception)
+
+
+@pytest.mark.parametrize("kind", ["mimic-iii", "mimic-iv"])
+def test_synthetic_cohorts_replay_every_note_once(tmp_path: Path, kind: str) -> None:
+    """training.synth's files (the demo's input) replay completely: sent + skipped = written."""
+    from training.synth import write_mimic_iii, write_mimic_iv
+
+    if kind == "mimic-iii":
+        summary = write_mimic_iii(
+            tmp_path, n_patients=30, seed=5, notes_scale=0.3, words_scale=0.2, compress=True
+        )
+        source = ReplaySource.mimic_iii(tmp_path)
+    else:
+        summary = write_mimic_iv(tmp_path, n_patients=30, seed=5, notes_scale=0.3, words_scale=0.2)
+        source = ReplaySource.mimic_iv(tmp_path)
+    counts = ReplayCounts()
+    items = list(iter_events(source, counts=counts))
+    skipped = counts.skipped_no_hadm + counts.skipped_unknown_admission + counts.skipped_untimed
+    assert counts.notes + skipped == summary.notes
+    assert counts.admits == counts.discharges == summary.admissions
+    ids = [e.note_id for *_, e in items if isinstance(e, NoteEvent)]
+    assert len(ids) == len(set(ids))
+    assert [t for t, *_ in items] == sorted(t for t, *_ in items)
+    opened: set[int] = set()
+    for _, topic, key, event in items:
+        if isinstance(event, AdmissionEvent):
+            assert (event.kind == "admit") == (int(key) not in opened)  # admit once, before its discharge
+            opened.add(int(key))
+        else:
+            assert isinstance(event, NoteEvent)
+            assert event.admit_time is not None
+            assert topic == "notes"
