@@ -64,6 +64,16 @@ class _Admission:
     n_notes: int = 0
     notes: dict[str, _Note] = field(default_factory=dict)
     maxima: dict[str, float] = field(default_factory=dict)
+    top: tuple[float, str] | None = None  # (max, note_id) of maxima: the Redis ZREVRANGE 0 0
+
+    def drop_max(self, note_id: str) -> None:
+        if self.maxima.pop(note_id, None) is not None and self.top is not None and self.top[1] == note_id:
+            self.top = max(((v, k) for k, v in self.maxima.items()), default=None)  # O(n), only for the top
+
+    def add_max(self, note_id: str, value: float) -> None:
+        self.maxima[note_id] = value
+        if self.top is None or (value, note_id) > self.top:
+            self.top = (value, note_id)
 
 
 class MemoryRiskStore:
@@ -96,7 +106,7 @@ class MemoryRiskStore:
     def _state(self, hadm_id: int, adm: _Admission) -> AdmissionState | None:
         if not adm.has_record:
             return None
-        top_note = max(adm.maxima.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        top_note = (adm.top[1], adm.top[0]) if adm.top else None
         return AdmissionState(
             hadm_id=hadm_id,
             subject_id=adm.subject_id,
@@ -188,7 +198,7 @@ class MemoryRiskStore:
                     adm.exact_sum = exact_add(adm.exact_sum, p, -1)
                 adm.n_chunks -= len(old.probs)
                 adm.n_notes -= 1
-                adm.maxima.pop(note_id, None)
+                adm.drop_max(note_id)
             if is_error:
                 adm.notes[note_id] = _Note(revision, True)
                 if not live_old:
@@ -202,7 +212,7 @@ class MemoryRiskStore:
                 adm.n_chunks += len(probs)
                 adm.n_notes += 1
                 if probs:
-                    adm.maxima[note_id] = probs[top]
+                    adm.add_max(note_id, probs[top])
                 adm.notes[note_id] = _Note(revision, False, top, probs)
                 reason = "new" if old is None else "revision"
             adm.seq += 1
@@ -241,7 +251,7 @@ class MemoryRiskStore:
         with self._lock:
             data: dict[str, Any] = {"version": SNAPSHOT_VERSION, "admissions": {}}
             for hadm_id, adm in self._admissions.items():
-                record = {k: v for k, v in adm.__dict__.items() if k not in ("notes", "exact_sum")}
+                record = {k: v for k, v in adm.__dict__.items() if k not in ("notes", "exact_sum", "top")}
                 for key in ("admit_time", "discharge_time", "death_time"):
                     record[key] = record[key].isoformat() if record[key] else None
                 record["exact_sum"] = str(adm.exact_sum)
@@ -269,7 +279,9 @@ class MemoryRiskStore:
                 record["exact_sum"] = int(record["exact_sum"])
                 for key in ("admit_time", "discharge_time", "death_time"):
                     record[key] = datetime.fromisoformat(record[key]) if record[key] else None
-                store._admissions[int(hadm_id)] = _Admission(**record, notes=notes)
+                adm = _Admission(**record, notes=notes)
+                adm.top = max(((v, k) for k, v in adm.maxima.items()), default=None)
+                store._admissions[int(hadm_id)] = adm
             return store
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(

@@ -262,3 +262,13 @@ async def test_bad_probabilities_are_refused(store: RiskStore, bad: float) -> No
 
 async def test_ping(store: RiskStore) -> None:
     assert await store.ping()
+
+
+async def test_ties_on_the_maximum_are_broken_the_same_way(store: RiskStore) -> None:
+    await note(store, "b", [0.5, 0.8, 0.8])
+    await note(store, "c", [0.8])
+    result = await note(store, "a", [0.8, 0.1])
+    assert result.state is not None
+    assert (result.state.top_note_id, result.state.top_chunk) == ("c", 0)  # the greatest note_id
+    gone = await note(store, "c", [], error=True)
+    assert (gone.state.top_note_id, gone.state.top_chunk) == ("b", 1)  # then its first top chunk
