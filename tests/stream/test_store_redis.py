@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,3 +96,19 @@ def test_open_store_follows_the_settings(redis_url: str) -> None:
     store = open_store(Settings(store=redis_url, idle_ttl_hours=2, retention_hours=1, redis_pool_size=3))
     assert isinstance(store, RedisRiskStore)
     assert (store.idle_ttl_ms, store.retention_ms) == (7_200_000, 3_600_000)
+
+
+async def test_tls_store_checks_the_server_certificate(redis_tls: tuple[str, Path]) -> None:
+    url, ca = redis_tls
+    store = RedisRiskStore(url, ssl_cafile=ca)
+    result = await store.apply_note(hadm_id=1, subject_id=2, note_id="n", revision=0, is_error=False,
+                                    chunk_probs=[0.25])  # fmt: skip
+    assert result.applied
+    await store.close()
+    untrusted = RedisRiskStore(url, timeout_s=1.0)  # the system CAs do not know the test certificate
+    with pytest.raises(StoreUnavailable):
+        await untrusted.state(1)
+    await untrusted.close()
+    settings_store = open_store(Settings(store=url, redis_ssl_cafile=ca))
+    assert (await settings_store.state(1)) is not None
+    await settings_store.close()
