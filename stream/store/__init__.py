@@ -6,8 +6,8 @@ Both implementations pass the same contract tests (tests/stream/test_store_contr
     ├── MemoryRiskStore   memory.py       embedded mode; JSON snapshot / restore
     └── RedisRiskStore    redis_store.py  one Lua script per update (apply_note.lua), `{hadm_id}` hash tag
 
-:func:`open_store` picks one from ``settings.store`` (``memory://``, ``redis://``, ``rediss://``,
-``unix://``).
+:func:`open_store` picks one from ``settings.store`` (``memory://``, ``memory:///PATH`` for a
+memory store with a crash-safe journal file, ``redis://``, ``rediss://``, ``unix://``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def open_store(settings: Settings) -> RiskStore:
     idle_ttl_s = settings.idle_ttl_hours * 3600.0
     retention_s = settings.retention_hours * 3600.0
     if settings.store.startswith("memory://"):
-        return MemoryRiskStore(idle_ttl_s=idle_ttl_s, retention_s=retention_s)
+        journal = settings.store.removeprefix("memory://") or None  # memory:///var/lib/ns/store.jsonl
+        return MemoryRiskStore(idle_ttl_s=idle_ttl_s, retention_s=retention_s, journal=journal)
     return RedisRiskStore(
         settings.store,
         idle_ttl_s=idle_ttl_s,

@@ -1,8 +1,12 @@
 """The in-process risk store of the embedded mode: the same semantics as the Redis store.
 
-State lives in a dict per admission and can be saved to / restored from a JSON file, so that a finished
-embedded run can be explained later (``notestream explain``). Expiry follows the Redis store: a sliding
-idle TTL, and ``retention`` after a discharge, checked lazily against ``clock`` (seconds).
+State lives in a dict per admission. It can be saved to / restored from a JSON file (:meth:`snapshot`,
+:meth:`restore`), so that a finished embedded run can be explained later (``notestream explain``). With
+``journal=PATH`` (store URL ``memory:///PATH``) every change is also appended to a JSON-lines journal,
+flushed before the call returns, so a worker killed with SIGKILL restarts with every acknowledged
+change (the journal is replayed, then compacted into one snapshot line). Expiry follows the Redis
+store: a sliding idle TTL, and ``retention`` after a discharge, checked lazily against ``clock``
+(seconds); a replayed journal applies each change at the time it was recorded.
 
 >>> import asyncio
 >>> store = MemoryRiskStore()
@@ -21,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from stream.errors import StoreError
 from stream.events import AdmissionEvent
@@ -85,23 +89,32 @@ class MemoryRiskStore:
         idle_ttl_s: float = 30 * 24 * 3600.0,
         retention_s: float = 72 * 3600.0,
         clock: Callable[[], float] = time.time,
+        journal: str | Path | None = None,
     ) -> None:
         self.idle_ttl_s = idle_ttl_s
         self.retention_s = retention_s
         self._clock = clock
+        self._now: float | None = None  # the recorded time while a journal is replayed
         self._lock = threading.Lock()
         self._admissions: dict[int, _Admission] = {}
+        self._journal: IO[str] | None = None
+        self.journal_path = Path(journal) if journal is not None else None
+        if self.journal_path is not None:
+            self._open_journal(self.journal_path)
+
+    def _time(self) -> float:
+        return self._now if self._now is not None else self._clock()
 
     # --- helpers -----------------------------------------------------------------------------------
     def _get(self, hadm_id: int) -> _Admission | None:
         adm = self._admissions.get(hadm_id)
-        if adm is not None and adm.deadline <= self._clock():
+        if adm is not None and adm.deadline <= self._time():
             del self._admissions[hadm_id]
             return None
         return adm
 
     def _touch(self, adm: _Admission) -> None:
-        adm.deadline = adm.expire_at if adm.expire_at is not None else self._clock() + self.idle_ttl_s
+        adm.deadline = adm.expire_at if adm.expire_at is not None else self._time() + self.idle_ttl_s
 
     def _state(self, hadm_id: int, adm: _Admission) -> AdmissionState | None:
         if not adm.has_record:
@@ -136,31 +149,36 @@ class MemoryRiskStore:
     # --- RiskStore ---------------------------------------------------------------------------------
     async def record_admission(self, event: AdmissionEvent) -> AdmissionInfo:
         with self._lock:
-            adm = self._get(event.hadm_id)
-            if adm is None:
-                adm = self._admissions[event.hadm_id] = _Admission()
-            adm.has_record = True
-            if adm.subject_id is None:
-                adm.subject_id = event.subject_id
-            applied = False
-            if event.kind == "admit":
-                if adm.admit_time != event.admit_time:
-                    adm.admit_time, applied = event.admit_time, True
-                if event.admission_type:
-                    adm.admission_type = event.admission_type
-            else:
-                if event.admit_time is not None and adm.admit_time is None:
-                    adm.admit_time = event.admit_time
-                adm.discharge_time = event.discharge_time or adm.discharge_time
-                adm.death_time = event.death_time or adm.death_time
-                if not adm.discharged:
-                    adm.discharged, applied = True, True
-                    adm.seq += 1
-                    adm.expire_at = self._clock() + self.retention_s
-            self._touch(adm)
-            info = self._info(event.hadm_id, adm, applied)
-            self._get(event.hadm_id)  # a zero retention ends the admission at once, as in Redis
+            info = self._record(event)
+            self._log({"op": "admission", "t": self._time(), "event": event.model_dump(mode="json")})
             return info
+
+    def _record(self, event: AdmissionEvent) -> AdmissionInfo:
+        adm = self._get(event.hadm_id)
+        if adm is None:
+            adm = self._admissions[event.hadm_id] = _Admission()
+        adm.has_record = True
+        if adm.subject_id is None:
+            adm.subject_id = event.subject_id
+        applied = False
+        if event.kind == "admit":
+            if adm.admit_time != event.admit_time:
+                adm.admit_time, applied = event.admit_time, True
+            if event.admission_type:
+                adm.admission_type = event.admission_type
+        else:
+            if event.admit_time is not None and adm.admit_time is None:
+                adm.admit_time = event.admit_time
+            adm.discharge_time = event.discharge_time or adm.discharge_time
+            adm.death_time = event.death_time or adm.death_time
+            if not adm.discharged:
+                adm.discharged, applied = True, True
+                adm.seq += 1
+                adm.expire_at = self._time() + self.retention_s
+        self._touch(adm)
+        info = self._info(event.hadm_id, adm, applied)
+        self._get(event.hadm_id)  # a zero retention ends the admission at once, as in Redis
+        return info
 
     async def admission(self, hadm_id: int) -> AdmissionInfo | None:
         with self._lock:
@@ -182,45 +200,60 @@ class MemoryRiskStore:
     ) -> ApplyResult:
         probs = () if is_error else tuple(check_probs(chunk_probs))
         with self._lock:
-            adm = self._get(hadm_id)
-            if adm is None:
-                adm = self._admissions[hadm_id] = _Admission()
-            old = adm.notes.get(note_id)
-            if old is not None and (revision, is_error) <= (old.revision, old.is_error):
-                reason: ApplyReason = (
-                    "duplicate" if (revision, is_error) == (old.revision, old.is_error) else "stale"
-                )
-                self._touch(adm)
-                return ApplyResult(False, reason, self._state(hadm_id, adm))
-            live_old = old is not None and not old.is_error
-            if old is not None and live_old:
-                for p in old.probs:
-                    adm.exact_sum = exact_add(adm.exact_sum, p, -1)
-                adm.n_chunks -= len(old.probs)
-                adm.n_notes -= 1
-                adm.drop_max(note_id)
-            if is_error:
-                adm.notes[note_id] = _Note(revision, True)
-                if not live_old:
-                    self._touch(adm)
-                    return ApplyResult(False, "retracted", self._state(hadm_id, adm))
-                reason = "retracted"
-            else:
-                top = max(range(len(probs)), key=lambda i: (probs[i], -i), default=0)
-                for p in probs:
-                    adm.exact_sum = exact_add(adm.exact_sum, p)
-                adm.n_chunks += len(probs)
-                adm.n_notes += 1
-                if probs:
-                    adm.add_max(note_id, probs[top])
-                adm.notes[note_id] = _Note(revision, False, top, probs)
-                reason = "new" if old is None else "revision"
-            adm.seq += 1
-            adm.has_record = True
-            if adm.subject_id is None:
-                adm.subject_id = subject_id
+            result = self._apply(hadm_id, subject_id, note_id, revision, is_error, probs)
+            if result.applied or result.reason == "retracted":
+                self._log({"op": "note", "t": self._time(), "hadm_id": hadm_id, "subject_id": subject_id,
+                           "note_id": note_id, "revision": revision, "is_error": is_error, "probs": list(probs)})  # fmt: skip
+            return result
+
+    def _apply(
+        self,
+        hadm_id: int,
+        subject_id: int,
+        note_id: str,
+        revision: int,
+        is_error: bool,
+        probs: tuple[float, ...],
+    ) -> ApplyResult:
+        adm = self._get(hadm_id)
+        if adm is None:
+            adm = self._admissions[hadm_id] = _Admission()
+        old = adm.notes.get(note_id)
+        if old is not None and (revision, is_error) <= (old.revision, old.is_error):
+            reason: ApplyReason = (
+                "duplicate" if (revision, is_error) == (old.revision, old.is_error) else "stale"
+            )
             self._touch(adm)
-            return ApplyResult(True, reason, self._state(hadm_id, adm))
+            return ApplyResult(False, reason, self._state(hadm_id, adm))
+        live_old = old is not None and not old.is_error
+        if old is not None and live_old:
+            for p in old.probs:
+                adm.exact_sum = exact_add(adm.exact_sum, p, -1)
+            adm.n_chunks -= len(old.probs)
+            adm.n_notes -= 1
+            adm.drop_max(note_id)
+        if is_error:
+            adm.notes[note_id] = _Note(revision, True)
+            if not live_old:
+                self._touch(adm)
+                return ApplyResult(False, "retracted", self._state(hadm_id, adm))
+            reason = "retracted"
+        else:
+            top = max(range(len(probs)), key=lambda i: (probs[i], -i), default=0)
+            for p in probs:
+                adm.exact_sum = exact_add(adm.exact_sum, p)
+            adm.n_chunks += len(probs)
+            adm.n_notes += 1
+            if probs:
+                adm.add_max(note_id, probs[top])
+            adm.notes[note_id] = _Note(revision, False, top, probs)
+            reason = "new" if old is None else "revision"
+        adm.seq += 1
+        adm.has_record = True
+        if adm.subject_id is None:
+            adm.subject_id = subject_id
+        self._touch(adm)
+        return ApplyResult(True, reason, self._state(hadm_id, adm))
 
     async def state(self, hadm_id: int) -> AdmissionState | None:
         with self._lock:
@@ -243,47 +276,111 @@ class MemoryRiskStore:
         return True
 
     async def close(self) -> None:
-        return None
+        with self._lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
 
-    # --- snapshot ----------------------------------------------------------------------------------
+    # --- snapshot and journal -------------------------------------------------------------------------
+    def _dump(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"version": SNAPSHOT_VERSION, "admissions": {}}
+        for hadm_id, adm in self._admissions.items():
+            record = {k: v for k, v in adm.__dict__.items() if k not in ("notes", "exact_sum", "top")}
+            for key in ("admit_time", "discharge_time", "death_time"):
+                record[key] = record[key].isoformat() if record[key] else None
+            record["exact_sum"] = str(adm.exact_sum)
+            record["notes"] = {
+                k: [n.revision, n.is_error, n.top, list(n.probs)] for k, n in adm.notes.items()
+            }
+            data["admissions"][str(hadm_id)] = record
+        return data
+
+    def _load(self, data: dict[str, Any]) -> None:
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
+        self._admissions.clear()
+        for hadm_id, record in data["admissions"].items():
+            record = dict(record)
+            notes = {k: _Note(r, bool(e), t, tuple(p)) for k, (r, e, t, p) in record.pop("notes").items()}
+            record["exact_sum"] = int(record["exact_sum"])
+            for key in ("admit_time", "discharge_time", "death_time"):
+                record[key] = datetime.fromisoformat(record[key]) if record[key] else None
+            adm = _Admission(**record, notes=notes)
+            adm.top = max(((v, k) for k, v in adm.maxima.items()), default=None)
+            self._admissions[int(hadm_id)] = adm
+
     def snapshot(self, path: str | Path) -> Path:
         """Write every admission to a JSON file (floats round-trip exactly); returns the path."""
         with self._lock:
-            data: dict[str, Any] = {"version": SNAPSHOT_VERSION, "admissions": {}}
-            for hadm_id, adm in self._admissions.items():
-                record = {k: v for k, v in adm.__dict__.items() if k not in ("notes", "exact_sum", "top")}
-                for key in ("admit_time", "discharge_time", "death_time"):
-                    record[key] = record[key].isoformat() if record[key] else None
-                record["exact_sum"] = str(adm.exact_sum)
-                record["notes"] = {
-                    k: [n.revision, n.is_error, n.top, list(n.probs)] for k, n in adm.notes.items()
-                }
-                data["admissions"][str(hadm_id)] = record
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(target)
-        return target
+            data = self._dump()
+        return _write_atomically(Path(path), json.dumps(data))
 
     @classmethod
     def restore(cls, path: str | Path, **kwargs: Any) -> MemoryRiskStore:
-        """A store holding what :meth:`snapshot` wrote to ``path``."""
+        """A store holding what a :meth:`snapshot` file or a journal (``journal=``) at ``path`` holds."""
+        store = cls(**kwargs)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if data.get("version") != SNAPSHOT_VERSION:
-                raise ValueError(f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
-            store = cls(**kwargs)
-            for hadm_id, record in data["admissions"].items():
-                notes = {k: _Note(r, bool(e), t, tuple(p)) for k, (r, e, t, p) in record.pop("notes").items()}
-                record["exact_sum"] = int(record["exact_sum"])
-                for key in ("admit_time", "discharge_time", "death_time"):
-                    record[key] = datetime.fromisoformat(record[key]) if record[key] else None
-                adm = _Admission(**record, notes=notes)
-                adm.top = max(((v, k) for k, v in adm.maxima.items()), default=None)
-                store._admissions[int(hadm_id)] = adm
-            return store
+            text = Path(path).read_text(encoding="utf-8")
+            head = json.loads(text.split("\n", 1)[0] or "{}")
+            if isinstance(head, dict) and "op" in head:
+                store._replay(text)
+            else:
+                store._load(json.loads(text))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
-                f"Cannot restore the risk store from {path}: {exc}. Pass a file written by a memory store snapshot."
+                f"Cannot restore the risk store from {path}: {exc}. Pass a file written by a memory store "
+                "snapshot or journal."
             ) from exc
+        return store
+
+    def _replay(self, text: str) -> None:
+        """Apply the operations of a journal, each at the time it was recorded."""
+        lines = text.splitlines()
+        try:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    op = json.loads(line)
+                except json.JSONDecodeError:
+                    if number == len(lines):
+                        break  # a line cut short by a crash: its operation was never acknowledged
+                    raise ValueError(f"line {number} of the journal is not JSON") from None
+                self._now = op.get("t")
+                if op["op"] == "snapshot":
+                    self._load(op["data"])
+                elif op["op"] == "note":
+                    self._apply(op["hadm_id"], op["subject_id"], op["note_id"], op["revision"], op["is_error"],
+                                tuple(op["probs"]))  # fmt: skip
+                elif op["op"] == "admission":
+                    self._record(AdmissionEvent.model_validate(op["event"]))
+                else:
+                    raise ValueError(f"line {number} of the journal has an unknown operation {op['op']!r}")
+        finally:
+            self._now = None
+
+    def _open_journal(self, path: Path) -> None:
+        """Replay an existing journal, compact it into one snapshot line, and append from there."""
+        try:
+            if path.exists():
+                self._replay(path.read_text(encoding="utf-8"))
+            _write_atomically(
+                path, json.dumps({"op": "snapshot", "t": self._time(), "data": self._dump()}) + "\n"
+            )
+            self._journal = path.open("a", encoding="utf-8")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"Cannot open the memory store journal {path}: {exc}. Move the file away to start empty."
+            ) from exc
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append one applied operation to the journal (flushed: it survives a SIGKILL of the process)."""
+        if self._journal is not None:
+            self._journal.write(json.dumps(record) + "\n")
+            self._journal.flush()
+
+
+def _write_atomically(target: Path, text: str) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target
