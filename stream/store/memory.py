@@ -22,13 +22,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from stream.errors import StoreError
 from stream.events import AdmissionEvent
+from stream.store.memory_state import Admission, Note, dump_admissions, load_admissions, write_atomically
 from stream.store.records import (
     AdmissionInfo,
     AdmissionState,
@@ -39,45 +39,6 @@ from stream.store.records import (
     exact_add,
     exact_to_float,
 )
-
-SNAPSHOT_VERSION = 1
-
-
-@dataclass
-class _Note:
-    revision: int
-    is_error: bool
-    top: int = 0
-    probs: tuple[float, ...] = ()
-
-
-@dataclass
-class _Admission:
-    subject_id: int | None = None
-    has_record: bool = False  # the aggregate record exists (Redis: the admission hash)
-    admit_time: datetime | None = None
-    discharge_time: datetime | None = None
-    admission_type: str | None = None
-    death_time: datetime | None = None
-    discharged: bool = False
-    expire_at: float | None = None  # set by the first discharge
-    deadline: float = 0.0
-    seq: int = 0
-    exact_sum: int = 0
-    n_chunks: int = 0
-    n_notes: int = 0
-    notes: dict[str, _Note] = field(default_factory=dict)
-    maxima: dict[str, float] = field(default_factory=dict)
-    top: tuple[float, str] | None = None  # (max, note_id) of maxima: the Redis ZREVRANGE 0 0
-
-    def drop_max(self, note_id: str) -> None:
-        if self.maxima.pop(note_id, None) is not None and self.top is not None and self.top[1] == note_id:
-            self.top = max(((v, k) for k, v in self.maxima.items()), default=None)  # O(n), only for the top
-
-    def add_max(self, note_id: str, value: float) -> None:
-        self.maxima[note_id] = value
-        if self.top is None or (value, note_id) > self.top:
-            self.top = (value, note_id)
 
 
 class MemoryRiskStore:
@@ -96,7 +57,7 @@ class MemoryRiskStore:
         self._clock = clock
         self._now: float | None = None  # the recorded time while a journal is replayed
         self._lock = threading.Lock()
-        self._admissions: dict[int, _Admission] = {}
+        self._admissions: dict[int, Admission] = {}
         self._journal: IO[str] | None = None
         self.journal_path = Path(journal) if journal is not None else None
         if self.journal_path is not None:
@@ -106,17 +67,17 @@ class MemoryRiskStore:
         return self._now if self._now is not None else self._clock()
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _get(self, hadm_id: int) -> _Admission | None:
+    def _get(self, hadm_id: int) -> Admission | None:
         adm = self._admissions.get(hadm_id)
         if adm is not None and adm.deadline <= self._time():
             del self._admissions[hadm_id]
             return None
         return adm
 
-    def _touch(self, adm: _Admission) -> None:
+    def _touch(self, adm: Admission) -> None:
         adm.deadline = adm.expire_at if adm.expire_at is not None else self._time() + self.idle_ttl_s
 
-    def _state(self, hadm_id: int, adm: _Admission) -> AdmissionState | None:
+    def _state(self, hadm_id: int, adm: Admission) -> AdmissionState | None:
         if not adm.has_record:
             return None
         top_note = (adm.top[1], adm.top[0]) if adm.top else None
@@ -134,7 +95,7 @@ class MemoryRiskStore:
         )
 
     @staticmethod
-    def _info(hadm_id: int, adm: _Admission, applied: bool) -> AdmissionInfo:
+    def _info(hadm_id: int, adm: Admission, applied: bool) -> AdmissionInfo:
         return AdmissionInfo(
             hadm_id=hadm_id,
             subject_id=adm.subject_id,
@@ -156,7 +117,7 @@ class MemoryRiskStore:
     def _record(self, event: AdmissionEvent) -> AdmissionInfo:
         adm = self._get(event.hadm_id)
         if adm is None:
-            adm = self._admissions[event.hadm_id] = _Admission()
+            adm = self._admissions[event.hadm_id] = Admission()
         adm.has_record = True
         if adm.subject_id is None:
             adm.subject_id = event.subject_id
@@ -217,7 +178,7 @@ class MemoryRiskStore:
     ) -> ApplyResult:
         adm = self._get(hadm_id)
         if adm is None:
-            adm = self._admissions[hadm_id] = _Admission()
+            adm = self._admissions[hadm_id] = Admission()
         old = adm.notes.get(note_id)
         if old is not None and (revision, is_error) <= (old.revision, old.is_error):
             reason: ApplyReason = (
@@ -233,7 +194,7 @@ class MemoryRiskStore:
             adm.n_notes -= 1
             adm.drop_max(note_id)
         if is_error:
-            adm.notes[note_id] = _Note(revision, True)
+            adm.notes[note_id] = Note(revision, True)
             if not live_old:
                 self._touch(adm)
                 return ApplyResult(False, "retracted", self._state(hadm_id, adm))
@@ -246,7 +207,7 @@ class MemoryRiskStore:
             adm.n_notes += 1
             if probs:
                 adm.add_max(note_id, probs[top])
-            adm.notes[note_id] = _Note(revision, False, top, probs)
+            adm.notes[note_id] = Note(revision, False, top, probs)
             reason = "new" if old is None else "revision"
         adm.seq += 1
         adm.has_record = True
@@ -282,38 +243,11 @@ class MemoryRiskStore:
                 self._journal = None
 
     # --- snapshot and journal -------------------------------------------------------------------------
-    def _dump(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"version": SNAPSHOT_VERSION, "admissions": {}}
-        for hadm_id, adm in self._admissions.items():
-            record = {k: v for k, v in adm.__dict__.items() if k not in ("notes", "exact_sum", "top")}
-            for key in ("admit_time", "discharge_time", "death_time"):
-                record[key] = record[key].isoformat() if record[key] else None
-            record["exact_sum"] = str(adm.exact_sum)
-            record["notes"] = {
-                k: [n.revision, n.is_error, n.top, list(n.probs)] for k, n in adm.notes.items()
-            }
-            data["admissions"][str(hadm_id)] = record
-        return data
-
-    def _load(self, data: dict[str, Any]) -> None:
-        if data.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
-        self._admissions.clear()
-        for hadm_id, record in data["admissions"].items():
-            record = dict(record)
-            notes = {k: _Note(r, bool(e), t, tuple(p)) for k, (r, e, t, p) in record.pop("notes").items()}
-            record["exact_sum"] = int(record["exact_sum"])
-            for key in ("admit_time", "discharge_time", "death_time"):
-                record[key] = datetime.fromisoformat(record[key]) if record[key] else None
-            adm = _Admission(**record, notes=notes)
-            adm.top = max(((v, k) for k, v in adm.maxima.items()), default=None)
-            self._admissions[int(hadm_id)] = adm
-
     def snapshot(self, path: str | Path) -> Path:
         """Write every admission to a JSON file (floats round-trip exactly); returns the path."""
         with self._lock:
-            data = self._dump()
-        return _write_atomically(Path(path), json.dumps(data))
+            data = dump_admissions(self._admissions)
+        return write_atomically(Path(path), json.dumps(data))
 
     @classmethod
     def restore(cls, path: str | Path, **kwargs: Any) -> MemoryRiskStore:
@@ -325,7 +259,7 @@ class MemoryRiskStore:
             if isinstance(head, dict) and "op" in head:
                 store._replay(text)
             else:
-                store._load(json.loads(text))
+                store._admissions = load_admissions(json.loads(text))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"Cannot restore the risk store from {path}: {exc}. Pass a file written by a memory store "
@@ -346,7 +280,7 @@ class MemoryRiskStore:
                     raise ValueError(f"line {number} of the journal is not JSON") from None
                 self._now = op.get("t")
                 if op["op"] == "snapshot":
-                    self._load(op["data"])
+                    self._admissions = load_admissions(op["data"])
                 elif op["op"] == "note":
                     self._apply(op["hadm_id"], op["subject_id"], op["note_id"], op["revision"], op["is_error"],
                                 tuple(op["probs"]))  # fmt: skip
@@ -362,8 +296,10 @@ class MemoryRiskStore:
         try:
             if path.exists():
                 self._replay(path.read_text(encoding="utf-8"))
-            _write_atomically(
-                path, json.dumps({"op": "snapshot", "t": self._time(), "data": self._dump()}) + "\n"
+            write_atomically(
+                path,
+                json.dumps({"op": "snapshot", "t": self._time(), "data": dump_admissions(self._admissions)})
+                + "\n",
             )
             self._journal = path.open("a", encoding="utf-8")
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -376,11 +312,3 @@ class MemoryRiskStore:
         if self._journal is not None:
             self._journal.write(json.dumps(record) + "\n")
             self._journal.flush()
-
-
-def _write_atomically(target: Path, text: str) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
-    return target
