@@ -113,8 +113,14 @@ class Runtime:
         self._owns.clear()
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> faust.App:
-    """The worker's Faust app: a notes agent (batches via ``take``) and an admissions agent."""
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, ready_file: Path | None = None
+) -> faust.App:
+    """The worker's Faust app: a notes agent (batches via ``take``) and an admissions agent.
+
+    ``ready_file`` is written once the engine and store are up and partitions are assigned, so a
+    parent process (the demo, benchmarks) knows when the worker consumes.
+    """
     runtime = runtime or Runtime(settings)
     app = faust.App(
         settings.consumer_group,
@@ -221,6 +227,18 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> faust.A
     async def report() -> None:
         if runtime.pipeline is not None:
             log.info("Worker counters: %s", dict(runtime.pipeline.counters))
+
+    async def write_ready(n: int) -> None:
+        await runtime.ready()
+        assert ready_file is not None
+        await asyncio.to_thread(ready_file.write_text, f"{n} partitions\n", "utf-8")
+
+    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        # never block a rebalance callback (a slow one outlives the session timeout): write in a task
+        if ready_file is not None and assigned:
+            app.add_future(write_ready(len(assigned)))
+
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
     async def close_runtime(sender: Any, *args: Any, **kwargs: Any) -> None:
         await runtime.close()

@@ -190,14 +190,7 @@ class Pipeline:
     def _admit_or_drop(
         self, note: NoteEvent, admit: datetime | None, work: list[_Work], result: BatchResult
     ) -> None:
-        admit = note.admit_time if note.admit_time is not None else admit
-        inside = self.spec.window.admits(
-            admit=_naive(admit),
-            chart_time=_naive(note.chart_time),
-            chart_date=note.chart_date,
-            category=note.category,
-        )
-        if not inside:
+        if not in_window(note, self.spec, admit):
             result.dropped["outside_window"] += 1
             return
         work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
@@ -304,6 +297,25 @@ class Pipeline:
             produced_at=event.produced_at,
             subject_id=event.subject_id,
         )
+
+
+def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -> bool:
+    """Whether the model scores this note: ``spec.window.admits`` with the note's admit time, else
+    ``admit`` (the store's admission record). Offline scoring of a feed uses the same test.
+
+    >>> from models.spec import Window
+    >>> note = NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2))
+    >>> spec = ModelSpec(window=Window(kind="hours", value=24))
+    >>> in_window(note, spec, datetime(2150, 1, 1, 1)), in_window(note, spec, datetime(2150, 1, 1))
+    (True, False)
+    """
+    admit = note.admit_time if note.admit_time is not None else admit
+    return spec.window.admits(
+        admit=_naive(admit),
+        chart_time=_naive(note.chart_time),
+        chart_date=note.chart_date,
+        category=note.category,
+    )
 
 
 def _naive(moment: datetime | None) -> datetime | None:

@@ -8,20 +8,30 @@ per group member).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import sys
-from typing import Any
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
 
 from notestream.settings import Settings, load_settings
+from stream.errors import StreamError
 
 log = logging.getLogger(__name__)
+
+READY_FILE_ENV = "NOTESTREAM_WORKER_READY_FILE"
+"""A file the worker writes once it consumes (engine and store up, partitions assigned)."""
 
 
 def run_worker(settings: Settings) -> None:
     """Run the worker in this process until it is stopped (blocks; exits the process at the end)."""
     import faust
 
+    import models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
     from stream.app import create_app
     from stream.kafka import bootstrap_servers
 
@@ -29,7 +39,8 @@ def run_worker(settings: Settings) -> None:
     if settings.embedded:
         # a worker talks to an embedded broker through its printed address, as to any Kafka
         settings = settings.model_copy(update={"broker": "kafka://" + bootstrap_servers(settings)})
-    app = create_app(settings)
+    ready = os.environ.get(READY_FILE_ENV)
+    app = create_app(settings, ready_file=Path(ready) if ready else None)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.lower(),
@@ -41,9 +52,63 @@ def run_worker(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
-def worker_command(argv: list[str] | None = None, **overrides: Any) -> list[str]:
-    """The command line that starts a worker process with ``python`` (tests, demo, benchmarks)."""
-    return [sys.executable, "-m", "stream.worker", *(argv or [])]
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child worker process these settings (``NOTESTREAM_*`` variables).
+
+    Secrets travel as environment variables too (never on the command line, where ``ps`` shows them).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTESTREAM_")}
+    values = settings.model_dump(mode="python", exclude_none=True)
+    for name, value in values.items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif name in ("broker", "store"):
+            value = getattr(settings, name)  # the real URL, not the masked dump
+        if isinstance(value, list | dict):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"NOTESTREAM_{name.upper()}"] = text
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def spawn_worker(
+    settings: Settings, log_path: Path, *, ready_file: Path | None = None, **env: str
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m stream.worker`` with these settings; its output goes to ``log_path``.
+
+    With ``ready_file`` the worker writes that file once it consumes (see :func:`wait_ready`).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)
+        env[READY_FILE_ENV] = str(ready_file)
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.worker"],
+            env=worker_env(settings, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, *, timeout_s: float = 120.0) -> None:
+    """Block until the worker wrote ``ready_file``; raise if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not ready_file.exists():
+        if proc.poll() is not None:
+            raise StreamError(
+                f"The worker exited with code {proc.returncode} before it was ready; see its log."
+            )
+        if time.monotonic() > deadline:
+            raise StreamError(f"The worker was not ready after {timeout_s:g} s; see its log.")
+        time.sleep(0.1)
 
 
 def main() -> None:

@@ -1,0 +1,413 @@
+"""`notestream demo`: the whole system on one machine with no services, start to finish.
+
+1. synthesize a MIMIC-III-format cohort (:mod:`training.synth`);
+2. prepare the early-notes readmission task in event-time mode (every note chunked alone, as the
+   stream scores it) and fine-tune a small BERT on it (:mod:`training.prepare`, :mod:`training.finetune`);
+3. start the embedded Kafka-protocol broker (:mod:`stream.embedded`) unless ``--broker`` names a real
+   one, and the worker in its own process, with the in-memory store unless ``--store`` names Redis;
+4. replay the held-out admissions (every cohort admission not used for training or validation) as a
+   live feed (:func:`stream.replay.replay`) while a reader shows a live table of risk updates and alerts;
+5. score the same notes offline with the same model, and write ``DIR/summary.json`` (+ ``summary.png``).
+
+The worker's in-memory store lives in the worker process, so the demo reads final states from the
+``risk-updates`` topic: the update with the highest ``seq`` per admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from notestream.settings import Settings
+from stream.events import NoteEvent, RiskAlert, RiskUpdate
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo; the defaults take a few minutes on 2 CPU cores."""
+
+    out: Path = Path("notestream-demo")
+    broker: str | None = None
+    store: str | None = None
+    patients: int = 400
+    seed: int = 0
+    readmit_rate: float = 0.4
+    notes_scale: float = 0.5
+    words_scale: float = 0.5
+    hours: float = 72.0
+    hidden: int = 64
+    layers: int = 2
+    max_length: int = 128
+    epochs: float = 2.0
+    batch_size: int = 16
+    speed: float = 0.0
+    """Replay speed factor (3600 = one hour of event time per second); 0 plays as fast as possible."""
+    live: bool = True
+    timeout_s: float = 600.0
+
+
+@dataclass
+class Feed:
+    """What the replay sends for the held-out admissions, and what the worker must end up with."""
+
+    labels: dict[int, int]
+    notes: list[NoteEvent] = field(default_factory=list)
+    expected_notes: dict[int, int] = field(default_factory=dict)
+    """Live in-window notes per admission (what the final update's n_notes must be)."""
+
+
+# --- 1-2: data and model ---------------------------------------------------------------------------
+def build_model(cfg: DemoConfig) -> tuple[Path, Path, Path]:
+    """Synthesize, prepare, fine-tune; returns (mimic folder, data folder, model folder)."""
+    from models.build import build_small_bert
+    from training.finetune import FinetuneConfig, finetune
+    from training.mimic import Source
+    from training.prepare import PrepareConfig, prepare
+    from training.synth import write_mimic_iii
+
+    mimic, data, model = cfg.out / "mimic", cfg.out / "data", cfg.out / "model"
+    console.log(f"Synthesizing {cfg.patients} patients into {mimic} ...")
+    write_mimic_iii(
+        mimic,
+        n_patients=cfg.patients,
+        seed=cfg.seed,
+        readmit_rate=cfg.readmit_rate,
+        notes_scale=cfg.notes_scale,
+        words_scale=cfg.words_scale,
+    )
+    console.log("Preparing the early-notes readmission task (event time, notes chunked alone) ...")
+    prepare(
+        Source.open(mimic_iii=mimic),
+        data,
+        PrepareConfig(task="readmission", notes="early-3d", mode="hours", hours=cfg.hours, split="patient"),
+        progress=False,
+    )
+    import pandas as pd
+
+    corpus = pd.read_csv(data / "train.csv", dtype={"TEXT": str}, keep_default_na=False)["TEXT"].tolist()
+    base = build_small_bert(
+        cfg.out / "base",
+        corpus,
+        vocab_size=2000,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=2,
+        intermediate=cfg.hidden * 2,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+    )
+    console.log(f"Fine-tuning a {cfg.layers}-layer, {cfg.hidden}-wide BERT on {len(corpus)} chunks ...")
+    finetune(
+        data / "train.csv",
+        data / "val.csv" if _has_calibration() else None,
+        base,
+        model,
+        config=FinetuneConfig(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=1e-3, max_length=cfg.max_length, progress=False
+        ),
+    )
+    return mimic, data, model
+
+
+def _has_calibration() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("training.evaluate") is not None
+
+
+def held_out(data: Path) -> dict[int, int]:
+    """Labels of the cohort admissions that training and validation did not use."""
+    import pandas as pd
+
+    cohort = pd.read_csv(data / "cohort.csv")
+    used: set[int] = set()
+    for name in ("train.csv", "val.csv"):
+        used |= set(pd.read_csv(data / name, usecols=["ID"])["ID"].astype(int))
+    rest = cohort[~cohort["HADM_ID"].isin(used)]
+    return dict(zip(rest["HADM_ID"].astype(int), rest["OUTPUT_LABEL"].astype(int), strict=True))
+
+
+def plan_feed(mimic: Path, model: Path, labels: dict[int, int]) -> Feed:
+    """The notes the replay will send, and each admission's live in-window note count."""
+    from models.spec import ModelSpec
+    from stream.pipeline import in_window
+    from stream.replay import ReplaySource, iter_events
+
+    spec = ModelSpec.read(model)
+    feed = Feed(labels)
+    live: dict[int, dict[str, int]] = {}
+    for _, _, _, event in iter_events(ReplaySource.mimic_iii(mimic), hadm_ids=list(labels)):
+        if not isinstance(event, NoteEvent):
+            continue
+        feed.notes.append(event)
+        held = live.setdefault(event.hadm_id, {})
+        if event.is_error:
+            held.pop(event.note_id, None)
+        elif in_window(event, spec):
+            held[event.note_id] = max(held.get(event.note_id, -1), event.revision)
+    feed.expected_notes = {h: len(n) for h, n in live.items() if n}
+    return feed
+
+
+async def offline_scores(model: Path, feed: Feed) -> tuple[dict[int, float | None], int]:
+    """Offline scores of the same notes with the same model (engine, note_chunks, aggregate)."""
+    from models.aggregate import admission_score
+    from models.engine import InferenceEngine
+    from models.prep import note_chunks
+    from stream.pipeline import in_window
+
+    engine = InferenceEngine(model, devices=["cpu"])
+    await engine.start()
+    try:
+        spec, tokenizer = engine.spec, engine.classifiers[0].tokenizer
+        live: dict[int, dict[str, NoteEvent]] = {}
+        for note in feed.notes:
+            held = live.setdefault(note.hadm_id, {})
+            if note.is_error:
+                held.pop(note.note_id, None)
+            elif in_window(note, spec) and note.revision >= getattr(held.get(note.note_id), "revision", -1):
+                held[note.note_id] = note
+        scores: dict[int, float | None] = {}
+        chunks_total = 0
+        for hadm, held in live.items():
+            chunks = [c for note in held.values() for c in note_chunks(note.text, spec, tokenizer)]
+            chunks_total += len(chunks)
+            scores[hadm] = admission_score(await engine.score(chunks), spec.c) if chunks else None
+        return scores, chunks_total
+    finally:
+        await engine.close()
+
+
+# --- 3-4: the live stream --------------------------------------------------------------------------
+@dataclass
+class Watch:
+    """Everything the reader saw on risk-updates, and the alerts it derived from it."""
+
+    updates: list[RiskUpdate] = field(default_factory=list)
+    last: dict[int, RiskUpdate] = field(default_factory=dict)
+    alerts: list[RiskAlert] = field(default_factory=list)
+    recent: deque[tuple[RiskUpdate, RiskAlert | None]] = field(default_factory=lambda: deque(maxlen=14))
+
+    def done(self, expected: dict[int, int]) -> bool:
+        return all(
+            (u := self.last.get(h)) is not None and u.final and u.n_notes == n for h, n in expected.items()
+        )
+
+    def table(self, expected: dict[int, int]) -> Table:
+        finished = sum(
+            1 for h, n in expected.items() if (u := self.last.get(h)) and u.final and u.n_notes == n
+        )
+        table = Table(
+            title=f"risk updates {len(self.updates)}  alerts {len(self.alerts)}  "
+            f"admissions done {finished}/{len(expected)}"
+        )
+        for col in ("hadm_id", "seq", "notes", "chunks", "score", "change", "alert"):
+            table.add_column(col, justify="right")
+        for u, alert in self.recent:
+            mark = f"[red]{alert.state}[/red]" if alert else ""
+            table.add_row(str(u.hadm_id), str(u.seq), str(u.n_notes), str(u.n_chunks), f"{u.score:.3f}",
+                          u.change or "repeat", mark)  # fmt: skip
+        return table
+
+
+async def watch_updates(settings: Settings, watch: Watch, threshold: float, stop: asyncio.Event) -> None:
+    """Read risk-updates from the start, track the last update per admission, derive alerts."""
+    from stream.alerts import AlertPolicy, AlertTracker
+    from stream.events import RISK_UPDATES
+    from stream.kafka import consumer
+
+    tracker = AlertTracker(
+        AlertPolicy(threshold=threshold, hysteresis=min(settings.alert_hysteresis, threshold))
+    )
+    reader = consumer(settings, settings.topic(RISK_UPDATES))
+    await reader.start()
+    try:
+        while not stop.is_set():
+            batches = await reader.getmany(timeout_ms=200, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    update = RiskUpdate.from_bytes(record.value)
+                    watch.updates.append(update)
+                    if update.hadm_id not in watch.last or update.seq >= watch.last[update.hadm_id].seq:
+                        watch.last[update.hadm_id] = update
+                    alert = tracker.observe(update)
+                    if alert is not None:
+                        watch.alerts.append(alert)
+                    watch.recent.append((update, alert))
+    finally:
+        await reader.stop()
+
+
+async def stream_feed(
+    cfg: DemoConfig, settings: Settings, mimic: Path, feed: Feed, threshold: float
+) -> Watch:
+    """Worker process + replay + reader until every held-out admission has its final update."""
+    from stream.replay import ReplaySource, replay
+    from stream.worker import spawn_worker, wait_ready
+
+    watch, stop = Watch(), asyncio.Event()
+    ready = cfg.out / "worker.ready"
+    worker = spawn_worker(settings, cfg.out / "worker.log", ready_file=ready)
+    reader = asyncio.create_task(watch_updates(settings, watch, threshold, stop))
+    try:
+        console.log("Starting the worker (its log: worker.log) ...")
+        await asyncio.to_thread(wait_ready, worker, ready)
+        counts = await replay(
+            settings, ReplaySource.mimic_iii(mimic), speed=cfg.speed or None, hadm_ids=list(feed.labels)
+        )
+        console.log(
+            f"Replayed {counts.notes} notes of {len(counts.admissions)} admissions in {counts.wall_s:.1f} s."
+        )
+        deadline = time.monotonic() + cfg.timeout_s
+        with Live(watch.table(feed.expected_notes), console=console, refresh_per_second=4,
+                  transient=not cfg.live) as live:  # fmt: skip
+            while not watch.done(feed.expected_notes):
+                if worker.poll() is not None:
+                    raise RuntimeError(
+                        f"The worker exited with {worker.returncode}; see {cfg.out / 'worker.log'}."
+                    )
+                if time.monotonic() > deadline or reader.done():
+                    break
+                live.update(watch.table(feed.expected_notes))
+                await asyncio.sleep(0.25)
+            live.update(watch.table(feed.expected_notes))
+    finally:
+        stop.set()
+        await asyncio.gather(reader, return_exceptions=True)
+        worker.terminate()
+        try:
+            await asyncio.to_thread(worker.wait, 30)
+        except Exception:
+            worker.kill()
+    if not watch.done(feed.expected_notes):
+        missing = [
+            h
+            for h, n in feed.expected_notes.items()
+            if not ((u := watch.last.get(h)) and u.final and u.n_notes == n)
+        ]
+        raise TimeoutError(
+            f"{len(missing)} admissions have no final update after {cfg.timeout_s:g} s; see {cfg.out / 'worker.log'}."
+        )
+    return watch
+
+
+# --- 5: summary ------------------------------------------------------------------------------------
+def summarize(feed: Feed, watch: Watch, offline: dict[int, float | None], chunks: int) -> dict[str, Any]:
+    from training.metrics import admission_metrics
+
+    both = [h for h in feed.expected_notes if offline.get(h) is not None]
+    streamed = np.array([watch.last[h].score for h in both])
+    reference = np.array([offline[h] for h in both], dtype=float)
+    labels = [feed.labels[h] for h in both]
+    changes = [u for u in watch.updates if u.change in ("new", "revision", "retracted") and u.produced_at]
+    latency = np.array([(u.emitted_at - u.produced_at).total_seconds() * 1000 for u in changes])  # type: ignore[operator]
+    notes = [n for n in feed.notes if n.hadm_id in feed.expected_notes]
+    first = min(n.produced_at for n in notes) if notes else None
+    span = (
+        (max(u.emitted_at for u in watch.updates) - first).total_seconds() if first and watch.updates else 0.0
+    )
+    return {
+        "admissions": len(feed.expected_notes),
+        "notes": sum(feed.expected_notes.values()),
+        "notes_replayed": len(feed.notes),
+        "risk_updates": len(watch.updates),
+        "alerts": len(watch.alerts),
+        "streamed_auroc": admission_metrics(labels, streamed)["auroc"] if both else None,
+        "offline_auroc": admission_metrics(labels, reference)["auroc"] if both else None,
+        "max_abs_score_diff": float(np.max(np.abs(streamed - reference))) if both else 0.0,
+        "scored_admissions": len(both),
+        "chunks": chunks,
+        "chunks_per_s": chunks / span if span > 0 else None,
+        "latency_p50_ms": float(np.percentile(latency, 50)) if len(latency) else None,
+        "latency_p99_ms": float(np.percentile(latency, 99)) if len(latency) else None,
+    }
+
+
+def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    both = [h for h, s in offline.items() if s is not None and h in watch.last]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.scatter([offline[h] for h in both], [watch.last[h].score for h in both], s=8)
+    left.set(xlabel="offline score", ylabel="final streamed score",
+             title=f"max |diff| = {summary['max_abs_score_diff']:.2e}")  # fmt: skip
+    lat = [
+        (u.emitted_at - u.produced_at).total_seconds() * 1000
+        for u in watch.updates
+        if u.change and u.produced_at
+    ]
+    right.hist(lat, bins=40)
+    right.set(xlabel="note produced -> update emitted (ms)", ylabel="updates",
+              title=f"p50 {summary['latency_p50_ms'] or 0:.0f} ms, p99 {summary['latency_p99_ms'] or 0:.0f} ms")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run the demo; returns the summary (also written to ``cfg.out/summary.json``)."""
+    from models.spec import ModelSpec
+    from notestream.settings import TOPICS
+    from stream.embedded import EmbeddedBroker
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    mimic, data, model = build_model(cfg)
+    spec = ModelSpec.read(model)
+    feed = plan_feed(mimic, model, held_out(data))
+    console.log(
+        f"Held out {len(feed.labels)} admissions, {len(feed.expected_notes)} with notes in the window."
+    )
+    run_id = uuid.uuid4().hex[:8]
+    broker = None if cfg.broker else EmbeddedBroker().start()
+    try:
+        settings = Settings(
+            broker=cfg.broker or (broker.url if broker else ""),
+            store=cfg.store or "memory://",
+            model_dir=model,
+            topic_prefix=f"demo-{run_id}.",
+            consumer_group=f"notestream-demo-{run_id}",
+            devices=["cpu"],
+            session_timeout_s=10.0,
+        )
+        if broker is not None:
+            broker.ensure_topics(settings.topic(t) for t in TOPICS)
+        threshold = spec.threshold if spec.threshold is not None else 0.5
+        watch = asyncio.run(stream_feed(cfg, settings, mimic, feed, threshold))
+    finally:
+        if broker is not None:
+            broker.close()
+    offline, chunks = asyncio.run(offline_scores(model, feed))
+    summary = summarize(feed, watch, offline, chunks)
+    summary.update(
+        threshold=threshold,
+        wall_s=time.monotonic() - started,
+        config={k: str(v) for k, v in asdict(cfg).items()},
+    )
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    plot(cfg.out / "summary.png", watch, offline, summary)
+    table = Table(title="notestream demo")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key != "config":
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.log(f"Summary: {cfg.out / 'summary.json'} and {cfg.out / 'summary.png'}")
+    return summary

@@ -1,0 +1,49 @@
+"""A smoke run of `notestream demo` at small sizes: embedded broker, worker process, memory store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from notestream.demo import DemoConfig, run_demo
+
+pytestmark = pytest.mark.slow
+
+KEYS = {
+    "admissions",
+    "notes",
+    "risk_updates",
+    "alerts",
+    "streamed_auroc",
+    "offline_auroc",
+    "max_abs_score_diff",
+    "chunks_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+}
+
+
+def test_demo_streams_the_offline_scores(tmp_path: Path) -> None:
+    cfg = DemoConfig(
+        out=tmp_path / "demo",
+        patients=60,
+        notes_scale=0.3,
+        words_scale=0.3,
+        epochs=1.0,
+        live=False,
+        timeout_s=180,
+    )
+    returned = run_demo(cfg)
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(returned))
+    assert summary.keys() >= KEYS
+    assert summary["admissions"] > 10
+    assert summary["notes"] >= summary["admissions"]
+    assert summary["risk_updates"] >= summary["notes"], "one update per applied note at least"
+    assert summary["max_abs_score_diff"] < 1e-6
+    assert summary["streamed_auroc"] == pytest.approx(summary["offline_auroc"], abs=1e-6)
+    assert summary["chunks_per_s"] > 0
+    assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
+    assert (cfg.out / "summary.png").stat().st_size > 0
