@@ -253,6 +253,11 @@ class InferenceEngine:
 
     # --- what callers use -------------------------------------------------------------------------
     @property
+    def started(self) -> bool:
+        """Whether the engine is serving (started and not closed): the readiness probe."""
+        return self._running
+
+    @property
     def classifiers(self) -> list[ChunkClassifier]:
         return list(self._classifiers)
 

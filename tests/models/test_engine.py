@@ -213,7 +213,9 @@ async def test_closing_fails_pending_requests_and_refuses_new_ones(
     await asyncio.to_thread(clf.entered.wait, 10)
     pending = asyncio.create_task(engine.score(chunks[2:5]))
     await asyncio.sleep(0.01)
+    assert engine.started
     await engine.close()
+    assert not engine.started
     clf.gate.set()
     for task in (held, pending):
         with pytest.raises(EngineClosed):
