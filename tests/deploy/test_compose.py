@@ -80,6 +80,7 @@ def test_redis_persists_with_aof_on_a_volume(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
+    assert "--appendfsync always" in command  # docs/operations.md: a Redis crash loses no acknowledged write
     assert "noeviction" in command
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
     assert "redis-data" in compose["volumes"]
