@@ -1,0 +1,16 @@
+"""Errors of the explanations (``models.explain``).
+
+::
+
+    NotestreamError
+    └── ModelsError
+        └── ExplainError         a text, layer, head or output folder cannot be explained / written
+"""
+
+from __future__ import annotations
+
+from models.errors import ModelsError
+
+
+class ExplainError(ModelsError):
+    """An explanation cannot be computed or written (the message says what to change)."""
