@@ -77,13 +77,17 @@ async def create_topics(settings: Settings, wait_s: float = 120.0) -> dict[str, 
         outcome: dict[str, Any] = {}
         if missing:
             response = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs) for s in missing]
+                [
+                    NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
+                    for s in missing
+                ]
             )
             for topic, code, *rest in response.topic_errors:
-                if code and for_code(code) is not TopicAlreadyExistsError:
+                if code == 0:
+                    outcome[topic] = "created"
+                elif for_code(code) is not TopicAlreadyExistsError:  # a race with another creator is fine
                     message = rest[0] if rest else ""
                     raise for_code(code)(f"Creating topic {topic} failed: {message}")
-                outcome[topic] = "created"
         described = await admin.describe_topics([spec.name for spec in plan if spec.name not in outcome])
         for entry in described:
             outcome[entry["topic"]] = f"exists ({len(entry['partitions'])} partitions)"

@@ -78,7 +78,10 @@ class SecretMaskFilter(logging.Filter):
         return mask_url(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging reports it when the record is formatted
+            return True
         masked = self.mask(message)
         if masked != message:
             record.msg, record.args = masked, None
