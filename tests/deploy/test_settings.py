@@ -154,3 +154,21 @@ def test_wrong_key_password_is_a_config_error(tls_files: dict[str, Path]) -> Non
 def test_plaintext_needs_no_tls() -> None:
     assert Settings().aiokafka_security_kwargs() == {"security_protocol": "PLAINTEXT"}
     assert Settings().faust_broker_credentials() is None
+
+
+def test_config_check_fails_clearly_on_a_missing_ca_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from notestream.cli_config import config_app
+
+    monkeypatch.setenv("NOTESTREAM_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("NOTESTREAM_KAFKA_SSL_CAFILE", str(tmp_path / "missing-ca.pem"))
+    result = CliRunner().invoke(config_app, ["check"])
+    assert isinstance(result.exception, ConfigError)
+    assert "kafka_ssl_cafile" in str(result.exception)
+    monkeypatch.delenv("NOTESTREAM_KAFKA_SECURITY_PROTOCOL")
+    ok = CliRunner().invoke(config_app, ["check"])
+    assert ok.exit_code == 0
+    assert "settings ok" in ok.output
