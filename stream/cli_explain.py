@@ -25,6 +25,7 @@ from rich.table import Table
 from models.explain.importance import METHODS
 
 console = Console()
+progress = Console(stderr=True)  # spinners go to stderr, so --json output stays clean
 
 
 def register_explain(app: typer.Typer) -> None:
@@ -164,7 +165,7 @@ def _explain_text(
     except (OSError, UnicodeDecodeError) as exc:
         raise ExplainError(f"Cannot read {text} as UTF-8 text; give a readable text file.") from exc
     loaded = load_model_folder(model, device=device, attn_implementation="eager")
-    with console.status("Computing attention maps and token importances..."):
+    with progress.status("Computing attention maps and token importances..."):
         result = explain_text(
             loaded.model, loaded.tokenizer, loaded.spec, content, chunk=chunk, method=method, steps=steps
         )

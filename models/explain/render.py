@@ -12,7 +12,7 @@ note text may go.
 >>> word_colour(0.5, scale=1.0)
 (0.84, 0.15, 0.16, 0.5)
 >>> snippet = highlighted_html([("fever", 1.0), ("<b>", -0.5)], title="chunk 1")
->>> snippet.count("<span"), "&lt;b&gt;" in snippet, 'title="-0.5000"' in snippet
+>>> snippet.count("<span"), "&lt;b&gt;" in snippet, 'title="-0.5"' in snippet
 (2, True, True)
 """
 
@@ -143,7 +143,7 @@ def highlighted_html(words: Sequence[tuple[str, float]], *, title: str = "") -> 
         r, g, b, a = word_colour(weight, scale=scale)
         spans.append(
             f'<span style="background-color: rgba({round(r * 255)}, {round(g * 255)}, {round(b * 255)}, '
-            f'{a:.2f})" title="{weight:+.4f}">{html.escape(word)}</span>'
+            f'{a:.2f})" title="{weight:+.4g}">{html.escape(word)}</span>'
         )
     head = f"<p><b>{html.escape(title)}</b></p>" if title else ""
     return (

@@ -184,7 +184,7 @@ def test_explain_reads_a_saved_embedded_run(tiny_model_dir: Path, tmp_path: Path
         ],
     )
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data == json.loads(json.dumps(expected.to_json()))
     assert {ch["note_id"] for ch in data["chunks"]} == set(live)
 
@@ -229,7 +229,7 @@ def test_explain_reads_redis(tiny_model_dir: Path, redis_url: str) -> None:
         ["explain", "--model", str(tiny_model_dir), "--admission", str(HADM), "--store", redis_url, "--json"],
     )
     assert result.exit_code == 0, result.output
-    evidence = json.loads(result.output)
+    evidence = json.loads(result.stdout)
     assert evidence == json.loads(json.dumps(expected.to_json()))
 
 
