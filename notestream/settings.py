@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         description="Kafka consumer-group session timeout of the worker: a crashed worker's partitions "
         "move to the others after this long (a rebalance waits it out; tests use ~6 s).",
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Longest wait of one worker fetch for new notes. A real broker answers as soon as data "
+        "arrives; the embedded mock cluster waits the whole time, so this bounds its added latency.",
+    )
     commit_interval_s: float = Field(
         1.0,
         gt=0,

@@ -48,6 +48,7 @@ from stream.events import (
     parse_note,
     utcnow,
 )
+from stream.faust_transport import App
 from stream.kafka import faust_broker_options
 from stream.pipeline import Pipeline
 
@@ -122,8 +123,9 @@ def create_app(
     parent process (the demo, benchmarks) knows when the worker consumes.
     """
     runtime = runtime or Runtime(settings)
-    app = faust.App(
+    app = App(
         settings.consumer_group,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **faust_broker_options(settings),
         store="memory://",
         autodiscover=False,
