@@ -64,8 +64,6 @@ def register(app: typer.Typer) -> None:
             )
         )
 
-    try:
-        from stream.cli_data import register_data
-    except ImportError:  # the replay/alerts commands are not there yet
-        return
+    from stream.cli_data import register_data
+
     register_data(app)

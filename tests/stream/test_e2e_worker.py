@@ -58,7 +58,12 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         ),
         ("non_utf8", b'{"note_id": "x", "subject_id": 1, "hadm_id": 100002, "text": "\xff\xfe"}'),
     ]
-    produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in admissions])
+    bad_admission = b'{"kind": "admit", "subject_id": 1, "hadm_id": 9}'  # no admit_time
+    produce(
+        settings,
+        ADMISSIONS,
+        [(b"9", bad_admission)] + [(admission_key(a.hadm_id), a.to_bytes()) for a in admissions],
+    )
     messages = [(admission_key(n.hadm_id), n.to_bytes()) for n in stream[:10]]
     messages += [(b"100000", raw) for _, raw in bad]  # bad input in the middle of the feed
     messages += [(admission_key(n.hadm_id), n.to_bytes()) for n in stream[10:]]
@@ -96,8 +101,12 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
 
     letters = [
         DeadLetter.from_bytes(m.value())
-        for m in read_topic(settings, NOTES_DLQ, until=lambda ms: len(ms) >= len(bad), timeout_s=30)
+        for m in read_topic(settings, NOTES_DLQ, until=lambda ms: len(ms) >= len(bad) + 1, timeout_s=30)
     ]
+    [admission_letter] = [dl for dl in letters if dl.topic == settings.topic(ADMISSIONS)]
+    assert (admission_letter.reason, admission_letter.original) == ("schema", bad_admission)
+    assert "admit_time" in admission_letter.detail
+    letters.remove(admission_letter)
     assert sorted(dl.reason for dl in letters) == sorted(reason for reason, _ in bad)
     originals = dict(bad)
     for dl in letters:

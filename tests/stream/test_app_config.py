@@ -1,0 +1,55 @@
+"""The worker app's wiring without a broker: topic names, Faust settings, Kafka client options."""
+
+from __future__ import annotations
+
+import faust
+import pytest
+
+from notestream.settings import Settings
+from stream.app import Runtime, create_app
+from stream.errors import BrokerError, StreamError
+from stream.kafka import aiokafka_config, bootstrap_servers, faust_broker_options
+
+
+def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
+    settings = Settings(
+        broker="kafka://k1:9092", topic_prefix="ward7.", consumer_group="g7", fetch_max_wait_ms=42
+    )
+    app = create_app(settings)
+    assert app.conf.id == "g7"
+    assert app.conf.topic_allow_declare is False
+    assert app.fetch_max_wait_ms == 42  # type: ignore[attr-defined]
+    subscribed = {topic for agent in app.agents.values() for topic in agent.channel.topics}  # type: ignore[attr-defined]
+    assert subscribed == {"ward7.notes", "ward7.admissions"}
+    assert app.conf.broker_session_timeout == settings.session_timeout_s
+    assert app.conf.broker_commit_interval == settings.commit_interval_s
+
+
+def test_sasl_settings_reach_both_kafka_clients() -> None:
+    settings = Settings(
+        broker="kafka://k1:9093,k2:9093",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="worker",
+        kafka_sasl_password="s3cret",
+    )
+    config = aiokafka_config(settings)
+    assert config["bootstrap_servers"] == "k1:9093,k2:9093"
+    assert (config["sasl_mechanism"], config["sasl_plain_username"], config["sasl_plain_password"]) == (
+        "SCRAM-SHA-256",
+        "worker",
+        "s3cret",
+    )
+    options = faust_broker_options(settings)
+    assert options["broker"] == "kafka://k1:9093;kafka://k2:9093"
+    assert isinstance(options["broker_credentials"], faust.SASLCredentials)
+
+
+def test_bare_embedded_broker_has_no_address() -> None:
+    with pytest.raises(BrokerError, match="kafka://HOST:PORT"):
+        bootstrap_servers(Settings(broker="embedded://"))
+
+
+async def test_runtime_without_a_model_says_what_to_do() -> None:
+    with pytest.raises(StreamError, match="--model-dir"):
+        await Runtime(Settings(broker="kafka://k:9092")).ready()
