@@ -180,6 +180,16 @@ def _explain_text(
     for word, weight in result.importance.top(top):
         table.add_row(word, f"{weight:+.3g}")
     console.print(table)
+    delta = result.importance.delta
+    if delta is not None:
+        total = sum(result.importance.weights)
+        gap = total - delta
+        if abs(delta) > 0.1 * max(abs(gap), 1e-6):
+            console.print(
+                f"[yellow]The weights add up to {total:.3g} of the logit change {gap:.3g}: the model's "
+                f"output jumps along the integration path. Raise --steps (now {steps}) for weights "
+                "that add up; the ranking is usually already right.[/yellow]"
+            )
     for path in written:
         console.print(f"wrote {path}")
     if out is None:
