@@ -42,17 +42,13 @@ class DemoConfig:
     out: Path = Path("notestream-demo")
     broker: str | None = None
     store: str | None = None
-    patients: int = 400
+    patients: int = 600
     seed: int = 0
-    readmit_rate: float = 0.4
-    notes_scale: float = 0.5
-    words_scale: float = 0.5
     hours: float = 72.0
     hidden: int = 64
-    layers: int = 2
-    max_length: int = 128
-    epochs: float = 2.0
-    batch_size: int = 16
+    max_length: int = 96
+    steps: int = 150
+    """Fine-tuning steps (batch 16) of the small BERT."""
     speed: float = 0.0
     """Replay speed factor (3600 = one hour of event time per second); 0 plays as fast as possible."""
     live: bool = True
@@ -71,61 +67,20 @@ class Feed:
 
 # --- 1-2: data and model ---------------------------------------------------------------------------
 def build_model(cfg: DemoConfig) -> tuple[Path, Path, Path]:
-    """Synthesize, prepare, fine-tune; returns (mimic folder, data folder, model folder)."""
-    from models.build import build_small_bert
-    from training.finetune import FinetuneConfig, finetune
-    from training.mimic import Source
-    from training.prepare import PrepareConfig, prepare
-    from training.synth import write_mimic_iii
+    """Synthesize, prepare, fine-tune (:func:`training.quickstart.quick_model`); returns the mimic, data
+    and model folders."""
+    from training.quickstart import quick_model
 
-    mimic, data, model = cfg.out / "mimic", cfg.out / "data", cfg.out / "model"
-    console.log(f"Synthesizing {cfg.patients} patients into {mimic} ...")
-    write_mimic_iii(
-        mimic,
-        n_patients=cfg.patients,
-        seed=cfg.seed,
-        readmit_rate=cfg.readmit_rate,
-        notes_scale=cfg.notes_scale,
-        words_scale=cfg.words_scale,
+    console.log(
+        f"Synthesizing {cfg.patients} patients, preparing the {cfg.hours:g}-hour early-notes readmission task "
+        f"and fine-tuning a small BERT ({cfg.steps} steps) in {cfg.out} ..."
     )
-    console.log("Preparing the early-notes readmission task (event time, notes chunked alone) ...")
-    prepare(
-        Source.open(mimic_iii=mimic),
-        data,
-        PrepareConfig(task="readmission", notes="early-3d", mode="hours", hours=cfg.hours, split="patient"),
-        progress=False,
-    )
-    import pandas as pd
-
-    corpus = pd.read_csv(data / "train.csv", dtype={"TEXT": str}, keep_default_na=False)["TEXT"].tolist()
-    base = build_small_bert(
-        cfg.out / "base",
-        corpus,
-        vocab_size=2000,
-        hidden=cfg.hidden,
-        layers=cfg.layers,
-        heads=2,
-        intermediate=cfg.hidden * 2,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-    )
-    console.log(f"Fine-tuning a {cfg.layers}-layer, {cfg.hidden}-wide BERT on {len(corpus)} chunks ...")
-    finetune(
-        data / "train.csv",
-        data / "val.csv" if _has_calibration() else None,
-        base,
-        model,
-        config=FinetuneConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=1e-3, max_length=cfg.max_length, progress=False
-        ),
-    )
-    return mimic, data, model
-
-
-def _has_calibration() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("training.evaluate") is not None
+    result = quick_model(
+        cfg.out, n_patients=cfg.patients, seed=cfg.seed, hours=cfg.hours, hidden=cfg.hidden,
+        max_length=cfg.max_length, max_steps=cfg.steps,
+    )  # fmt: skip
+    console.log(f"Model: {result.model_dir} (validation metrics {result.metrics.get('val', {})}).")
+    return result.mimic_dir, result.data_dir, result.model_dir
 
 
 def held_out(data: Path) -> dict[int, int]:

@@ -44,8 +44,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("notestream-demo"), help="Folder for the model, data and summary."),
         broker: str = typer.Option(None, help="kafka://... to use a real Kafka instead of the embedded one."),
         store: str = typer.Option(None, help="redis://... to use Redis instead of the in-memory store."),
-        patients: int = typer.Option(400, help="Synthetic patients in the cohort."),
-        epochs: float = typer.Option(2.0, help="Fine-tuning epochs of the small model."),
+        patients: int = typer.Option(600, help="Synthetic patients in the cohort."),
+        steps: int = typer.Option(150, help="Fine-tuning steps of the small model."),
         speed: float = typer.Option(0.0, help="Replay speed factor (0: as fast as possible)."),
         live: bool = typer.Option(True, help="Show the live table of risk updates and alerts."),
     ) -> None:
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
                 broker=broker,
                 store=store,
                 patients=patients,
-                epochs=epochs,
+                steps=steps,
                 speed=speed,
                 live=live,
             )

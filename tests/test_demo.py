@@ -26,20 +26,12 @@ KEYS = {
 
 
 def test_demo_streams_the_offline_scores(tmp_path: Path) -> None:
-    cfg = DemoConfig(
-        out=tmp_path / "demo",
-        patients=60,
-        notes_scale=0.3,
-        words_scale=0.3,
-        epochs=1.0,
-        live=False,
-        timeout_s=180,
-    )
+    cfg = DemoConfig(out=tmp_path / "demo", patients=80, steps=10, live=False, timeout_s=180)
     returned = run_demo(cfg)
     summary = json.loads((cfg.out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(returned))
     assert summary.keys() >= KEYS
-    assert summary["admissions"] > 10
+    assert summary["admissions"] >= 8
     assert summary["notes"] >= summary["admissions"]
     assert summary["risk_updates"] >= summary["notes"], "one update per applied note at least"
     assert summary["max_abs_score_diff"] < 1e-6
