@@ -37,6 +37,9 @@ def synth(
     ),
     notes_scale: float = typer.Option(1.0, "--notes-scale", min=0.0, help="Multiplies notes per day."),
     words_scale: float = typer.Option(1.0, "--words-scale", min=0.01, help="Multiplies note lengths."),
+    mean_admissions: float = typer.Option(
+        1.35, "--mean-admissions", min=1.0, help="Mean admissions per patient (MIMIC-III: about 1.27)."
+    ),
     gz: bool = typer.Option(False, "--gzip", help="Write MIMIC-III tables as .csv.gz."),
 ) -> None:
     """Write a synthetic cohort in the exact MIMIC-III or MIMIC-IV(-Note) file formats."""
@@ -45,12 +48,12 @@ def synth(
     if fmt is SynthFormat.mimic_iii:
         summary = write_mimic_iii(
             out, patients, seed, signal, readmit_rate=readmit_rate, notes_scale=notes_scale,
-            words_scale=words_scale, compress=gz, progress=True,
+            words_scale=words_scale, compress=gz, mean_admissions=mean_admissions, progress=True,
         )  # fmt: skip
     else:
         summary = write_mimic_iv(
             out, patients, seed, signal, readmit_rate=readmit_rate, notes_scale=notes_scale,
-            words_scale=words_scale, progress=True,
+            words_scale=words_scale, mean_admissions=mean_admissions, progress=True,
         )  # fmt: skip
     typer.echo(
         json.dumps(

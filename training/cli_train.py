@@ -2,8 +2,157 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from training.errors import TrainRunError
+
+
+def _data_file(data: Path | None, given: Path | None, name: str, *, required: bool = True) -> Path | None:
+    if given is not None:
+        return given
+    if data is not None and (data / name).is_file():
+        return data / name
+    if required:
+        raise TrainRunError(
+            f"No {name}: pass --data DIR (a `notestream train prepare` output) or the file itself."
+        )
+    return None
+
+
+def pretrain_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder for the pre-trained BERT."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Prepared dataset: its training admissions' notes."
+    ),
+    corpus: Path | None = typer.Option(None, "--corpus", help="A ready corpus (sentence per line)."),
+    mimic_iii: Path | None = typer.Option(None, "--mimic-iii", help="All notes of a MIMIC-III folder..."),
+    mimic_iv: Path | None = typer.Option(None, "--mimic-iv", help="...or of a MIMIC-IV folder..."),
+    exclude: Path | None = typer.Option(
+        None, "--exclude", help="...less the val/test admissions of this dataset."
+    ),
+    max_notes: int | None = typer.Option(None, "--max-notes", help="Stop the MIMIC corpus after N notes."),
+    base_model: Path | None = typer.Option(
+        None, "--base-model", help="Local BERT to continue (else a fresh one)."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens per example (the paper: 128 then 512)."),
+    hidden: int = typer.Option(128, "--hidden", help="Fresh model: hidden size."),
+    layers: int = typer.Option(2, "--layers", help="Fresh model: layers."),
+    heads: int = typer.Option(2, "--heads", help="Fresh model: attention heads."),
+    vocab_size: int = typer.Option(8000, "--vocab-size", help="Fresh model: WordPiece vocabulary size."),
+) -> None:
+    """Masked-LM + next-sentence pre-training on clinical notes (evaluation admissions left out)."""
+    from training.pretrain import PretrainConfig, corpus_from_dataset, corpus_from_mimic, pretrain
+
+    out.mkdir(parents=True, exist_ok=True)
+    if corpus is None:
+        corpus = out / "corpus.txt"
+        if data is not None:
+            corpus_from_dataset(data, corpus)
+        elif mimic_iii is not None or mimic_iv is not None:
+            import pandas as pd
+
+            from training.mimic import Source
+
+            held_out: set[int] = set()
+            for name in ("val.csv", "test.csv"):
+                if exclude is not None and (exclude / name).is_file():
+                    held_out |= set(pd.read_csv(exclude / name, usecols=["ID"])["ID"].astype(int))
+            if exclude is None:
+                typer.echo("warning: no --exclude dataset; no admission is held out of the corpus", err=True)
+            source = Source.open(mimic_iii=mimic_iii, mimic_iv=mimic_iv)
+            corpus_from_mimic(source, corpus, exclude_hadm=held_out, max_notes=max_notes)
+        else:
+            raise TrainRunError("Give --data DIR, --corpus FILE or --mimic-iii/--mimic-iv DIR.")
+    config = PretrainConfig(max_length=max_length, batch_size=batch_size, lr=lr, epochs=epochs, max_steps=max_steps,
+                            vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads)  # fmt: skip
+    typer.echo(json.dumps({"model": str(pretrain(corpus, out, base_model, config=config))}))
+
+
+def finetune_cmd(
+    out: Path = typer.Option(..., "--out", help="Model folder to write (served by the worker unchanged)."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared dataset with train.csv and val.csv."),
+    train: Path | None = typer.Option(None, "--train", help="Training chunks (ID, TEXT, Label)."),
+    val: Path | None = typer.Option(None, "--val", help="Validation chunks: metrics and threshold."),
+    base_model: Path | None = typer.Option(
+        None, "--base-model", help="Local BERT folder (else a fresh small one)."
+    ),
+    epochs: float = typer.Option(3.0, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Per device."),
+    lr: float = typer.Option(2e-5, "--lr"),
+    warmup: float = typer.Option(0.1, "--warmup", help="Warm-up share of the steps."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
+    max_steps: int | None = typer.Option(None, "--max-steps"),
+    max_length: int = typer.Option(512, "--max-length"),
+    seed: int = typer.Option(42, "--seed"),
+    save_steps: int | None = typer.Option(None, "--save-steps", help="Checkpoint every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUT."),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="Default: on for GPUs that support it."),
+) -> None:
+    """Fine-tune a readmission (or other task) chunk classifier; several GPUs via torchrun."""
+    from training.finetune import FinetuneConfig, finetune, fresh_base
+
+    train_csv = _data_file(data, train, "train.csv")
+    assert train_csv is not None
+    val_csv = _data_file(data, val, "val.csv", required=False)
+    if base_model is None:
+        base_model = fresh_base(train_csv, out / "base", max_length=max_length)
+    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                            grad_accum=grad_accum, max_steps=max_steps, max_length=max_length, seed=seed,
+                            save_steps=save_steps, resume=resume, bf16=bf16)  # fmt: skip
+    typer.echo(json.dumps({"model": str(finetune(train_csv, val_csv, base_model, out, config=config))}))
+
+
+def evaluate_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder for report.json / metrics.json and the plots."),
+    chunk_scores: Path | None = typer.Option(
+        None, "--chunk-scores", help="Evaluate a file (ID, Label, pred_score)."
+    ),
+    model: Path | None = typer.Option(None, "--model", help="Model folder to evaluate."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared dataset (test.csv; val.csv; train.csv)."),
+    test: Path | None = typer.Option(None, "--test", help="Test chunks (ID, TEXT, Label)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Threshold at RP80 on val.csv."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Bag-of-words beside the model."),
+    c: float = typer.Option(2.0, "--c", help="Aggregation constant for --chunk-scores."),
+) -> None:
+    """Admission-level AUROC, AUPRC, average precision and RP80, ROC/PR plots and a JSON report."""
+    from training.evaluate import evaluate_chunk_scores, evaluate_model
+
+    if chunk_scores is not None:
+        typer.echo(json.dumps(evaluate_chunk_scores(chunk_scores, out, c=c)))
+        return
+    if model is None:
+        raise TrainRunError("Give --model DIR (with --data DIR or --test FILE), or --chunk-scores FILE.")
+    test_csv = _data_file(data, test, "test.csv")
+    assert test_csv is not None
+    report = evaluate_model(
+        model, test_csv, out,
+        val_csv=_data_file(data, None, "val.csv", required=False) if calibrate else None,
+        train_csv=_data_file(data, None, "train.csv", required=False) if baseline else None,
+    )  # fmt: skip
+    typer.echo(json.dumps({k: report[k] for k in ("model", "baseline") if k in report}))
+
+
+def baseline_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset (train.csv, test.csv)."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.json and the plots."),
+) -> None:
+    """The paper's bag-of-words baseline (TF-IDF + logistic regression) on the same split and metrics."""
+    from training.baseline import baseline_report
+
+    typer.echo(json.dumps(baseline_report(data, out)))
 
 
 def add_training_commands(app: typer.Typer) -> None:
     """Attach pretrain, finetune, evaluate and baseline to ``app``."""
+    app.command("pretrain")(pretrain_cmd)
+    app.command("finetune")(finetune_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("baseline")(baseline_cmd)

@@ -27,6 +27,7 @@ def prepare_cmd(
     split: str = typer.Option("reference", "--split", help="reference (REFERENCE.md §5) | patient."),
     seed: int = typer.Option(1, "--seed", help="Seed of the patient split."),
     cleaning: str = typer.Option("huang2019", "--cleaning", help="huang2019 | clinical."),
+    chunk_words: int = typer.Option(318, "--chunk-words", min=11, help="Words per chunk (reference: 318)."),
     memory_limit: str = typer.Option("2GB", "--memory-limit", help="DuckDB memory limit; it spills beyond."),
     temp_dir: Path | None = typer.Option(None, "--temp-dir", help="Spill folder (default: inside --out)."),
 ) -> None:
@@ -49,6 +50,7 @@ def prepare_cmd(
         split=split,  # type: ignore[arg-type]
         seed=seed,
         cleaning=cleaning,  # type: ignore[arg-type]
+        chunk_words=chunk_words,
         memory_limit=memory_limit,
         temp_dir=str(temp_dir) if temp_dir else None,
     )

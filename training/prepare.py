@@ -68,6 +68,7 @@ class PrepareConfig:
     split: Literal["reference", "patient"] = "reference"
     seed: int = 1
     cleaning: Literal["huang2019", "clinical"] = "huang2019"
+    chunk_words: int = 318
     memory_limit: str = "2GB"
     threads: int | None = None
     temp_dir: str | None = None
@@ -92,7 +93,7 @@ class PrepareConfig:
             task=self.task,
             label=LABELS[self.task],
             cleaning=self.cleaning,
-            chunking=Chunking(),
+            chunking=Chunking(size=self.chunk_words),
             window=self.window(),
         )
 

@@ -48,6 +48,7 @@ class SynthConfig:
     notes_scale: float = 1.0
     words_scale: float = 1.0
     gzip: bool = False
+    mean_admissions: float = 1.35
 
 
 @dataclass
@@ -67,7 +68,7 @@ def synth_admissions(cfg: SynthConfig, *, mimic_iv: bool = False) -> pd.DataFram
     rng = np.random.default_rng(cfg.seed)
     n = cfg.n_patients
     newborn = rng.random(n) < 0.13
-    n_adm = rng.geometric(0.74, n)
+    n_adm = rng.geometric(1.0 / max(cfg.mean_admissions, 1.0), n)
     n_adm[newborn] = np.minimum(n_adm[newborn], rng.geometric(0.9, int(newborn.sum())))
     pat = np.repeat(np.arange(n), n_adm)
     first = np.r_[0, np.cumsum(n_adm)[:-1]]
@@ -168,12 +169,15 @@ def write_mimic_iii(
     notes_scale: float = 1.0,
     words_scale: float = 1.0,
     compress: bool = False,
+    mean_admissions: float = 1.35,
     progress: bool = False,
 ) -> SynthSummary:
     """Write ADMISSIONS, PATIENTS, DIAGNOSES_ICD and NOTEEVENTS (MIMIC-III v1.4 format) into ``out``."""
     from training.synth_notes import write_noteevents
 
-    cfg = SynthConfig(n_patients, seed, signal, readmit_rate, notes_scale, words_scale, compress)
+    cfg = SynthConfig(
+        n_patients, seed, signal, readmit_rate, notes_scale, words_scale, compress, mean_admissions
+    )
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     adm = synth_admissions(cfg)
@@ -198,12 +202,13 @@ def write_mimic_iv(
     readmit_rate: float = 0.25,
     notes_scale: float = 1.0,
     words_scale: float = 1.0,
+    mean_admissions: float = 1.35,
     progress: bool = False,
 ) -> SynthSummary:
     """Write ``hosp/admissions.csv.gz`` and ``note/discharge.csv.gz`` / ``note/radiology.csv.gz``."""
     from training.synth_notes import write_mimic_iv_notes
 
-    cfg = SynthConfig(n_patients, seed, signal, readmit_rate, notes_scale, words_scale, True)
+    cfg = SynthConfig(n_patients, seed, signal, readmit_rate, notes_scale, words_scale, True, mean_admissions)
     folder = Path(out)
     (folder / "hosp").mkdir(parents=True, exist_ok=True)
     (folder / "note").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,313 @@
+"""Pre-train a BERT on clinical notes: masked LM + next-sentence prediction (REFERENCE.md §10).
+
+1. A corpus file: one sentence per line, a blank line between notes. Notes are cleaned as the
+   reference pre-training text (the ``huang2019`` cleaning, then every digit deleted and whitespace
+   collapsed) and split with :func:`models.text.sentences` (spaCy sentencizer, segments under 20
+   characters appended to the previous one). The notes of evaluation admissions must stay out of it
+   (leakage was a real bug in the reference): :func:`corpus_from_dataset` drops every admission of the
+   dataset's ``val.csv`` and ``test.csv``; :func:`corpus_from_mimic` drops the admissions you name.
+2. Examples as BERT's pre-training data: sentences packed into two segments up to ``max_length``; half
+   the time segment B is a random segment of another note (NSP label 1). 15% of the tokens are
+   selected for MLM (80% [MASK], 10% a random token, 10% unchanged).
+3. ``BertForPreTraining`` from a local BERT folder, or from a fresh small config with a WordPiece
+   vocabulary trained on the corpus (:func:`small_bert_config`, ``models.build.train_wordpiece``),
+   trained with the Hugging Face ``Trainer``. The output folder fine-tunes with
+   :func:`training.finetune.finetune`.
+
+>>> pretraining_text("Admission Date: [**2150-1-1**]\\nBP 120/80,   HR 88.")
+'bp /, hr'
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.text import clean, sentences
+from training.errors import TrainRunError
+
+_DIGITS = re.compile(r"\d")
+_SPACES = re.compile(r"\s+")
+
+
+def pretraining_text(text: Any) -> str:
+    """The reference pre-training cleaning: ``huang2019`` cleaning, no digits, single spaces."""
+    return _SPACES.sub(" ", _DIGITS.sub("", clean(text, "huang2019"))).strip()
+
+
+def write_corpus(notes: Iterable[Any], path: str | Path) -> int:
+    """Write notes as one sentence per line with a blank line between notes; returns notes written."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for note in notes:
+            lines = [s for s in sentences(pretraining_text(note)) if s.strip()]
+            if len(lines) < 2:
+                continue
+            fh.write("\n".join(lines) + "\n\n")
+            count += 1
+    return count
+
+
+def corpus_from_dataset(data_dir: str | Path, path: str | Path) -> int:
+    """A corpus of the training admissions of a prepared dataset: ``chunks.csv`` texts grouped by
+    admission, without any admission of ``val.csv`` or ``test.csv``."""
+    folder = Path(data_dir)
+    held_out: set[int] = set()
+    for name in ("val.csv", "test.csv"):
+        if (folder / name).is_file():
+            held_out |= set(pd.read_csv(folder / name, usecols=["ID"])["ID"].astype(int))
+    chunks = pd.read_csv(folder / "chunks.csv", dtype={"TEXT": str}, keep_default_na=False)
+    kept = chunks[~chunks["ID"].isin(held_out)]
+    return write_corpus((" ".join(g["TEXT"]) for _, g in kept.groupby("ID", sort=False)), path)
+
+
+def corpus_from_mimic(
+    source: Any, path: str | Path, *, exclude_hadm: set[int], max_notes: int | None = None
+) -> int:
+    """A corpus of MIMIC notes streamed from ``source`` (:class:`training.mimic.Source`), leaving out
+    the notes of the ``exclude_hadm`` admissions (pass the evaluation admissions)."""
+    from models.tables import connect, iter_batches
+
+    con = connect()
+
+    def notes() -> Iterator[str]:
+        seen = 0
+        for note_path in source.notes:
+            sql = (
+                f"SELECT HADM_ID, TEXT FROM ({source.note_sql(note_path, text=True)}) WHERE TEXT IS NOT NULL"
+            )
+            for frame in iter_batches(con, sql):
+                for hadm, text in zip(frame["HADM_ID"].tolist(), frame["TEXT"].tolist(), strict=True):
+                    if hadm is not None and not pd.isna(hadm) and int(hadm) in exclude_hadm:
+                        continue
+                    yield text
+                    seen += 1
+                    if max_notes is not None and seen >= max_notes:
+                        return
+
+    try:
+        return write_corpus(notes(), path)
+    finally:
+        con.close()
+
+
+def read_corpus(path: str | Path) -> list[list[str]]:
+    """Documents (lists of sentences) of a corpus file."""
+    docs: list[list[str]] = [[]]
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                docs[-1].append(line)
+            elif docs[-1]:
+                docs.append([])
+    return [d for d in docs if d]
+
+
+def small_bert_config(
+    vocab_size: int, *, hidden: int = 128, layers: int = 2, heads: int = 2, max_length: int = 128
+) -> Any:
+    """A small BERT configuration (ClinicalNoteBERT's small sizes keep most of the performance)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max_length,
+    )
+
+
+def nsp_examples(
+    docs: list[list[list[int]]], max_tokens: int, *, seed: int = 1, dupe: int = 1
+) -> list[tuple[list[int], list[int], int]]:
+    """(segment A ids, segment B ids, is_random_next) pairs from tokenized documents, as BERT's
+    ``create_pretraining_data``: sentences packed up to ``max_tokens``, B random half the time.
+
+    >>> ex = nsp_examples([[[1, 2], [3], [4, 5]], [[6], [7, 8]]], 6, seed=0)
+    >>> all(len(a) + len(b) <= 6 and a and b for a, b, _ in ex)
+    True
+    """
+    rng = random.Random(seed)
+    out: list[tuple[list[int], list[int], int]] = []
+    for _ in range(dupe):
+        for d, doc in enumerate(docs):
+            i = 0
+            while i < len(doc):
+                target = max_tokens if rng.random() > 0.1 else rng.randint(2, max_tokens)
+                chunk: list[list[int]] = []
+                length = 0
+                while i < len(doc) and length < target:
+                    chunk.append(doc[i])
+                    length += len(doc[i])
+                    i += 1
+                if len(chunk) < 2 and (len(docs) < 2 or i >= len(doc)):
+                    if len(chunk) == 1 and len(chunk[0]) >= 2:
+                        half = len(chunk[0]) // 2
+                        chunk = [chunk[0][:half], chunk[0][half:]]
+                    else:
+                        continue
+                cut = rng.randint(1, max(1, len(chunk) - 1))
+                a = [t for s in chunk[:cut] for t in s]
+                random_next = len(docs) > 1 and (rng.random() < 0.5 or len(chunk) < 2)
+                if random_next:
+                    other = rng.choice([k for k in range(len(docs)) if k != d])
+                    start = rng.randrange(len(docs[other]))
+                    b = [t for s in docs[other][start:] for t in s]
+                    i -= len(chunk) - cut  # the unused sentences go back
+                else:
+                    b = [t for s in chunk[cut:] for t in s]
+                while len(a) + len(b) > max_tokens:
+                    (a if len(a) > len(b) else b).pop()
+                if a and b:
+                    out.append((a, b, int(random_next)))
+    return out
+
+
+class _PretrainCollator:
+    """Pads [CLS] A [SEP] B [SEP] pairs and applies BERT's 15% masking (80/10/10)."""
+
+    def __init__(self, tokenizer: Any, mlm_probability: float = 0.15) -> None:
+        self.tok = tokenizer
+        self.p = mlm_probability
+
+    def __call__(self, items: list[tuple[list[int], list[int], int]]) -> dict[str, Any]:
+        import torch
+
+        cls, sep, pad, mask = (
+            self.tok.cls_token_id,
+            self.tok.sep_token_id,
+            self.tok.pad_token_id,
+            self.tok.mask_token_id,
+        )
+        rows = [[cls, *a, sep, *b, sep] for a, b, _ in items]
+        longest = max(len(r) for r in rows)
+        ids = torch.full((len(rows), longest), pad, dtype=torch.long)  # (B, T)
+        types = torch.zeros_like(ids)
+        attention = torch.zeros_like(ids)
+        for i, ((a, _, _), row) in enumerate(zip(items, rows, strict=True)):
+            ids[i, : len(row)] = torch.tensor(row)
+            types[i, len(a) + 2 : len(row)] = 1
+            attention[i, : len(row)] = 1
+        special = (ids == cls) | (ids == sep) | (ids == pad)
+        chosen = (torch.rand(ids.shape) < self.p) & ~special
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        roll = torch.rand(ids.shape)
+        masked = ids.masked_fill(chosen & (roll < 0.8), mask)
+        randomised = chosen & (roll >= 0.8) & (roll < 0.9)
+        masked[randomised] = torch.randint(len(self.tok), (int(randomised.sum()),))
+        return {
+            "input_ids": masked,
+            "token_type_ids": types,
+            "attention_mask": attention,
+            "labels": labels,
+            "next_sentence_label": torch.tensor([nsp for _, _, nsp in items], dtype=torch.long),
+        }
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training settings. The paper: lr 2e-5 from BERT-base, length 128 then 512, batch 64 / 16."""
+
+    max_length: int = 128
+    batch_size: int = 32
+    lr: float = 1e-4
+    epochs: float = 1.0
+    max_steps: int | None = None
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    dupe_factor: int = 1
+    seed: int = 1
+    vocab_size: int = 8000
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 2
+    save_steps: int | None = None
+    progress: bool = True
+
+
+def pretrain(
+    corpus: str | Path,
+    out_dir: str | Path,
+    base_model_dir: str | Path | None = None,
+    *,
+    config: PretrainConfig | None = None,
+) -> Path:
+    """MLM + NSP on ``corpus`` from ``base_model_dir`` (or a fresh small BERT); writes ``out_dir``."""
+    import torch
+    from transformers import AutoTokenizer, BertForPreTraining, BertTokenizer, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    cfg = config or PretrainConfig()
+    docs = read_corpus(corpus)
+    if not docs:
+        raise TrainRunError(f"The corpus {corpus} has no notes with two sentences or more.")
+    out = Path(out_dir)
+    if base_model_dir is not None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+            model = BertForPreTraining.from_pretrained(base_model_dir, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise TrainRunError(f"Cannot load the BERT in {base_model_dir}: {exc}") from exc
+    else:
+        from models.build import train_wordpiece
+
+        vocab = train_wordpiece((s for d in docs for s in d), vocab_size=cfg.vocab_size)
+        tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+        torch.manual_seed(cfg.seed)
+        model = BertForPreTraining(
+            small_bert_config(
+                len(vocab), hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, max_length=cfg.max_length
+            )
+        )
+    tokenizer.model_max_length = cfg.max_length
+    tokenized = [[tokenizer(s, add_special_tokens=False)["input_ids"] for s in doc] for doc in docs]
+    examples = nsp_examples(tokenized, cfg.max_length - 3, seed=cfg.seed, dupe=cfg.dupe_factor)
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        use_cpu=not cuda,
+        seed=cfg.seed,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        logging_steps=50,
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=not cfg.progress,
+    )
+    hf_logging.set_verbosity_error()
+    trainer = Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=_PretrainCollator(tokenizer)
+    )  # type: ignore[arg-type]
+    try:
+        result = trainer.train()
+    except (RuntimeError, ValueError) as exc:
+        raise TrainRunError(f"Pre-training failed: {exc}") from exc
+    if trainer.is_world_process_zero():
+        model.to("cpu")  # type: ignore[arg-type]
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "pretrain.json").write_text(
+            json.dumps(
+                {"config": {k: v for k, v in asdict(cfg).items() if k != "progress"}, "examples": len(examples),
+                 "documents": len(docs), "train_loss": result.training_loss, "steps": result.global_step,
+                 "base_model": str(base_model_dir) if base_model_dir else None}, indent=2) + "\n",
+            encoding="utf-8",
+        )  # fmt: skip
+    return out
