@@ -39,7 +39,8 @@ def test_synth_prepare_pretrain_finetune_evaluate(tmp_path: Path) -> None:
     assert corpus_from_dataset(data, tmp_path / "corpus.txt") > 0
     held_out = set(pd.read_csv(data / "test.csv")["ID"]) | set(pd.read_csv(data / "val.csv")["ID"])
     kept = set(pd.read_csv(data / "chunks.csv")["ID"]) - held_out
-    assert held_out and kept
+    assert held_out
+    assert kept
     pretrain(tmp_path / "corpus.txt", pre, config=PretrainConfig(
         max_steps=3, batch_size=8, vocab_size=1500, hidden=64, layers=2, heads=2, max_length=64, progress=False))  # fmt: skip
     assert json.loads((pre / "pretrain.json").read_text())["steps"] == 3
