@@ -79,6 +79,12 @@ def test_long_chunks_are_truncated_to_512_keeping_the_head(classifier: ChunkClas
     assert np.isfinite(classifier.predict([long])).all()
 
 
+def test_unicode_chunks_score_like_a_direct_forward(classifier: ChunkClassifier) -> None:
+    texts = ["café naïve ½ tab, 37.5°C, 日本語 notes — ok", "ünïcödé " * 40, "\u200b\ufeff zero width"]
+    expected = [torch.sigmoid(direct(classifier.model, classifier.tokenizer, t)[0]).item() for t in texts]
+    assert classifier.predict(texts) == pytest.approx(expected, abs=1e-5)
+
+
 def test_empty_inputs(classifier: ChunkClassifier) -> None:
     assert classifier.predict([]).shape == (0,)
     assert classifier.encode([]) == []

@@ -43,3 +43,12 @@ def test_token_windows_fit_the_model_and_cover_the_note(tiny_model_dir: Path, ti
 def test_token_windows_need_the_tokenizer() -> None:
     with pytest.raises(ValueError, match="tokenizer"):
         note_chunks("some text " * 20, ModelSpec(chunking=Chunking(kind="tokens")))
+
+
+def test_a_five_megabyte_note_is_chunked_in_one_pass() -> None:
+    note = ("Pt given lasix 40 mg [**Name**] Dr. Who M.D. -- 98.6 ok\n" * 90_000)[: 5 * 1024 * 1024]
+    for mode in ("huang2019", "clinical"):
+        chunks = note_chunks(note, ModelSpec(cleaning=mode))
+        words = clean(note, mode).split()
+        assert len(chunks) == len(words) // 318 + (1 if len(words) % 318 > 10 else 0)
+        assert chunks[0].split() == words[:318]
