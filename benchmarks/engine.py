@@ -28,10 +28,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {"hidden": 128, "layers": 2, "heads": 2, "intermediate": 512},
     "bert-base": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072},
 }

@@ -178,3 +178,26 @@ def test_import_legacy_command_explains_a_missing_vocabulary(tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["model", "import-legacy", str(src), str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "--vocab" in str(result.exception)
+
+
+def test_mimic_iv_note_files_are_read_with_their_categories(tmp_path: Path) -> None:
+    from models.scoring import read_admit_times, read_notes
+
+    path = tmp_path / "discharge.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"]
+        )
+        w.writerow(["10-DS-1", 10, 20, "DS", 1, "2180-01-02 10:00:00", "", "Name: ___\nline, two"])
+        w.writerow(["10-AD-2", 10, 20, "AD", 2, "2180-01-03 00:00:00", "", "addendum"])
+        w.writerow(["11-RR-1", 11, "", "RR", 1, "2180-02-01 08:30:00", "", "chest x-ray"])
+    notes = list(read_notes(path))
+    assert [n.category for n in notes] == ["Discharge summary", "Discharge summary", "Radiology"]
+    assert [n.hadm_id for n in notes] == [20, 20, None]
+    assert notes[0].text == "Name: ___\nline, two"
+    assert notes[0].chart_time == datetime(2180, 1, 2, 10, 0)
+    assert notes[0].chart_date == date(2180, 1, 2)
+    adm = tmp_path / "admissions.csv"
+    adm.write_text("subject_id,hadm_id,admittime\n10,20,2180-01-01 09:00:00\n11,,2180-02-01 00:00:00\n")
+    assert read_admit_times(adm) == {20: datetime(2180, 1, 1, 9, 0)}
