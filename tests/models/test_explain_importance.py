@@ -107,6 +107,19 @@ def test_integrated_gradients_say_the_planted_word_raised_the_score(planted: Loa
             assert words[PLANT] == max(words.values())
 
 
+def test_integrated_gradients_add_up_on_a_model_that_jumps(planted: LoadedModel) -> None:
+    """The planted model switches within a sliver of the path; the refined path still adds up."""
+    texts, labels = planted_texts(12, seed=5)
+    for text, label in zip(texts, labels, strict=True):
+        if label:
+            ids, tokens = _encode(planted, text)
+            importance = token_importance(planted.model, ids, tokens)
+            assert importance.delta is not None
+            gap = sum(importance.weights) - importance.delta
+            assert abs(gap) > 1.0
+            assert abs(importance.delta) < 0.2 * abs(gap)
+
+
 def _logit(model: Any, ids: list[int]) -> float:
     with torch.no_grad():
         return float(model(input_ids=torch.tensor([ids])).logits[0, 0])
