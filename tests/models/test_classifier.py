@@ -101,3 +101,10 @@ def test_length_batches_cover_every_input_within_budget(lengths: list[int], size
         assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= budget
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(flat, reverse=True)
+
+
+def test_bf16_autocast_stays_close_to_float32(tiny_model_dir: Path, chunks: list[str]) -> None:
+    loaded = load_model_folder(tiny_model_dir)
+    fp32 = ChunkClassifier(loaded, "cpu", bf16=False).predict(chunks[:6])
+    bf16 = ChunkClassifier(loaded, "cpu", bf16=True).predict(chunks[:6])
+    assert bf16 == pytest.approx(fp32, abs=0.02)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from models.build import clinical_corpus
 from models.checkpoint import load_model_folder
@@ -243,3 +245,26 @@ def test_selection_takes_the_oldest_chunk_and_its_nearest_lengths() -> None:
     assert select_batch(lengths, max_batch_size=3, max_batch_tokens=10_000) == [0, 2, 4]
     assert select_batch(lengths, max_batch_size=10, max_batch_tokens=300) == [0, 2, 5]
     assert select_batch([900], max_batch_size=4, max_batch_tokens=512) == [0]  # too long still runs alone
+
+
+async def test_a_request_larger_than_the_queue_runs_when_the_queue_is_empty(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    async with InferenceEngine(clf, max_batch_size=4, queue_size=3, overload_timeout_s=1) as engine:
+        got = await engine.score(chunks[:10])
+    assert got == pytest.approx(clf.predict(chunks[:10]).tolist(), abs=1e-5)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=12), st.integers(1, 12), st.integers(600, 6000))
+async def test_any_split_into_requests_gives_the_classifier_results(
+    clf: SeamClassifier, chunks: list[str], sizes: list[int], batch: int, budget: int
+) -> None:
+    parts, at = [], 0
+    for size in sizes:
+        parts.append(chunks[at : at + size])
+        at += size
+    async with InferenceEngine(clf, max_batch_size=batch, max_batch_tokens=budget, max_wait_ms=2) as engine:
+        results = await asyncio.gather(*(engine.score(p) for p in parts))
+    flat = [p for part in results for p in part]
+    assert flat == pytest.approx(clf.predict(chunks[:at]).tolist(), abs=1e-5)
