@@ -16,6 +16,10 @@ and the emit: at-least-once delivery. A crash replays the uncommitted tail; the 
 re-emits the admission's current state (same ``seq``): an update lost between the store write and the
 emit by a crash is thus emitted on redelivery, and subscribers drop the repeat of a ``seq`` they saw.
 
+Each batch runs through :func:`stream.guard.until_done`: transient failures (store unreachable, engine
+overloaded, a failed send) are retried without acking; anything else ends the process without acking
+(Faust's ``take`` would otherwise ack a failed batch in its ``finally``), so a restart redelivers it.
+
 The engine and the store are created by :class:`Runtime` when the first agent starts (so a model loads
 once per process and is shared by both agents) and closed on the app's ``on_before_shutdown``.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +54,9 @@ from stream.events import (
     utcnow,
 )
 from stream.faust_transport import App
+from stream.guard import until_done
 from stream.kafka import faust_broker_options
+from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -63,8 +70,17 @@ class Runtime:
         self.engine = engine
         self.store = store
         self.pipeline: Pipeline | None = None
+        self.metrics: Metrics | None = Metrics(role="worker") if settings.metrics_port is not None else None
+        self.healthy = False
         self._lock = asyncio.Lock()
         self._owns: list[Any] = []
+
+    def set_healthy(self, healthy: bool) -> None:
+        """False while a batch waits for a retry (``/readyz`` reports it)."""
+        self.healthy = healthy
+
+    async def ready_step(self) -> None:
+        await self.ready()
 
     async def ready(self) -> Pipeline:
         """Start the engine and open the store (first call only); return the pipeline."""
@@ -89,13 +105,17 @@ class Runtime:
                 self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir))
                 await self.engine.start()
                 self._owns.append(self.engine)
+            tokenizer = self.engine.classifiers[0].tokenizer if spec.chunking.kind == "tokens" else None
             self.pipeline = Pipeline(
                 self.engine,
                 self.store,
                 spec,
                 model=Path(model_dir).name,
                 admission_wait_s=self.settings.admission_wait_s,
+                tokenizer=tokenizer,
             )
+            if self.metrics is not None:
+                await self._serve_metrics()
             log.info(
                 "Worker ready: model %s, task %s, window %s.",
                 Path(model_dir).name,
@@ -103,6 +123,18 @@ class Runtime:
                 spec.window.kind,
             )
             return self.pipeline
+
+    async def _serve_metrics(self) -> None:
+        from stream.metrics import start_http_server
+
+        assert self.metrics is not None
+        engine = self.engine
+        stats = getattr(engine, "stats", None)
+        if callable(stats):
+            self.metrics.track_queue_depth(lambda: float(stats()["queue_depth"]))
+        checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
+                  "batches": lambda: self.healthy}  # fmt: skip
+        self._owns.append(await start_http_server(self.settings, self.metrics, checks))
 
     async def close(self) -> None:
         """Close what :meth:`ready` created (engine first: it may hold work for the store)."""
@@ -165,6 +197,12 @@ def create_app(
             futures.append(await dlq_topic.send(key=letter.key, value=letter.to_bytes()))
         if futures:
             await asyncio.gather(*futures)
+        if runtime.metrics is not None and updates:
+            runtime.metrics.updates_out.inc(len(updates))
+            now = utcnow()
+            for update in updates:
+                if update.change is not None and update.produced_at is not None:
+                    runtime.metrics.observe_note_to_update(now - update.produced_at)
 
     def dead_letter(event: EventT, error: EventError) -> DeadLetter:
         msg = event.message
@@ -205,25 +243,40 @@ def create_app(
             for rej in result.rejected:
                 letters.append(dead_letter(source[id(rej.note)], EventError(rej.reason, rej.detail)))
         await emit(updates, letters)
+        metrics = runtime.metrics
+        if metrics is not None:
+            metrics.notes_in.inc(len(events))
+            for letter in letters:
+                metrics.dead_letter(letter.reason)
+            for reason, n in (result.dropped if result else {}).items():
+                metrics.notes_dropped.labels(reason=reason).inc(n)
+
+    async def admission_event(event: EventT) -> None:
+        pipeline = await runtime.ready()
+        try:
+            admission = parse_event(bytes(event.message.value or b""), AdmissionEvent)
+        except EventError as exc:
+            await emit([], [dead_letter(event, exc)])
+            return
+        final = await pipeline.admission(admission)
+        await emit([final] if final is not None else [], [])
 
     @app.agent(notes_topic, name="notes")
     async def notes_agent(stream: faust.StreamT) -> None:
-        await runtime.ready()
+        await until_done("starting the worker", runtime.ready_step, on_state=runtime.set_healthy)
         batches = stream.take_events(settings.take_max, within=settings.take_within_s)  # type: ignore[attr-defined]
         async for events in batches:
-            await notes_batch(events)
+            await until_done(
+                f"a batch of {len(events)} notes", partial(notes_batch, events), on_state=runtime.set_healthy
+            )
 
     @app.agent(admissions_topic, name="admissions")
     async def admissions_agent(stream: faust.StreamT) -> None:
-        pipeline = await runtime.ready()
+        await until_done("starting the worker", runtime.ready_step, on_state=runtime.set_healthy)
         async for event in stream.events():
-            try:
-                admission = parse_event(bytes(event.message.value or b""), AdmissionEvent)
-            except EventError as exc:
-                await emit([], [dead_letter(event, exc)])
-                continue
-            final = await pipeline.admission(admission)
-            await emit([final] if final is not None else [], [])
+            await until_done(
+                "an admission event", partial(admission_event, event), on_state=runtime.set_healthy
+            )
 
     @app.timer(interval=30.0)
     async def report() -> None:

@@ -33,7 +33,7 @@ async def test_sigkill_mid_replay_then_restart_counts_every_note_once(
             "take_max": 4,
             "max_wait_ms": 60.0,
             "max_batch_size": 256,
-            "commit_interval_s": 1.5,
+            "commit_interval_s": 3.0,
         }
     )
     admissions, notes = feed(30, 5, seed=21)
