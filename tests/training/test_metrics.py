@@ -55,9 +55,7 @@ def test_one_class_is_undefined_not_an_error() -> None:
 
 
 def test_admission_scores_aggregate_and_min_label() -> None:
-    chunks = pd.DataFrame(
-        {"ID": [5, 5, 5, 3], "Label": [1, 0, 1, 0], "pred_score": [0.9, 0.1, 0.2, 0.4]}
-    )
+    chunks = pd.DataFrame({"ID": [5, 5, 5, 3], "Label": [1, 0, 1, 0], "pred_score": [0.9, 0.1, 0.2, 0.4]})
     adm = admission_scores(chunks)
     assert adm["ID"].tolist() == [3, 5]
     assert adm["Label"].tolist() == [0, 0]  # min of the chunk labels

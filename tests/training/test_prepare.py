@@ -58,7 +58,8 @@ def test_mimic_iv_and_cli(tmp_path: Path) -> None:
     from notestream.cli import app
     from training.cli import register
 
-    register(app)
+    if not any(g.name == "train" for g in app.registered_groups):
+        register(app)
     runner = CliRunner()
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "iv"), "--format", "mimic-iv", "--patients",
                               "200", "--readmit-rate", "0.5", "--notes-scale", "0.3", "--words-scale", "0.3"])  # fmt: skip
@@ -76,3 +77,21 @@ def test_write_mimic_iv_source_is_found(tmp_path: Path) -> None:
     write_mimic_iv(tmp_path, 20, seed=1, notes_scale=0.2)
     source = Source.open(mimic_iv=tmp_path)
     assert [p.name for p in source.notes] == ["discharge.csv.gz", "radiology.csv.gz"]
+
+
+def test_baseline_command_reports_bag_of_words(mimic_iii: Path, tmp_path: Path) -> None:
+    from notestream.cli import app
+    from training.cli import register
+
+    prepare(
+        Source.open(mimic_iii=mimic_iii), tmp_path / "data", PrepareConfig(notes="discharge"), progress=False
+    )
+    if not any(g.name == "train" for g in app.registered_groups):
+        register(app)
+    res = CliRunner().invoke(
+        app, ["train", "baseline", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "bl")]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "bl" / "report.json").read_text())
+    assert report["baseline"]["auroc"] > 0.6
+    assert (tmp_path / "bl" / "roc.png").is_file()

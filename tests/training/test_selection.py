@@ -101,3 +101,20 @@ def test_early_notes_are_joined_in_reference_prepare(source: Source, tmp_path: P
     assert first.split()[0] == "beforeadmission"
     assert len(chunks[chunks["ID"] == 100]) == 1  # one joined text -> one chunk of 48 words
     assert len(first.split()) == 4 * 12
+
+
+def test_hours_mode_chunks_each_note_alone(source: Source, tmp_path: Path) -> None:
+    from models.prep import note_chunks
+    from training.errors import SplitError
+    from training.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(notes="early-2d", mode="hours", hours=48)
+    with pytest.raises(SplitError):
+        prepare(source, tmp_path / "out", config, progress=False)
+    chunks = pd.read_csv(tmp_path / "out" / "chunks.csv")
+    got = chunks[chunks["ID"] == 100]["TEXT"].tolist()
+    con = connect()
+    cohort = readmission_cohort(load_admissions(con, source))
+    texts = admission_texts(con, source, cohort, config.window())[100]
+    assert got == [c for t in texts for c in note_chunks(t, config.spec())]
+    assert [g.split()[0] for g in got] == ["beforeadmission", "notime"]
