@@ -47,7 +47,7 @@ def test_nsp_pairs_fit_and_mix_random_next() -> None:
     docs = [[[d * 100 + s * 10 + t for t in range(3)] for s in range(6)] for d in range(8)]
     examples = nsp_examples(docs, 10, seed=2)
     assert examples
-    assert all(1 <= len(a) and 1 <= len(b) and len(a) + len(b) <= 10 for a, b, _ in examples)
+    assert all(len(a) >= 1 and len(b) >= 1 and len(a) + len(b) <= 10 for a, b, _ in examples)
     labels = [nsp for _, _, nsp in examples]
     assert 0 < sum(labels) < len(labels)
     for a, b, nsp in examples:
