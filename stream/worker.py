@@ -58,12 +58,12 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     Secrets travel as environment variables too (never on the command line, where ``ps`` shows them).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTESTREAM_")}
-    values = settings.model_dump(mode="python", exclude_none=True)
-    for name, value in values.items():
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)  # the real values: dumps mask URLs and secrets
+        if value is None:
+            continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        elif name in ("broker", "store"):
-            value = getattr(settings, name)  # the real URL, not the masked dump
         if isinstance(value, list | dict):
             text = json.dumps(value)
         elif isinstance(value, bool):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import faust
 import pytest
 
-from notestream.settings import Settings
+from notestream.settings import Settings, load_settings
 from stream.app import Runtime, create_app
 from stream.errors import BrokerError, StreamError
 from stream.kafka import aiokafka_config, bootstrap_servers, faust_broker_options
+from stream.worker import worker_env
 
 
 def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
@@ -53,3 +57,23 @@ def test_bare_embedded_broker_has_no_address() -> None:
 async def test_runtime_without_a_model_says_what_to_do() -> None:
     with pytest.raises(StreamError, match="--model-dir"):
         await Runtime(Settings(broker="kafka://k:9092")).ready()
+
+
+def test_worker_env_gives_the_child_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        broker="kafka://k1:9092",
+        store="redis://:urlpw@redis:6379/0",
+        redis_password="s3cret",
+        model_dir=Path("/models/m1"),
+        devices=["cpu"],
+        topic_prefix="ward7.",
+        take_max=7,
+        log_json=True,
+    )
+    for key in list(os.environ):
+        if key.startswith("NOTESTREAM_"):
+            monkeypatch.delenv(key)
+    for key, value in worker_env(settings).items():
+        if key.startswith("NOTESTREAM_"):
+            monkeypatch.setenv(key, value)
+    assert load_settings() == settings
