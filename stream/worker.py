@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -79,20 +80,25 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def spawn_worker(
-    settings: Settings, log_path: Path, *, ready_file: Path | None = None, **env: str
+    settings: Settings,
+    log_path: Path,
+    *,
+    ready_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m stream.worker`` with these settings; its output goes to ``log_path``.
 
     With ``ready_file`` the worker writes that file once it consumes (see :func:`wait_ready`).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    extra = dict(env or {})
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
-        env[READY_FILE_ENV] = str(ready_file)
+        extra[READY_FILE_ENV] = str(ready_file)
     with log_path.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "stream.worker"],
-            env=worker_env(settings, **env),
+            env=worker_env(settings, **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
