@@ -15,6 +15,7 @@ notes of varied length, with their shorter tails) are scored four ways:
 ``sorted_padding_efficiency`` is the ceiling: all chunks sorted by length up front.
 
     python benchmarks/engine.py [--configs tiny,bert-base] [--chunks 64] [--max-seconds 120]
+        [--corpus shared/data/physionet_deid_nursing_notes/id.text --vocab-size 30522]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,18 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def note_chunk_ids(encode, n_chunks: int, seed: int) -> list[list[list[int]]]:  # type: ignore[no-untyped-def]
+def read_corpus(path: Path | None) -> list[str] | None:
+    """Notes of a PhysioNet deid ``id.text`` file (``START_OF_RECORD=..||||..||||`` records), or None."""
+    if path is None:
+        return None
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    notes = [part.split("||||", 2)[-1] for part in raw.split("START_OF_RECORD=")[1:]]
+    return [note.replace("||||END_OF_RECORD", "").strip() for note in notes if note.strip()]
+
+
+def note_chunk_ids(
+    encode: Callable[[list[str]], list[list[int]]], n_chunks: int, seed: int, corpus: list[str] | None = None
+) -> list[list[list[int]]]:
     """Token ids of reference chunks, grouped per note, until ``n_chunks`` chunks are collected."""
     from models.build import clinical_corpus
     from models.prep import note_chunks
@@ -46,7 +59,14 @@ def note_chunk_ids(encode, n_chunks: int, seed: int) -> list[list[list[int]]]:  
 
     notes, total, i = [], 0, 0
     while total < n_chunks:
-        for text in clinical_corpus(32, seed=seed + i, sentences=(10, 260)):
+        texts = (
+            corpus[i * 32 : (i + 1) * 32]
+            if corpus
+            else clinical_corpus(32, seed=seed + i, sentences=(10, 260))
+        )
+        if not texts:
+            break
+        for text in texts:
             chunks = note_chunks(text, ModelSpec())[: n_chunks - total]
             if chunks:
                 notes.append(encode(chunks))
@@ -105,7 +125,14 @@ async def through_engine(clf, notes, *, batch_size: int, callers: int, texts=Non
 
 
 def bench_config(
-    name: str, n_chunks: int, batch_size: int, callers: int, max_seconds: float, rounds: int
+    name: str,
+    n_chunks: int,
+    batch_size: int,
+    callers: int,
+    max_seconds: float,
+    rounds: int,
+    corpus: list[str] | None = None,
+    vocab_size: int = 8000,
 ) -> dict:  # type: ignore[type-arg]
     import torch
 
@@ -115,12 +142,15 @@ def bench_config(
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_small_bert(
-            Path(tmp) / name, clinical_corpus(400, seed=1), vocab_size=8000, **CONFIGS[name]
+            Path(tmp) / name,
+            corpus if corpus else clinical_corpus(400, seed=1),
+            vocab_size=vocab_size,
+            **CONFIGS[name],
         )
         clf = ChunkClassifier(
             load_model_folder(folder), "cpu", max_batch_size=batch_size, max_batch_tokens=batch_size * 512
         )
-    notes = note_chunk_ids(clf.encode, n_chunks, seed=100)
+    notes = note_chunk_ids(clf.encode, n_chunks, seed=100, corpus=corpus)
     flat = [ids for note in notes for ids in note]
     tokenizer = clf.tokenizer
     texts = [[tokenizer.decode(ids[1:-1]) for ids in note] for note in notes]
@@ -160,6 +190,8 @@ def bench_config(
         "batch_size": batch_size,
         "callers": callers,
         "rounds": rounds,
+        "text": "physionet-deid-nursing" if corpus else "generated",
+        "vocab": len(clf.tokenizer),
         "chunks": n,
         "notes": len(notes),
         "mean_tokens": round(sum(lengths) / n, 1),
@@ -190,17 +222,29 @@ def main() -> None:
         "--rounds", type=int, default=0, help="Best-of rounds (default: 3 tiny, 2 bert-base)."
     )
     parser.add_argument("--max-seconds", type=float, default=240.0, help="Rough time cap per config.")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="PhysioNet deid id.text: real nursing notes for vocab and chunks.",
+    )
+    parser.add_argument("--vocab-size", type=int, default=8000, help="WordPiece vocabulary size to train.")
     parser.add_argument("--out", type=Path, default=None, help="Also write engine.json and engine.png here.")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    corpus = read_corpus(args.corpus)
     results = []
     for name in args.configs.split(","):
         n = args.chunks or (256 if name == "tiny" else 64)
         rounds = args.rounds or (3 if name == "tiny" else 2)
-        results.append(bench_config(name, n, args.batch_size, args.callers, args.max_seconds, rounds))
+        results.append(
+            bench_config(
+                name, n, args.batch_size, args.callers, args.max_seconds, rounds, corpus, args.vocab_size
+            )
+        )
     line = {
         "benchmark": "engine",
         "targets_cpu": {"engine_vs_bare": 0.9, "padding_efficiency": 0.9},

@@ -13,7 +13,10 @@ stays responsive while the model runs::
 
 - A batch is taken when it is full (count or token budget) or when its oldest chunk has waited
   ``max_wait_ms``. The oldest chunk is always in the next batch, so nothing starves; its companions are
-  the queued chunks nearest to it in length, so little compute goes to padding.
+  the queued chunks nearest to it in length, as long as the batch keeps ``min_batch_efficiency`` of its
+  computed tokens real (not padding). On a CPU, compute is proportional to padded tokens and batch size
+  hardly matters, so 0.9 nearly doubles throughput on streams of short notes; on a GPU a lower value
+  fills batches more (0 disables the rule).
 - One output per input is checked. A failing batch fails each request in it with :class:`BatchFailed`
   (the rest of such a request is dropped) and the worker goes on serving.
 - The queue holds at most ``queue_size`` chunks (a single larger request is admitted into an empty
@@ -64,16 +67,22 @@ def resolve_devices(devices: Sequence[str]) -> list[str]:
     return out
 
 
-def select_batch(lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int) -> list[int]:
+def select_batch(
+    lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int, min_efficiency: float = 0.0
+) -> list[int]:
     """Indices of the next batch from queued chunk lengths in arrival order.
 
     The oldest chunk (index 0) is always taken; then the chunks closest to it in length (oldest first
-    among equals) while the padded size, longest x rows, stays within ``max_batch_tokens``.
+    among equals) while the padded size, longest x rows, stays within ``max_batch_tokens`` and the
+    batch's padding efficiency (real tokens / padded tokens) stays at least ``min_efficiency``. Chunks
+    left out wait for a batch of their own length.
 
     >>> select_batch([500, 40, 510, 38, 505], max_batch_size=8, max_batch_tokens=1600)
     [0, 4, 2]
     >>> select_batch([40, 500, 38], max_batch_size=2, max_batch_tokens=4096)
     [0, 2]
+    >>> select_batch([40, 500, 60], max_batch_size=8, max_batch_tokens=4096, min_efficiency=0.9)
+    [0]
     >>> select_batch([], max_batch_size=2, max_batch_tokens=4096)
     []
     """
@@ -81,14 +90,16 @@ def select_batch(lengths: Sequence[int], *, max_batch_size: int, max_batch_token
         return []
     anchor = lengths[0]
     chosen = [0]
-    longest = anchor
+    longest = real = anchor
     for i in sorted(range(1, len(lengths)), key=lambda j: (abs(lengths[j] - anchor), j)):
         if len(chosen) >= max_batch_size:
             break
         grown = max(longest, lengths[i])
-        if grown * (len(chosen) + 1) <= max_batch_tokens:
+        padded = grown * (len(chosen) + 1)
+        if padded <= max_batch_tokens and real + lengths[i] >= min_efficiency * padded:
             chosen.append(i)
             longest = grown
+            real += lengths[i]
     return chosen
 
 
@@ -146,6 +157,7 @@ class InferenceEngine:
         max_wait_ms: float = 5.0,
         queue_size: int = 4096,
         overload_timeout_s: float = 60.0,
+        min_batch_efficiency: float = 0.9,
     ) -> None:
         if isinstance(model, ChunkClassifier):
             model = [model]
@@ -165,6 +177,9 @@ class InferenceEngine:
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.overload_timeout_s = overload_timeout_s
+        if not 0.0 <= min_batch_efficiency <= 1.0:
+            raise EngineError("min_batch_efficiency must be between 0 and 1.")
+        self.min_batch_efficiency = min_batch_efficiency
         self._pending: list[_Item] = []
         self._pending_tokens = 0
         self._workers: list[_Worker] = []
@@ -188,6 +203,7 @@ class InferenceEngine:
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
             overload_timeout_s=settings.overload_timeout_s,
+            min_batch_efficiency=settings.min_batch_efficiency,
         )
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -388,6 +404,7 @@ class InferenceEngine:
                 [len(item.ids) for item in self._pending],
                 max_batch_size=self.max_batch_size,
                 max_batch_tokens=self.max_batch_tokens,
+                min_efficiency=self.min_batch_efficiency,
             )
             taken = set(chosen)
             batch = [self._pending[i] for i in chosen]

@@ -197,6 +197,14 @@ class Settings(BaseSettings):
         gt=0,
         description="A caller that waited this long for room in a full engine queue gets an overload error.",
     )
+    min_batch_efficiency: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Least share of real (not padding) tokens in an engine batch: queued chunks of very "
+        "different length wait for a batch of their own. 0.9 suits CPUs (compute = padded tokens); on "
+        "GPUs a lower value (e.g. 0.5) fills batches more; 0 disables the rule.",
+    )
 
     # --- worker -----------------------------------------------------------------------------------
     take_max: int = Field(64, ge=1, description="Most notes the notes agent takes in one batch.")

@@ -139,7 +139,7 @@ async def test_a_batch_with_a_missing_output_fails(clf: SeamClassifier, chunks: 
 async def test_a_full_queue_makes_callers_wait_then_overload(clf: SeamClassifier, chunks: list[str]) -> None:
     clf.gate.clear()
     async with InferenceEngine(
-        clf, max_batch_size=4, queue_size=8, max_wait_ms=0, overload_timeout_s=0.3
+        clf, max_batch_size=4, queue_size=8, max_wait_ms=0, overload_timeout_s=0.3, min_batch_efficiency=0
     ) as engine:
         held = asyncio.create_task(engine.score(chunks[:4]))
         await asyncio.to_thread(clf.entered.wait, 10)  # the worker is busy with `held`
@@ -163,7 +163,7 @@ async def test_a_full_queue_makes_callers_wait_then_overload(clf: SeamClassifier
 
 async def test_cancelled_callers_work_is_dropped(clf: SeamClassifier, chunks: list[str]) -> None:
     clf.gate.clear()
-    async with InferenceEngine(clf, max_batch_size=4, max_wait_ms=0) as engine:
+    async with InferenceEngine(clf, max_batch_size=4, max_wait_ms=0, min_batch_efficiency=0) as engine:
         held = asyncio.create_task(engine.score(chunks[:2]))
         await asyncio.to_thread(clf.entered.wait, 10)
         doomed = asyncio.create_task(engine.score(chunks[2:10]))
@@ -210,7 +210,7 @@ async def test_closing_fails_pending_requests_and_refuses_new_ones(
     clf: SeamClassifier, chunks: list[str]
 ) -> None:
     clf.gate.clear()
-    engine = await InferenceEngine(clf, max_batch_size=2, max_wait_ms=0).start()
+    engine = await InferenceEngine(clf, max_batch_size=2, max_wait_ms=0, min_batch_efficiency=0).start()
     held = asyncio.create_task(engine.score(chunks[:2]))
     await asyncio.to_thread(clf.entered.wait, 10)
     pending = asyncio.create_task(engine.score(chunks[2:5]))
@@ -238,6 +238,27 @@ async def test_from_settings_loads_a_replica_per_device(tiny_model_dir: Path, ch
         got = await engine.score(chunks[:5])
     reference = ChunkClassifier(load_model_folder(tiny_model_dir)).predict(chunks[:5])
     assert got == pytest.approx(reference.tolist(), abs=1e-5)
+
+
+async def test_batches_keep_the_minimum_padding_efficiency(clf: SeamClassifier, chunks: list[str]) -> None:
+    clf.gate.clear()
+    full = [c for c in chunks if len(c.split()) == 318][:6]
+    mixed = [" ".join(c.split()[:25]) for c in full] + full  # short tails and full chunks, interleaved
+    mixed[::2], mixed[1::2] = mixed[:6], mixed[6:]
+    async with InferenceEngine(clf, max_batch_size=16, max_wait_ms=0, min_batch_efficiency=0.9) as engine:
+        first = asyncio.create_task(engine.score(mixed[:1]))
+        await asyncio.to_thread(clf.entered.wait, 10)
+        clf.shapes.clear()
+        rest = asyncio.create_task(engine.score(mixed[1:]))
+        await asyncio.sleep(0.01)
+        clf.gate.set()
+        await first
+        await rest
+        stats = engine.stats()
+    assert stats["padding_efficiency"] >= 0.85
+    lengths = [len(ids) for ids in clf.encode(mixed[1:])]
+    assert len(clf.shapes) >= 2  # the short tails and the full chunks ran apart
+    assert max(lengths) / min(lengths) > 2
 
 
 def test_selection_takes_the_oldest_chunk_and_its_nearest_lengths() -> None:
