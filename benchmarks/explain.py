@@ -1,7 +1,8 @@
 """What one explanation costs: seconds per chunk for each step of `notestream explain --text`. One JSON line.
 
 With one small BERT (random weights; ``--layers`` x ``--hidden`` wide, ``--heads`` heads, a WordPiece
-vocabulary trained on generated notes) and one generated chunk of ``--tokens`` WordPiece tokens:
+vocabulary trained on generated notes, maximum length ``--tokens``) and the first reference 318-word
+chunk of generated notes (``tokens`` in the output: its WordPiece length, at most ``--tokens``):
 
 - ``attention_s``: attention maps of every layer (an eager-attention copy of an sdpa model);
 - ``integrated_gradients_s`` (``--steps`` steps, path refinement included), ``gradient_x_input_s``,
