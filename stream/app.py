@@ -143,6 +143,11 @@ class Runtime:
                 await thing.close()
             except Exception:  # closing must not hide the shutdown of the rest
                 log.exception("Closing %s failed.", type(thing).__name__)
+        if self._owns:
+            log.info(
+                "Worker stopped; engine and store closed. Counters: %s",
+                dict(self.pipeline.counters if self.pipeline else {}),
+            )
         self._owns.clear()
 
 

@@ -33,9 +33,11 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     import models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
+    from notestream.logging import setup_logging
     from stream.app import create_app
     from stream.kafka import bootstrap_servers
 
+    setup_logging(settings)  # level, JSON lines, note-text filter and secret masking from the settings
     bootstrap_servers(settings)  # fail early, with a clear message, on a bare embedded://
     if settings.embedded:
         # a worker talks to an embedded broker through its printed address, as to any Kafka
@@ -119,11 +121,11 @@ def wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, *, timeout_s: fl
 
 def main() -> None:
     """``python -m stream.worker``: settings from the environment / NOTESTREAM_CONFIG."""
-    logging.basicConfig(
-        level=os.environ.get("NOTESTREAM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    run_worker(load_settings())
+    from notestream.logging import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings)
+    run_worker(settings)
 
 
 if __name__ == "__main__":
