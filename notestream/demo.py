@@ -29,10 +29,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from notestream.errors import NotestreamError
 from notestream.settings import Settings
 from stream.events import NoteEvent, RiskAlert, RiskUpdate
 
 console = Console(stderr=True)
+
+
+class DemoError(NotestreamError):
+    """The demo could not finish: the worker or the replay failed, or the stream did not complete."""
 
 
 @dataclass(frozen=True)
@@ -215,48 +220,53 @@ async def stream_feed(
     from stream.worker import spawn_worker, wait_ready
 
     watch, stop = Watch(), asyncio.Event()
-    ready = cfg.out / "worker.ready"
-    worker = spawn_worker(settings, cfg.out / "worker.log", ready_file=ready)
+    ready, log = cfg.out / "worker.ready", cfg.out / "worker.log"
+    worker = spawn_worker(settings, log, ready_file=ready)
     reader = asyncio.create_task(watch_updates(settings, watch, threshold, stop))
+    feeding: asyncio.Task[Any] | None = None
     try:
-        console.log("Starting the worker (its log: worker.log) ...")
+        console.log(f"Starting the worker (its log: {log}) ...")
         await asyncio.to_thread(wait_ready, worker, ready)
-        counts = await replay(
-            settings, ReplaySource.mimic_iii(mimic), speed=cfg.speed or None, hadm_ids=list(feed.labels)
+        source = ReplaySource.mimic_iii(mimic)
+        feeding = asyncio.create_task(
+            replay(settings, source, speed=cfg.speed or None, hadm_ids=list(feed.labels))
         )
-        console.log(
-            f"Replayed {counts.notes} notes of {len(counts.admissions)} admissions in {counts.wall_s:.1f} s."
-        )
-        watch.replay_s = counts.wall_s
         deadline = time.monotonic() + cfg.timeout_s
         with Live(watch.table(feed.expected_notes), console=console, refresh_per_second=4,
                   transient=not cfg.live) as live:  # fmt: skip
-            while not watch.done(feed.expected_notes):
+            while not (feeding.done() and watch.done(feed.expected_notes)):
                 if worker.poll() is not None:
-                    raise RuntimeError(
-                        f"The worker exited with {worker.returncode}; see {cfg.out / 'worker.log'}."
-                    )
+                    raise DemoError(f"The worker exited with code {worker.returncode}; see {log}.")
+                if feeding.done() and feeding.exception() is not None:
+                    raise DemoError(f"The replay failed: {feeding.exception()}") from feeding.exception()
                 if time.monotonic() > deadline or reader.done():
                     break
                 live.update(watch.table(feed.expected_notes))
                 await asyncio.sleep(0.25)
             live.update(watch.table(feed.expected_notes))
+        counts = await feeding
+        watch.replay_s = counts.wall_s
+        console.log(
+            f"Replayed {counts.notes} notes of {len(counts.admissions)} admissions in {counts.wall_s:.1f} s."
+        )
     finally:
+        if feeding is not None and not feeding.done():
+            feeding.cancel()
         stop.set()
-        await asyncio.gather(reader, return_exceptions=True)
+        await asyncio.gather(reader, *([feeding] if feeding else []), return_exceptions=True)
         worker.terminate()
         try:
             await asyncio.to_thread(worker.wait, 30)
         except Exception:
             worker.kill()
-    if not watch.done(feed.expected_notes):
-        missing = [
-            h
-            for h, n in feed.expected_notes.items()
-            if not ((u := watch.last.get(h)) and u.final and u.n_notes == n)
-        ]
-        raise TimeoutError(
-            f"{len(missing)} admissions have no final update after {cfg.timeout_s:g} s; see {cfg.out / 'worker.log'}."
+    missing = [
+        h
+        for h, n in feed.expected_notes.items()
+        if not ((u := watch.last.get(h)) and u.final and u.n_notes == n)
+    ]
+    if missing:
+        raise DemoError(
+            f"{len(missing)} admissions have no final update after {cfg.timeout_s:g} s; see {log}."
         )
     return watch
 
