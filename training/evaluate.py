@@ -166,7 +166,7 @@ def evaluate_model(
             "precision": float(adm.loc[flagged, "Label"].mean()) if flagged.any() else None,
             "recall": float(flagged[adm["Label"] == 1].mean()) if (adm["Label"] == 1).any() else None,
         }
-    curves = {"ClinicalBERT": (adm["Label"].to_numpy(), adm["score"].to_numpy())}
+    curves = {"BERT model": (adm["Label"].to_numpy(), adm["score"].to_numpy())}
     if train_csv is not None:
         from training.baseline import baseline_scores
 

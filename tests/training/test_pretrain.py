@@ -79,3 +79,19 @@ def test_mlm_masking_spares_special_tokens_and_sets_segments() -> None:
     assert chosen.any()
     assert ((ids == 4) & ~chosen).sum() == 0  # [MASK] only where a label is
     assert pytest.approx(0.5, abs=0.2) == chosen[0, 1:21].float().mean().item()
+
+
+def test_corpus_from_mimic_leaves_out_named_admissions(tmp_path: Path) -> None:
+    from models.tables import connect, fetch_df, table_sql
+    from training.mimic import Source
+    from training.pretrain import corpus_from_mimic
+    from training.synth import write_mimic_iii
+
+    write_mimic_iii(tmp_path / "m", 12, seed=9, notes_scale=0.1, words_scale=0.2)
+    source = Source.open(mimic_iii=tmp_path / "m")
+    notes = fetch_df(connect(), table_sql(source.notes[0], ["HADM_ID", "TEXT"]))
+    held = set(notes["HADM_ID"].dropna().astype(int))
+    everything = corpus_from_mimic(source, tmp_path / "all.txt", exclude_hadm=set())
+    only_outpatient = corpus_from_mimic(source, tmp_path / "some.txt", exclude_hadm=held)
+    assert 0 < only_outpatient < everything  # notes without HADM_ID are never excluded
+    assert corpus_from_mimic(source, tmp_path / "two.txt", exclude_hadm=set(), max_notes=2) <= 2
