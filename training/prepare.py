@@ -139,22 +139,32 @@ def prepare(
     con = connect(memory_limit=config.memory_limit, temp_dir=spill, threads=config.threads)
     spec = config.spec()
     try:
-        admissions = load_admissions(con, source)
-        cohort = build_cohort(admissions, config)
-        if cohort.empty:
-            raise CohortError("No admission is left in the cohort; check the ADMISSIONS file.")
-        cohort_table(cohort).to_csv(folder / "cohort.csv", index=False)
-        con.register("cohort_df", cohort[["SUBJECT_ID", "HADM_ID", "ADMITTIME", "OUTPUT_LABEL", "DURATION"]])
-        execute(con, "CREATE OR REPLACE TABLE cohort AS SELECT * FROM cohort_df")
-        con.unregister("cohort_df")
-        load_note_index(con, source, discharge_only=spec.window.kind == "discharge")
-        select_notes(con, spec.window)
-        fetch_texts(con, source)
+        with Progress(disable=not progress, transient=True) as bar:
+            stage = bar.add_task("Labelling admissions", total=4)
+            admissions = load_admissions(con, source)
+            cohort = build_cohort(admissions, config)
+            if cohort.empty:
+                raise CohortError("No admission is left in the cohort; check the ADMISSIONS file.")
+            cohort_table(cohort).to_csv(folder / "cohort.csv", index=False)
+            con.register(
+                "cohort_df", cohort[["SUBJECT_ID", "HADM_ID", "ADMITTIME", "OUTPUT_LABEL", "DURATION"]]
+            )
+            execute(con, "CREATE OR REPLACE TABLE cohort AS SELECT * FROM cohort_df")
+            con.unregister("cohort_df")
+            bar.update(stage, advance=1, description="Indexing notes (pass 1 of 2)")
+            load_note_index(con, source, discharge_only=spec.window.kind == "discharge")
+            bar.update(stage, advance=1, description="Selecting notes")
+            select_notes(con, spec.window)
+            bar.update(stage, advance=1, description="Reading selected texts (pass 2 of 2)")
+            fetch_texts(con, source)
+            bar.update(stage, advance=1)
         ids, labels = _write_chunks(con, folder / "chunks.csv", spec, config, progress=progress)
         if len(ids) == 0:
             raise CohortError("No admission of the cohort has notes with enough words for one chunk.")
         split = _split(cohort, config)
-        counts = _write_splits(con, folder, cohort, split, config, ids, labels)
+        with Progress(disable=not progress, transient=True) as bar:
+            bar.add_task("Writing train / val / test", total=None)
+            counts = _write_splits(con, folder, cohort, split, config, ids, labels)
     finally:
         con.close()
         if not config.temp_dir:
