@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from training.errors import CohortError
 from training.mimic import Source
 from training.prepare import PrepareConfig, prepare
 from training.reference_pandas import reference_prepare
@@ -95,3 +96,19 @@ def test_baseline_command_reports_bag_of_words(mimic_iii: Path, tmp_path: Path) 
     report = json.loads((tmp_path / "bl" / "report.json").read_text())
     assert report["baseline"]["auroc"] > 0.6
     assert (tmp_path / "bl" / "roc.png").is_file()
+
+
+@pytest.mark.parametrize("task", ["mortality", "prolonged_stay"])
+def test_further_tasks_use_early_notes_of_admissions_still_in_hospital(
+    mimic_iii: Path, tmp_path: Path, task: str
+) -> None:
+    config = PrepareConfig(task=task, notes="early-2d", mode="hours", split="patient")  # type: ignore[arg-type]
+    result = prepare(Source.open(mimic_iii=mimic_iii), tmp_path, config, progress=False)
+    cohort = pd.read_csv(tmp_path / "cohort.csv")
+    assert (cohort["DURATION"] >= 2).all()  # the outcome is still unknown when the window closes
+    assert result.manifest["spec"]["task"] == task
+    assert 0 < cohort["OUTPUT_LABEL"].sum() < len(cohort)
+    if task == "prolonged_stay":
+        assert ((cohort["DURATION"] > 7) == (cohort["OUTPUT_LABEL"] == 1)).all()
+    with pytest.raises(CohortError, match="early notes"):
+        PrepareConfig(task=task, notes="discharge").window()  # type: ignore[arg-type]
