@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from notestream.settings import Settings
@@ -15,6 +17,18 @@ from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import OfflineScorer, discharges, feed
 
 pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in a Prometheus text page."""
+    [line] = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
 
 
 def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
@@ -34,7 +48,14 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     settings = kafka_settings.model_copy(
-        update={"store": redis_url, "model_dir": tiny_model_dir, "max_note_bytes": 20_000, "take_max": 16}
+        update={
+            "store": redis_url,
+            "model_dir": tiny_model_dir,
+            "max_note_bytes": 20_000,
+            "take_max": 16,
+            "metrics_port": free_port(),
+            "metrics_host": "127.0.0.1",
+        }
     )
     admissions, notes = feed(6, 4, seed=11)
     long_notes = [n for n in notes if len(n.text.split()) > 20]
@@ -115,4 +136,10 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         assert dl.partition is not None
         assert dl.offset is not None
         assert dl.detail
+    # the worker's Prometheus endpoint counted what it did, and it is ready
+    base = f"http://127.0.0.1:{settings.metrics_port}"
+    metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    assert metric(metrics, "notestream_notes_in_total") == len(stream) + len(bad)
+    assert metric(metrics, "notestream_updates_out_total") >= len(stream) - 1
+    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
     assert worker.stop() == 0, worker.output()[-3000:]
