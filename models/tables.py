@@ -229,6 +229,12 @@ def connect(
 _LINE = re.compile(r"CSV Error on Line: (\d+)")
 _FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 _ORIGINAL = re.compile(r"Original Line: ?(.*?)\n(.*?)(?:\n|$)", re.DOTALL)
+_VALUES = re.compile(r"string \"[^\"]*\"|'[^']*'")
+
+
+def _redact(message: str) -> str:
+    """Drop quoted values from a DuckDB message (they may be note text); column names stay."""
+    return _VALUES.sub("<value>", message)
 
 
 def _problem(message: str) -> tuple[str, int | None]:
@@ -252,10 +258,10 @@ def describe_error(exc: duckdb.Error, path: str | Path | None = None) -> str:
     name = found.group(1).strip() if found else (str(path) if path else "a MIMIC table")
     if line is None:
         first = message.splitlines()[0] if message else type(exc).__name__
-        return f"Reading {name} failed: {first}"
+        return f"Reading {name} failed: {_redact(first)}"
     what, col = _problem(message)
     where = f"line {line.group(1)}" + (f", column {col}" if col else "")
-    detail = f" ({what.rstrip('.')})" if what else ""
+    detail = f" ({_redact(what).rstrip('.')})" if what else ""
     return (
         f"{name} is malformed at {where}{detail}. Fix or re-extract the file; MIMIC CSVs quote text "
         'fields and write a quote inside them as "".'
