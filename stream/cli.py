@@ -42,7 +42,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Path = typer.Option(Path("notestream-demo"), help="Folder for the model, data and summary."),
-        broker: str = typer.Option(None, help="kafka://... to use a real Kafka instead of the embedded one."),
+        broker: str = typer.Option(
+            None,
+            help="kafka://... to use a real Kafka instead of the embedded one (its topics must exist, or "
+            "auto-creation be on: deploy/create_topics.py).",
+        ),
         store: str = typer.Option(None, help="redis://... to use Redis instead of the in-memory store."),
         patients: int = typer.Option(600, help="Synthetic patients in the cohort."),
         steps: int = typer.Option(150, help="Fine-tuning steps of the small model."),
