@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -31,10 +32,18 @@ from tests.deploy.flow import (
     synthetic_cohort,
 )
 from tests.deploy.test_containers import _store_scores
-from tests.fixtures.deploy import RedisProcess
+from tests.fixtures.deploy import RedisProcess, free_port
 from tests.fixtures.kafka import WorkerProcess
 
 pytestmark = pytest.mark.slow
+
+
+def readyz(settings: Settings) -> tuple[int, dict[str, bool]]:
+    """The worker's /readyz: status and the result of each check."""
+    reply = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/readyz", timeout=10)
+    return reply.status_code, reply.json()["checks"]
+
+
 STALLED = "Restarting dead <Agent"  # Faust restarted a crashed agent: its taken batch is not redelivered
 
 
@@ -51,6 +60,8 @@ def test_redis_stopped_and_restarted_during_a_replay_loses_nothing(
             "redis_password": SecretStr(redis_process.password),
             "redis_timeout_s": 1.0,
             "model_dir": tiny_model_dir,
+            "metrics_port": free_port(),
+            "metrics_host": "127.0.0.1",
         }
     )
     source = synthetic_cohort(tmp_path / "mimic", n_patients=5, seed=11)
@@ -73,9 +84,15 @@ def test_redis_stopped_and_restarted_during_a_replay_loses_nothing(
         await_final_scores(settings, before, timeout_s=120, alive=lambda: worker.proc.poll() is None), before
     )
 
+    assert readyz(settings) == (200, {"store": True, "engine": True, "batches": True})
+
     redis_process.stop()
     run_replay(settings, source, hadm_ids=second)  # Kafka keeps taking notes while Redis is down
     time.sleep(4 * settings.take_within_s + 3.0)  # the worker takes them and fails to store them
+    if worker.proc.poll() is None:
+        status, checks = readyz(settings)
+        assert status == 503  # an orchestrator takes the worker out of rotation meanwhile
+        assert checks["store"] is False
     redis_process.start()
     outage_worker = worker
     restarts = 0
@@ -96,6 +113,7 @@ def test_redis_stopped_and_restarted_during_a_replay_loses_nothing(
     assert_matches_offline(last, expected)
     stored = asyncio.run(_store_scores(settings, list(expected)))
     assert stored == pytest.approx(expected, abs=1e-6)
+    assert readyz(settings)[0] == 200
     assert worker.stop() == 0, worker.output()[-3000:]
     # the outage was met: the worker retried a batch without acking it, or ended and was restarted
     assert restarts == 1 or "nothing acked" in outage_worker.output(), outage_worker.output()[-3000:]
