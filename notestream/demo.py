@@ -10,7 +10,9 @@
 5. score the same notes offline with the same model, and write ``DIR/summary.json`` (+ ``summary.png``).
 
 The worker's in-memory store lives in the worker process, so the demo reads final states from the
-``risk-updates`` topic: the update with the highest ``seq`` per admission.
+``risk-updates`` topic: the update with the highest ``seq`` per admission. The store journals every
+change to ``DIR/store.jsonl`` (chunk probabilities only, never note text), which
+``notestream explain --model DIR/model --admission HADM_ID --snapshot DIR/store.jsonl`` reads.
 """
 
 from __future__ import annotations
@@ -345,11 +347,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         f"Held out {len(feed.labels)} admissions, {len(feed.expected_notes)} with notes in the window."
     )
     run_id = uuid.uuid4().hex[:8]
+    # The in-memory store keeps a journal in the output folder, so that `notestream explain
+    # --snapshot DIR/store.jsonl` can inspect the run afterwards. A journal of an earlier run with the
+    # same cohort would make every note a duplicate: start from an empty one.
+    journal = (cfg.out / "store.jsonl").resolve()
+    journal.unlink(missing_ok=True)
     broker = None if cfg.broker else EmbeddedBroker().start()
     try:
         settings = Settings(
             broker=cfg.broker or (broker.url if broker else ""),
-            store=cfg.store or "memory://",
+            store=cfg.store or f"memory://{journal}",
             model_dir=model,
             topic_prefix=f"demo-{run_id}.",
             consumer_group=f"notestream-demo-{run_id}",

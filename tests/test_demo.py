@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -39,3 +40,10 @@ def test_demo_streams_the_offline_scores(tmp_path: Path) -> None:
     assert summary["chunks_per_s"] > 0
     assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
     assert (cfg.out / "summary.png").stat().st_size > 0
+    # The run stays inspectable (notestream explain --snapshot) and its journal holds no note text.
+    from stream.store.memory import MemoryRiskStore
+
+    journal = cfg.out / "store.jsonl"
+    store = MemoryRiskStore.restore(journal, clock=lambda: float("-inf"))
+    assert len(asyncio.run(store.hadm_ids())) >= summary["admissions"] // 2
+    assert '"text"' not in journal.read_text(encoding="utf-8")
