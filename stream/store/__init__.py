@@ -36,7 +36,9 @@ __all__ = [
 
 
 def open_store(settings: Settings) -> RiskStore:
-    """The store ``settings.store`` names, with the TTLs, pool and TLS of the settings.
+    """The store ``settings.store`` names, with the TTLs of the settings and, for Redis, a blocking
+    pool built from :meth:`Settings.redis_kwargs` (password, ``redis_username``, timeouts, pool size,
+    ``redis_ssl_cafile`` / ``redis_ssl_certfile`` / ``redis_ssl_keyfile``).
 
     >>> type(open_store(Settings(store="memory://"))).__name__
     'MemoryRiskStore'
@@ -46,12 +48,13 @@ def open_store(settings: Settings) -> RiskStore:
     if settings.store.startswith("memory://"):
         journal = settings.store.removeprefix("memory://") or None  # memory:///var/lib/ns/store.jsonl
         return MemoryRiskStore(idle_ttl_s=idle_ttl_s, retention_s=retention_s, journal=journal)
+    # the connection options of every Redis client of the project: password, ACL user, timeouts, pool
+    # size, health checks and, for rediss://, the CA, client certificate and key
     return RedisRiskStore(
         settings.store,
         idle_ttl_s=idle_ttl_s,
         retention_s=retention_s,
         pool_size=settings.redis_pool_size,
         timeout_s=settings.redis_timeout_s,
-        password=settings.redis_password,
-        ssl_cafile=settings.redis_ssl_cafile,
+        options=settings.redis_kwargs(),
     )

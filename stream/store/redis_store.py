@@ -17,7 +17,7 @@ bit for bit.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,7 +80,13 @@ def _iso(value: datetime | None) -> str:
 
 
 class RedisRiskStore:
-    """:class:`~stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool)."""
+    """:class:`~stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
+
+    ``options`` are connection keyword arguments for the pool's ``from_url`` that override the ones
+    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`stream.store.open_store`
+    passes ``Settings.redis_kwargs()`` (ACL user, client certificate and key, health checks). The pool
+    always decodes replies and waits up to ``timeout_s`` for a free connection.
+    """
 
     def __init__(
         self,
@@ -93,20 +99,22 @@ class RedisRiskStore:
         timeout_s: float = 5.0,
         password: SecretStr | None = None,
         ssl_cafile: Path | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
-        options: dict[str, Any] = {
+        kwargs: dict[str, Any] = {
             "max_connections": pool_size,
             "timeout": timeout_s,
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
-            "decode_responses": True,
         }
         if password is not None:
-            options["password"] = password.get_secret_value()
+            kwargs["password"] = password.get_secret_value()
         if url.startswith("rediss://") and ssl_cafile is not None:
-            options["ssl_ca_certs"] = str(ssl_cafile)
+            kwargs["ssl_ca_certs"] = str(ssl_cafile)
+        kwargs.update(options or {})
+        kwargs["decode_responses"] = True  # the scripts' replies are read as str
         try:
-            self._pool: Any = aioredis.BlockingConnectionPool.from_url(url, **options)
+            self._pool: Any = aioredis.BlockingConnectionPool.from_url(url, **kwargs)
         except ValueError as exc:
             raise StoreError(f"The Redis store URL is invalid ({exc}); use redis://host:port/db.") from exc
         self._redis: Any = aioredis.Redis(connection_pool=self._pool)  # the types-redis stubs lag redis-py
