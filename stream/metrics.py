@@ -8,7 +8,8 @@ embedded runs never collide) and records what it does::
     metrics.dead_letter("invalid_event")
     with metrics.store_timer("apply_note"):
         await store.apply_note(...)
-    metrics.observe_batch(rows=48, padded_tokens=48 * 256, real_tokens=9000)   # engine on_batch hook
+    metrics.observe_batch(rows=48, padded_tokens=48 * 256, real_tokens=9000)   # one engine batch, or
+    metrics.observe_engine_stats(engine.stats())   # every batch since the last call (the worker's way)
     metrics.track_queue_depth(lambda: engine.stats()["queue_depth"])
     metrics.observe_note_to_update(update.emitted_at - note.produced_at)
     metrics.updates_out.inc()
@@ -53,6 +54,7 @@ from notestream.settings import Settings
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_ENGINE_TOTALS = ("batches", "chunks", "real_tokens", "padded_tokens")
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 
@@ -123,6 +125,7 @@ class Metrics:
         self.events_replayed = Counter(
             "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
         )
+        self._engine_seen: dict[str, int] = {}
 
     # --- helpers for the common cases -------------------------------------------------------------
     def dead_letter(self, reason: str) -> None:
@@ -139,6 +142,37 @@ class Metrics:
         self.chunks.inc(rows)
         if padded_tokens > 0:
             self.padding_efficiency.observe(min(1.0, real_tokens / padded_tokens))
+
+    def observe_engine_stats(self, stats: Mapping[str, Any]) -> int:
+        """Record the engine batches run since the previous call, from ``InferenceEngine.stats()``.
+
+        The engine exposes running totals only (batches, chunks, real and padded tokens), so the batches
+        of one interval are recorded with the interval's mean rows and tokens per batch (remainders
+        spread so that the histogram sums equal the totals; exact when one batch ran, the usual case
+        for a worker that reads the stats after each notes batch). Returns the number of batches.
+
+        >>> m = Metrics()
+        >>> m.observe_engine_stats({"batches": 2, "chunks": 5, "real_tokens": 90, "padded_tokens": 100})
+        2
+        >>> m.observe_engine_stats({"batches": 2, "chunks": 5, "real_tokens": 90, "padded_tokens": 100})
+        0
+        >>> [m.registry.get_sample_value(name) for name in ("notestream_chunks_scored_total",
+        ...     "notestream_batch_size_count", "notestream_batch_size_sum", "notestream_batch_tokens_sum")]
+        [5.0, 2.0, 5.0, 100.0]
+        """
+        now = {key: int(stats.get(key) or 0) for key in _ENGINE_TOTALS}
+        before = self._engine_seen
+        delta = {key: now[key] - before.get(key, 0) for key in _ENGINE_TOTALS}
+        self._engine_seen = now
+        batches = delta["batches"]
+        if batches <= 0 or any(v < 0 for v in delta.values()):  # nothing ran, or a new engine's totals
+            return 0
+        rows_q, rows_r = divmod(delta["chunks"], batches)
+        padded_q, padded_r = divmod(delta["padded_tokens"], batches)
+        real_q, real_r = divmod(delta["real_tokens"], batches)
+        for i in range(batches):
+            self.observe_batch(rows_q + (i < rows_r), padded_q + (i < padded_r), real_q + (i < real_r))
+        return batches
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the engine queue depth from ``depth()`` at every scrape."""

@@ -26,10 +26,12 @@ longer revision replaces them), but do not move the score. An admission without 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -49,6 +51,12 @@ class Scorer(Protocol):
     """What the pipeline needs of :class:`models.engine.InferenceEngine`."""
 
     async def score(self, texts: Sequence[str]) -> list[float]: ...
+
+
+class StoreTimer(Protocol):
+    """What the pipeline needs of :class:`stream.metrics.Metrics`: a timer around each store call."""
+
+    def store_timer(self, op: str) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class Pipeline:
         admission_wait_s: float = 2.0,
         tokenizer: Any = None,
         reemit_unchanged: bool = True,
+        metrics: StoreTimer | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -141,6 +150,8 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.reemit_unchanged = reemit_unchanged
         """Emit the current state (same seq) for a duplicate or stale note too: see stream.app."""
+        self.metrics = metrics
+        """Optional: times every store call (``notestream_store_seconds{op}``); None records nothing."""
         self.counters: Counter[str] = Counter()
         """Running totals: notes, applied, duplicate, chunks, dropped_<reason>, rejected_<reason>."""
 
@@ -201,7 +212,8 @@ class Pipeline:
         found: dict[int, datetime] = {}
         deadline = time.monotonic() + self.admission_wait_s
         while True:
-            infos = await asyncio.gather(*(self.store.admission(h) for h in wanted - found.keys()))
+            with self._timed("admission"):
+                infos = await asyncio.gather(*(self.store.admission(h) for h in wanted - found.keys()))
             for hadm, info in zip(wanted - found.keys(), infos, strict=True):
                 if info is not None and info.admit_time is not None:
                     found[hadm] = info.admit_time
@@ -251,15 +263,16 @@ class Pipeline:
             out = []
             for w in items:  # batch order within one admission: revisions stay ordered
                 note = w.note
-                res = await self.store.apply_note(
-                    hadm_id=note.hadm_id,
-                    subject_id=note.subject_id,
-                    note_id=note.note_id,
-                    revision=note.revision,
-                    is_error=note.is_error,
-                    chunk_probs=w.probs,
-                    note_time=note.event_time(),
-                )
+                with self._timed("apply_note"):
+                    res = await self.store.apply_note(
+                        hadm_id=note.hadm_id,
+                        subject_id=note.subject_id,
+                        note_id=note.note_id,
+                        revision=note.revision,
+                        is_error=note.is_error,
+                        chunk_probs=w.probs,
+                        note_time=note.event_time(),
+                    )
                 self.counters[res.reason] += 1
                 if res.state is None:
                     continue
@@ -278,15 +291,20 @@ class Pipeline:
         for updates in await asyncio.gather(*(apply_admission(items) for items in by_admission.values())):
             result.updates.extend(updates)
 
+    def _timed(self, op: str) -> AbstractContextManager[None]:
+        return self.metrics.store_timer(op) if self.metrics is not None else contextlib.nullcontext()
+
     # --- admissions -------------------------------------------------------------------------------
     async def admission(self, event: AdmissionEvent) -> RiskUpdate | None:
         """Record an admit or discharge; the first discharge of an admission with notes gives its final
         update (the store raised its ``seq``); a repeated discharge gives nothing."""
-        info = await self.store.record_admission(event)
+        with self._timed("record_admission"):
+            info = await self.store.record_admission(event)
         self.counters[f"admission_{event.kind}"] += 1
         if event.kind != "discharge" or not info.applied:
             return None
-        state = await self.store.state(event.hadm_id)
+        with self._timed("state"):
+            state = await self.store.state(event.hadm_id)
         if state is None or state.n_notes == 0:
             return None
         return update_from_state(
