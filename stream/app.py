@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -62,6 +63,38 @@ from stream.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 
+class BrokerCheck:
+    """The worker's broker readiness check (``broker`` in /readyz): True when the consumer has joined
+    its group (partitions assigned and not revoked since; an assignment may be empty when the group has
+    more members than partitions) and a metadata request through the app's producer succeeded within
+    the last ``max_age_s`` (made again, at most that often, by the check itself)."""
+
+    def __init__(self, app: faust.App, *, max_age_s: float = 5.0) -> None:
+        self.app = app
+        self.max_age_s = max_age_s
+        self.joined = False
+        self.last_ok = float("-inf")
+
+    async def assigned(self, sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        self.joined = True
+
+    async def revoked(self, sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        self.joined = False  # a rebalance: ready again once it assigns partitions
+
+    async def __call__(self) -> bool:
+        if not self.joined:
+            return False
+        if time.monotonic() - self.last_ok < self.max_age_s:
+            return True
+        producer = getattr(self.app.producer, "_producer", None)  # aiokafka's, once Faust started it
+        client = getattr(producer, "client", None)
+        if client is None:
+            return False
+        await client.fetch_all_metadata()  # raises when no broker answers (run_checks: not ready)
+        self.last_ok = time.monotonic()
+        return True
+
+
 class Runtime:
     """The engine, the store and the pipeline of one worker process, started once, shared by agents."""
 
@@ -72,6 +105,8 @@ class Runtime:
         self.pipeline: Pipeline | None = None
         self.metrics: Metrics | None = Metrics(role="worker") if settings.metrics_port is not None else None
         self.healthy = False
+        self.broker_check: BrokerCheck | None = None
+        """Set by :func:`create_app`; served as the ``broker`` readiness check."""
         self._lock = asyncio.Lock()
         self._owns: list[Any] = []
 
@@ -113,6 +148,7 @@ class Runtime:
                 model=Path(model_dir).name,
                 admission_wait_s=self.settings.admission_wait_s,
                 tokenizer=tokenizer,
+                metrics=self.metrics,
             )
             if self.metrics is not None:
                 await self._serve_metrics()
@@ -134,7 +170,16 @@ class Runtime:
             self.metrics.track_queue_depth(lambda: float(stats()["queue_depth"]))
         checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
                   "batches": lambda: self.healthy}  # fmt: skip
+        if self.broker_check is not None:
+            checks["broker"] = self.broker_check
         self._owns.append(await start_http_server(self.settings, self.metrics, checks))
+
+    def record_engine(self) -> None:
+        """Record the engine batches since the last call (batch size and tokens, padding efficiency,
+        chunks scored) from ``engine.stats()``: called after each notes batch."""
+        stats = getattr(self.engine, "stats", None)
+        if self.metrics is not None and callable(stats):
+            self.metrics.observe_engine_stats(stats())
 
     async def close(self) -> None:
         """Close what :meth:`ready` created (engine first: it may hold work for the store)."""
@@ -189,6 +234,7 @@ def create_app(
     updates_topic = raw_topic(RISK_UPDATES)
     dlq_topic = raw_topic(NOTES_DLQ)
     app.runtime = runtime  # type: ignore[attr-defined]
+    runtime.broker_check = BrokerCheck(app)
 
     async def emit(updates: Sequence[RiskUpdate], letters: Sequence[DeadLetter]) -> None:
         """Send updates and dead letters and wait until the broker has them all."""
@@ -248,6 +294,7 @@ def create_app(
             for rej in result.rejected:
                 letters.append(dead_letter(source[id(rej.note)], EventError(rej.reason, rej.detail)))
         await emit(updates, letters)
+        runtime.record_engine()
         metrics = runtime.metrics
         if metrics is not None:
             metrics.notes_in.inc(len(events))
@@ -261,7 +308,10 @@ def create_app(
         try:
             admission = parse_event(bytes(event.message.value or b""), AdmissionEvent)
         except EventError as exc:
-            await emit([], [dead_letter(event, exc)])
+            letter = dead_letter(event, exc)
+            await emit([], [letter])
+            if runtime.metrics is not None:
+                runtime.metrics.dead_letter(letter.reason)
             return
         final = await pipeline.admission(admission)
         await emit([final] if final is not None else [], [])
@@ -299,6 +349,8 @@ def create_app(
             app.add_future(write_ready(len(assigned)))
 
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(runtime.broker_check.assigned)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(runtime.broker_check.revoked)  # type: ignore[arg-type]
 
     async def close_runtime(sender: Any, *args: Any, **kwargs: Any) -> None:
         await runtime.close()

@@ -84,7 +84,7 @@ def test_redis_stopped_and_restarted_during_a_replay_loses_nothing(
         await_final_scores(settings, before, timeout_s=120, alive=lambda: worker.proc.poll() is None), before
     )
 
-    assert readyz(settings) == (200, {"store": True, "engine": True, "batches": True})
+    assert readyz(settings) == (200, {"store": True, "engine": True, "batches": True, "broker": True})
 
     redis_process.stop()
     run_replay(settings, source, hadm_ids=second)  # Kafka keeps taking notes while Redis is down

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.prep import note_chunks
 from notestream.settings import Settings
 from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, DeadLetter, RiskUpdate, admission_key
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
@@ -91,7 +94,8 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
     produce(settings, NOTES, messages)
     produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in discharges(admissions)])
 
-    offline = OfflineScorer(tiny_model_dir).scores(stream)
+    scorer = OfflineScorer(tiny_model_dir)
+    offline = scorer.scores(stream)
     live_notes = {h: 4 - (h == retracted.hadm_id) for h in good}
     worker = start_worker(settings)
 
@@ -138,8 +142,41 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         assert dl.detail
     # the worker's Prometheus endpoint counted what it did, and it is ready
     base = f"http://127.0.0.1:{settings.metrics_port}"
-    metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    deadline = time.monotonic() + 30  # the last batch's counters follow its emit by a moment
+    while True:
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        if (
+            metric(metrics, "notestream_notes_in_total") >= len(stream) + len(bad)
+            or time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.2)
     assert metric(metrics, "notestream_notes_in_total") == len(stream) + len(bad)
     assert metric(metrics, "notestream_updates_out_total") >= len(stream) - 1
-    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+    dead = Counter(reason for reason, _ in bad) + Counter(["schema"])  # and the bad admission
+    for reason, n in dead.items():
+        assert metric(metrics, f'notestream_dead_letters_total{{reason="{reason}"}}') == n
+    # engine batches, from the engine's stats after each notes batch
+    chunks = metric(metrics, "notestream_chunks_scored_total")
+    expected_chunks = [
+        len(note_chunks(n.text, scorer.spec, scorer.tokenizer)) for n in stream if not n.is_error
+    ]
+    assert chunks == sum(expected_chunks) > 0  # every scored note's chunks, duplicates included
+    batches = metric(metrics, "notestream_batch_size_count")
+    assert 0 < batches <= chunks
+    assert metric(metrics, "notestream_batch_size_sum") == chunks
+    assert metric(metrics, "notestream_batch_tokens_count") == batches
+    assert metric(metrics, "notestream_batch_tokens_sum") >= chunks
+    assert metric(metrics, "notestream_padding_efficiency_count") == batches
+    assert 0 < metric(metrics, "notestream_padding_efficiency_sum") / batches <= 1
+    # store latency of every note applied and every admission event recorded
+    store_ops = 'notestream_store_seconds_count{{op="{}"}}'
+    assert metric(metrics, store_ops.format("apply_note")) >= len(stream)
+    assert metric(metrics, store_ops.format("record_admission")) == 2 * len(admissions)
+    assert metric(metrics, 'notestream_store_seconds_sum{op="apply_note"}') > 0
+    assert metric(metrics, "notestream_note_to_update_seconds_count") >= len(notes)
+    assert metric(metrics, "notestream_engine_queue_depth") == 0
+    ready = httpx.get(f"{base}/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"store": True, "engine": True, "batches": True, "broker": True}
     assert worker.stop() == 0, worker.output()[-3000:]
