@@ -9,8 +9,12 @@ notes of varied length, with their shorter tails) are scored four ways:
 - ``engine``: the same pre-tokenized chunks through :class:`InferenceEngine` from ``callers``
   concurrent callers, one request per note. ``engine_vs_bare`` = engine chunks/s / bare chunks/s.
 - ``engine_text``: the same through ``engine.score(texts)``, tokenization included.
+- ``engine_vs_bare_cpu_time``: the same ratio in process CPU seconds, steadier on a shared machine.
 - ``single``: one chunk per forward. ``batched_vs_single`` = engine chunks/s / single chunks/s.
 
+Ratios are medians over interleaved rounds (bare, engine, engine_text), each taken between neighbours
+in time; the throughputs are the best round. ``engine_busy_fraction`` is the share of the engine run's
+wall time its worker spent in forward passes (1.0: the engine never left the model idle).
 ``padding_efficiency`` = real tokens / tokens computed, from the engine's counters;
 ``sorted_padding_efficiency`` is the ceiling: all chunks sorted by length up front.
 
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -86,14 +91,16 @@ def sorted_efficiency(lengths: list[int], batch_size: int) -> float:
     return sum(lengths) / padded
 
 
-def timed(fn, *args):  # type: ignore[no-untyped-def]
+def timed(fn, *args, warm=None):  # type: ignore[no-untyped-def]
     """Run ``fn`` in a fresh thread and time it: the engine runs its forwards in a spawned thread too,
     so both sides see the same threading (on a busy machine the main thread behaved differently)."""
 
     def run():  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
+        if warm is not None:
+            warm()  # the same per-thread warm-up the engine's workers do at start
+        start, cpu = time.perf_counter(), time.process_time()  # process-wide CPU seconds
         out = fn(*args)
-        return out, time.perf_counter() - start
+        return out, time.perf_counter() - start, time.process_time() - cpu
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(run).result()
@@ -118,10 +125,10 @@ async def through_engine(clf, notes, *, batch_size: int, callers: int, texts=Non
                 else:
                     await engine.score(texts[i])
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller() for _ in range(callers)))
-        elapsed = time.perf_counter() - start
-        return elapsed, engine.stats()
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        return elapsed, cpu, engine.stats()
 
 
 def bench_config(
@@ -158,15 +165,23 @@ def bench_config(
 
     bare_s = engine_s = engine_text_s = float("inf")
     stats: dict = {}  # type: ignore[type-arg]
-    for _ in range(rounds):  # interleaved rounds, best of each: the machine is shared and noisy
-        bare_s = min(bare_s, timed(clf.predict_ids, flat)[1])
-        seconds, round_stats = asyncio.run(through_engine(clf, notes, batch_size=batch_size, callers=callers))
-        if seconds < engine_s:
-            engine_s, stats = seconds, round_stats
-        text_s, _ = asyncio.run(
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": [], "text": [], "busy": []}
+    for _ in range(rounds):  # interleaved rounds: the machine is shared and noisy, so each ratio is
+        # taken between neighbours in time and the median over rounds is reported
+        _, bare_wall, bare_cpu = timed(clf.predict_ids, flat, warm=clf.warm_up)
+        wall, cpu, round_stats = asyncio.run(
+            through_engine(clf, notes, batch_size=batch_size, callers=callers)
+        )
+        text_s, _, _ = asyncio.run(
             through_engine(clf, notes, batch_size=batch_size, callers=callers, texts=texts)
         )
-        engine_text_s = min(engine_text_s, text_s)
+        ratios["wall"].append(bare_wall / wall)
+        ratios["cpu"].append(bare_cpu / cpu)
+        ratios["text"].append(bare_wall / text_s)
+        ratios["busy"].append(round_stats["busy_s"] / wall)
+        bare_s, engine_text_s = min(bare_s, bare_wall), min(engine_text_s, text_s)
+        if wall < engine_s:
+            engine_s, stats = wall, round_stats
     deadline = time.perf_counter() + max_seconds / 4
 
     def one_at_a_time() -> int:  # one chunk per forward, capped in time
@@ -178,7 +193,7 @@ def bench_config(
                 break
         return done
 
-    single_n, single_s = timed(one_at_a_time)
+    single_n, single_s, _ = timed(one_at_a_time, warm=clf.warm_up)
     n = len(flat)
     lengths = [len(x) for x in flat]
     result = {
@@ -200,8 +215,11 @@ def bench_config(
         "engine_chunks_per_s": round(n / engine_s, 2),
         "engine_text_chunks_per_s": round(n / engine_text_s, 2),
         "single_chunks_per_s": round(single_n / single_s, 2),
-        "engine_vs_bare": round(bare_s / engine_s, 3),
-        "engine_text_vs_bare": round(bare_s / engine_text_s, 3),
+        "engine_vs_bare": round(statistics.median(ratios["wall"]), 3),
+        "engine_text_vs_bare": round(statistics.median(ratios["text"]), 3),
+        "engine_vs_bare_cpu_time": round(statistics.median(ratios["cpu"]), 3),
+        "engine_vs_bare_rounds": [round(r, 2) for r in ratios["wall"]],
+        "engine_busy_fraction": round(statistics.median(ratios["busy"]), 3),
         "batched_vs_single": round((n / engine_s) / (single_n / single_s), 3),
         "padding_efficiency": round(stats["padding_efficiency"], 3),
         "sorted_padding_efficiency": round(sorted_efficiency(lengths, batch_size), 3),
@@ -239,7 +257,7 @@ def main() -> None:
     results = []
     for name in args.configs.split(","):
         n = args.chunks or (256 if name == "tiny" else 64)
-        rounds = args.rounds or (3 if name == "tiny" else 2)
+        rounds = args.rounds or (5 if name == "tiny" else 2)
         results.append(
             bench_config(
                 name, n, args.batch_size, args.callers, args.max_seconds, rounds, corpus, args.vocab_size

@@ -126,6 +126,16 @@ class ChunkClassifier:
             ).logits  # (B, num_labels)
         return self._probabilities(logits)
 
+    def warm_up(self) -> None:
+        """Run one short forward pass in the calling thread (torch's per-thread set-up, kernel choice and
+        allocator warm-up), so that the first real batch is not slow; raises if the model cannot run."""
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        ids = [
+            int(cls_id) if cls_id is not None else self.pad_id,
+            int(sep_id) if sep_id is not None else self.pad_id,
+        ]
+        ChunkClassifier.forward_ids(self, [ids * 8, ids])  # not an override: warm-up is no request
+
     def _autocast(self) -> torch.autocast:
         import torch
 

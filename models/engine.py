@@ -218,10 +218,23 @@ class InferenceEngine:
         self._room = asyncio.Event()
         self._tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-tokenize")
         self._workers = []
+        loop = asyncio.get_running_loop()
         for clf in self._classifiers:
             worker = _Worker(
                 clf, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{clf.device}")
             )
+            try:  # each worker thread runs one short batch before serving (and proves the model runs)
+                await loop.run_in_executor(worker.executor, clf.warm_up)
+            except Exception as exc:
+                worker.executor.shutdown(wait=False)
+                for started in self._workers:
+                    assert started.task is not None
+                    started.task.cancel()
+                    started.executor.shutdown(wait=False)
+                self._workers = []
+                raise EngineError(
+                    f"The model cannot run on {clf.device}: {type(exc).__name__}: {exc}"
+                ) from exc
             worker.task = asyncio.create_task(self._serve(worker), name=f"engine-worker-{clf.device}")
             self._workers.append(worker)
         self._running = True

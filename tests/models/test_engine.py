@@ -21,7 +21,7 @@ from models.build import clinical_corpus
 from models.checkpoint import load_model_folder
 from models.classifier import ChunkClassifier
 from models.engine import InferenceEngine, resolve_devices, select_batch
-from models.errors import BatchFailed, EngineClosed, EngineOverloaded
+from models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from notestream.settings import Settings
@@ -289,3 +289,14 @@ async def test_any_split_into_requests_gives_the_classifier_results(
         results = await asyncio.gather(*(engine.score(p) for p in parts))
     flat = [p for part in results for p in part]
     assert flat == pytest.approx(clf.predict(chunks[:at]).tolist(), abs=1e-5)
+
+
+async def test_a_model_that_cannot_run_fails_at_start(tiny_model_dir: Path) -> None:
+    import torch
+
+    loaded = load_model_folder(tiny_model_dir)
+    loaded.model.bert.embeddings.word_embeddings = torch.nn.Embedding(2, 64)  # type: ignore[union-attr]  # [CLS] out of range
+    engine = InferenceEngine(ChunkClassifier(loaded))
+    with pytest.raises(EngineError, match="cannot run on cpu"):
+        await engine.start()
+    assert not engine.started
