@@ -247,12 +247,20 @@ def main() -> None:
         help="PhysioNet deid id.text: real nursing notes for vocab and chunks.",
     )
     parser.add_argument("--vocab-size", type=int, default=8000, help="WordPiece vocabulary size to train.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "1")),
+        help="Torch threads (default $OMP_NUM_THREADS, else 1). On a shared, busy CPU a multi-threaded "
+        "forward waits at every parallel region for its sibling thread to be scheduled, a fixed cost per "
+        "forward that penalises more-but-smaller batches: compare batching policies with 1 thread.",
+    )
     parser.add_argument("--out", type=Path, default=None, help="Also write engine.json and engine.png here.")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    torch.set_num_threads(args.threads)
     corpus = read_corpus(args.corpus)
     results = []
     for name in args.configs.split(","):
