@@ -46,6 +46,13 @@ def pretrain_cmd(
     layers: int = typer.Option(2, "--layers", help="Fresh model: layers."),
     heads: int = typer.Option(2, "--heads", help="Fresh model: attention heads."),
     vocab_size: int = typer.Option(8000, "--vocab-size", help="Fresh model: WordPiece vocabulary size."),
+    dupe_factor: int = typer.Option(
+        1, "--dupe-factor", min=1, help="Passes over the corpus with new masks/pairs (the reference: 3)."
+    ),
+    buffer_docs: int = typer.Option(
+        1000, "--buffer-docs", min=2, help="Notes in memory while pairing; random NSP B comes from them."
+    ),
+    seed: int = typer.Option(1, "--seed", help="Seed of the pairs, the model and the training order."),
 ) -> None:
     """Masked-LM + next-sentence pre-training on clinical notes (evaluation admissions left out)."""
     from training.pretrain import PretrainConfig, corpus_from_dataset, corpus_from_mimic, pretrain
@@ -71,7 +78,8 @@ def pretrain_cmd(
         else:
             raise TrainRunError("Give --data DIR, --corpus FILE or --mimic-iii/--mimic-iv DIR.")
     config = PretrainConfig(max_length=max_length, batch_size=batch_size, lr=lr, epochs=epochs, max_steps=max_steps,
-                            vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads)  # fmt: skip
+                            vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads,
+                            dupe_factor=dupe_factor, buffer_docs=buffer_docs, seed=seed)  # fmt: skip
     typer.echo(json.dumps({"model": str(pretrain(corpus, out, base_model, config=config))}))
 
 

@@ -6,9 +6,11 @@
    characters appended to the previous one). The notes of evaluation admissions must stay out of it
    (leakage was a real bug in the reference): :func:`corpus_from_dataset` drops every admission of the
    dataset's ``val.csv`` and ``test.csv``; :func:`corpus_from_mimic` drops the admissions you name.
-2. Examples as BERT's pre-training data: sentences packed into two segments up to ``max_length``; half
-   the time segment B is a random segment of another note (NSP label 1). 15% of the tokens are
-   selected for MLM (80% [MASK], 10% a random token, 10% unchanged).
+2. Examples as BERT's pre-training data (:mod:`training.pretrain_data`): the corpus is streamed,
+   sentences packed into two segments up to ``max_length``; half the time segment B is a random segment
+   of another note of a bounded buffer of notes (NSP label 1); the examples are written to on-disk
+   shards (``out_dir/shards``) and read back lazily, so memory does not grow with the corpus. 15% of
+   the tokens are selected for MLM at batch time (80% [MASK], 10% a random token, 10% unchanged).
 3. ``BertForPreTraining`` from a local BERT folder, or from a fresh small config with a WordPiece
    vocabulary trained on the corpus (:func:`small_bert_config`, ``models.build.train_wordpiece``),
    trained with the Hugging Face ``Trainer``. The output folder fine-tunes with
@@ -21,7 +23,6 @@
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -32,6 +33,12 @@ import pandas as pd
 
 from models.text import clean, sentences
 from training.errors import TrainRunError
+from training.pretrain_data import ShardDataset, build_shards, iter_documents, nsp_examples, read_corpus
+
+__all__ = [
+    "PretrainConfig", "ShardDataset", "build_shards", "corpus_from_dataset", "corpus_from_mimic", "iter_documents",
+    "nsp_examples", "pretrain", "pretraining_text", "read_corpus", "small_bert_config", "write_corpus",
+]  # fmt: skip
 
 _DIGITS = re.compile(r"\d")
 _SPACES = re.compile(r"\s+")
@@ -98,19 +105,6 @@ def corpus_from_mimic(
         con.close()
 
 
-def read_corpus(path: str | Path) -> list[list[str]]:
-    """Documents (lists of sentences) of a corpus file."""
-    docs: list[list[str]] = [[]]
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                docs[-1].append(line)
-            elif docs[-1]:
-                docs.append([])
-    return [d for d in docs if d]
-
-
 def small_bert_config(
     vocab_size: int, *, hidden: int = 128, layers: int = 2, heads: int = 2, max_length: int = 128
 ) -> Any:
@@ -125,52 +119,6 @@ def small_bert_config(
         intermediate_size=4 * hidden,
         max_position_embeddings=max_length,
     )
-
-
-def nsp_examples(
-    docs: list[list[list[int]]], max_tokens: int, *, seed: int = 1, dupe: int = 1
-) -> list[tuple[list[int], list[int], int]]:
-    """(segment A ids, segment B ids, is_random_next) pairs from tokenized documents, as BERT's
-    ``create_pretraining_data``: sentences packed up to ``max_tokens``, B random half the time.
-
-    >>> ex = nsp_examples([[[1, 2], [3], [4, 5]], [[6], [7, 8]]], 6, seed=0)
-    >>> all(len(a) + len(b) <= 6 and a and b for a, b, _ in ex)
-    True
-    """
-    rng = random.Random(seed)
-    out: list[tuple[list[int], list[int], int]] = []
-    for _ in range(dupe):
-        for d, doc in enumerate(docs):
-            i = 0
-            while i < len(doc):
-                target = max_tokens if rng.random() > 0.1 else rng.randint(2, max_tokens)
-                chunk: list[list[int]] = []
-                length = 0
-                while i < len(doc) and length < target:
-                    chunk.append(doc[i])
-                    length += len(doc[i])
-                    i += 1
-                if len(chunk) < 2 and (len(docs) < 2 or i >= len(doc)):
-                    if len(chunk) == 1 and len(chunk[0]) >= 2:
-                        half = len(chunk[0]) // 2
-                        chunk = [chunk[0][:half], chunk[0][half:]]
-                    else:
-                        continue
-                cut = rng.randint(1, max(1, len(chunk) - 1))
-                a = [t for s in chunk[:cut] for t in s]
-                random_next = len(docs) > 1 and (rng.random() < 0.5 or len(chunk) < 2)
-                if random_next:
-                    other = rng.choice([k for k in range(len(docs)) if k != d])
-                    start = rng.randrange(len(docs[other]))
-                    b = [t for s in docs[other][start:] for t in s]
-                    i -= len(chunk) - cut  # the unused sentences go back
-                else:
-                    b = [t for s in chunk[cut:] for t in s]
-                while len(a) + len(b) > max_tokens:
-                    (a if len(a) > len(b) else b).pop()
-                if a and b:
-                    out.append((a, b, int(random_next)))
-    return out
 
 
 class _PretrainCollator:
@@ -225,7 +173,9 @@ class PretrainConfig:
     max_steps: int | None = None
     warmup: float = 0.1
     weight_decay: float = 0.01
-    dupe_factor: int = 1
+    dupe_factor: int = 1  # the reference: 3
+    buffer_docs: int = 1000  # notes in memory while pairing; the random NSP B is one of them
+    shard_examples: int = 1_000_000  # examples per shard file
     seed: int = 1
     vocab_size: int = 8000
     hidden: int = 128
@@ -248,9 +198,10 @@ def pretrain(
     from transformers.utils import logging as hf_logging
 
     cfg = config or PretrainConfig()
-    docs = read_corpus(corpus)
-    if not docs:
-        raise TrainRunError(f"The corpus {corpus} has no notes with two sentences or more.")
+    if next(iter_documents(corpus), None) is None:
+        raise TrainRunError(
+            f"The corpus {corpus} has no notes; write one with write_corpus or corpus_from_*."
+        )
     out = Path(out_dir)
     if base_model_dir is not None:
         try:
@@ -261,7 +212,7 @@ def pretrain(
     else:
         from models.build import train_wordpiece
 
-        vocab = train_wordpiece((s for d in docs for s in d), vocab_size=cfg.vocab_size)
+        vocab = train_wordpiece((s for d in iter_documents(corpus) for s in d), vocab_size=cfg.vocab_size)
         tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
         torch.manual_seed(cfg.seed)
         model = BertForPreTraining(
@@ -270,8 +221,14 @@ def pretrain(
             )
         )
     tokenizer.model_max_length = cfg.max_length
-    tokenized = [[tokenizer(s, add_special_tokens=False)["input_ids"] for s in doc] for doc in docs]
-    examples = nsp_examples(tokenized, cfg.max_length - 3, seed=cfg.seed, dupe=cfg.dupe_factor)
+    manifest = build_shards(corpus, tokenizer, out / "shards", max_length=cfg.max_length, dupe=cfg.dupe_factor,
+                            seed=cfg.seed, buffer_docs=cfg.buffer_docs, shard_examples=cfg.shard_examples,
+                            progress=cfg.progress)  # fmt: skip
+    examples = ShardDataset(out / "shards")
+    if not len(examples):
+        raise TrainRunError(
+            f"The corpus {corpus} gives no pre-training example; it needs notes of two sentences."
+        )
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -306,7 +263,7 @@ def pretrain(
         (out / "pretrain.json").write_text(
             json.dumps(
                 {"config": {k: v for k, v in asdict(cfg).items() if k != "progress"}, "examples": len(examples),
-                 "documents": len(docs), "train_loss": result.training_loss, "steps": result.global_step,
+                 "documents": manifest["documents"], "train_loss": result.training_loss, "steps": result.global_step,
                  "base_model": str(base_model_dir) if base_model_dir else None}, indent=2) + "\n",
             encoding="utf-8",
         )  # fmt: skip
