@@ -150,22 +150,25 @@ async def score_notes(
             on_note(len(probs))
 
     iterator = iter(notes)
-    async with asyncio.TaskGroup() as group:
-        while True:
-            block = await asyncio.to_thread(lambda: list(itertools.islice(iterator, 256)))
-            if not block:
-                break
-            for note in block:
-                run.notes_read += 1
-                reason = _skip_reason(note, spec, admit_times)
-                if reason is not None:
-                    run.skipped[reason] = run.skipped.get(reason, 0) + 1
-                    if on_note is not None:
-                        on_note(0)
-                    continue
-                assert note.hadm_id is not None
-                await gate.acquire()
-                group.create_task(one(note, note.hadm_id))
+    try:
+        async with asyncio.TaskGroup() as group:
+            while True:
+                block = await asyncio.to_thread(lambda: list(itertools.islice(iterator, 256)))
+                if not block:
+                    break
+                for note in block:
+                    run.notes_read += 1
+                    reason = _skip_reason(note, spec, admit_times)
+                    if reason is not None:
+                        run.skipped[reason] = run.skipped.get(reason, 0) + 1
+                        if on_note is not None:
+                            on_note(0)
+                        continue
+                    assert note.hadm_id is not None
+                    await gate.acquire()
+                    group.create_task(one(note, note.hadm_id))
+    except ExceptionGroup as group_error:  # the first failure (a BatchFailed, a TableError) is the story
+        raise group_error.exceptions[0] from None
     for hadm_id in sorted(admissions):
         adm = admissions[hadm_id]
         score, p_max, p_mean = adm.state.score(spec.c), adm.state.p_max, adm.state.p_mean

@@ -201,3 +201,11 @@ def test_mimic_iv_note_files_are_read_with_their_categories(tmp_path: Path) -> N
     adm = tmp_path / "admissions.csv"
     adm.write_text("subject_id,hadm_id,admittime\n10,20,2180-01-01 09:00:00\n11,,2180-02-01 00:00:00\n")
     assert read_admit_times(adm) == {20: datetime(2180, 1, 1, 9, 0)}
+
+
+async def test_an_engine_failure_surfaces_as_itself(tiny_model_dir: Path, notes: list[NoteRecord]) -> None:
+    from models.errors import EngineClosed
+
+    engine = InferenceEngine(ChunkClassifier(load_model_folder(tiny_model_dir)))  # never started
+    with pytest.raises(EngineClosed, match="start"):
+        await score_notes(engine, notes, spec=ModelSpec(), admit_times=ADMIT)
