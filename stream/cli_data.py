@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from notestream.errors import ConfigError
-from notestream.settings import load_settings
+from notestream.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from stream.metrics import Metrics
+    from stream.replay import ReplayCounts, ReplaySource
 
 
 def _hadm_ids(values: list[str] | None) -> list[int] | None:
@@ -32,6 +38,43 @@ def _moment(value: str | None, option: str) -> datetime | None:
         raise ConfigError(
             f"{option} takes a time like 2150-01-31 or 2150-01-31T08:00, not {value!r}."
         ) from exc
+
+
+async def replay_with_metrics(
+    settings: Settings,
+    source: ReplaySource,
+    *,
+    metrics: Metrics | None = None,
+    on_event: Callable[[ReplayCounts], None] | None = None,
+    **options: Any,
+) -> ReplayCounts:
+    """:func:`stream.replay.replay`, counting its events in ``metrics`` (by kind, and skipped notes by
+    reason; ``Metrics(role="replay")`` when ``settings.metrics_port`` is set and none is given) and
+    serving /metrics, /healthz and /readyz on ``settings.metrics_port`` while it runs."""
+    from stream.metrics import Metrics, start_http_server
+    from stream.replay import replay
+
+    if metrics is None and settings.metrics_port is not None:
+        metrics = Metrics(role="replay")
+    meter = metrics
+
+    def observe(counts: ReplayCounts) -> None:
+        if meter is not None:
+            meter.observe_replay_counts(counts)
+        if on_event is not None:
+            on_event(counts)
+
+    server = None
+    if meter is not None and settings.metrics_port is not None:
+        server = await start_http_server(settings, meter, {})
+    try:
+        counts = await replay(settings, source, on_event=observe, **options)
+        if meter is not None:
+            meter.observe_replay_counts(counts)  # skipped notes counted after the last event
+        return counts
+    finally:
+        if server is not None:
+            await server.close()
 
 
 def register_data(app: typer.Typer) -> None:
@@ -64,8 +107,7 @@ def register_data(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from stream.replay import ReplayCounts, ReplaySource
-        from stream.replay import replay as run_replay
+        from stream.replay import ReplaySource
 
         if (mimic_iii is None) == (mimic_iv is None):
             raise ConfigError("Pass exactly one of --mimic-iii DIR or --mimic-iv DIR.")
@@ -82,7 +124,7 @@ def register_data(app: typer.Typer) -> None:
                                                       f"event time {counts.last_event_time}")  # fmt: skip
 
             counts = asyncio.run(
-                run_replay(
+                replay_with_metrics(
                     settings,
                     source,
                     speed=speed or None,

@@ -125,7 +125,43 @@ class Metrics:
         self.events_replayed = Counter(
             "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
         )
+        # alerts (`notestream alerts`)
+        self.alert_updates = Counter(
+            "notestream_alert_updates", "Risk updates read by the alerts service.", registry=r
+        )
+        self.alert_updates_stale = Counter(
+            "notestream_alert_updates_stale",
+            "Risk updates the alerts service dropped as stale or repeated (seq not above the last seen).",
+            registry=r,
+        )
+        self.webhook_failures = Counter(
+            "notestream_webhook_failures", "Alerts the webhook did not accept after its retries.", registry=r
+        )
+        self.alerts_raised_now = Gauge(
+            "notestream_alerts_raised_now",
+            "Alerts raised and not cleared, now (rebuilt state included).",
+            registry=r,
+        )
+        self.alerts_restored = Counter(
+            "notestream_alerts_restored",
+            "Alerts read back from the risk-alerts topic to rebuild the alert state at start.",
+            registry=r,
+        )
+        # replay (`notestream replay`)
+        self.replay_events = Counter(
+            "notestream_replay_events",
+            "Events a replay produced, by kind (admit, discharge, note, retraction).",
+            ["kind"],
+            registry=r,
+        )
+        self.replay_skipped = Counter(
+            "notestream_replay_notes_skipped",
+            "Notes a replay skipped, by reason (no_hadm, unknown_admission, untimed).",
+            ["reason"],
+            registry=r,
+        )
         self._engine_seen: dict[str, int] = {}
+        self._replay_seen: dict[str, int] = {}
 
     # --- helpers for the common cases -------------------------------------------------------------
     def dead_letter(self, reason: str) -> None:
@@ -173,6 +209,49 @@ class Metrics:
         for i in range(batches):
             self.observe_batch(rows_q + (i < rows_r), padded_q + (i < padded_r), real_q + (i < real_r))
         return batches
+
+    def observe_replay_counts(self, counts: Any) -> None:
+        """Bring the replay counters up to a replay's running counts (``stream.replay.ReplayCounts``:
+        ``admits``, ``discharges``, ``notes``, ``retractions`` (a subset of notes), ``skipped_*``).
+
+        Call it as often as convenient (the replay's ``on_event`` hook, and once at the end); only the
+        growth since the previous call is counted.
+
+        >>> from types import SimpleNamespace
+        >>> m = Metrics(role="replay")
+        >>> m.observe_replay_counts(SimpleNamespace(admits=2, discharges=1, notes=5, retractions=1,
+        ...     skipped_no_hadm=3, skipped_unknown_admission=0, skipped_untimed=1))
+        >>> m.observe_replay_counts(SimpleNamespace(admits=2, discharges=2, notes=6, retractions=1,
+        ...     skipped_no_hadm=3, skipped_unknown_admission=0, skipped_untimed=1))
+        >>> [m.registry.get_sample_value("notestream_replay_events_total", {"kind": k})
+        ...  for k in ("admit", "discharge", "note", "retraction")]
+        [2.0, 2.0, 5.0, 1.0]
+        >>> m.registry.get_sample_value("notestream_events_replayed_total", {"topic": "notes"})
+        6.0
+        >>> m.registry.get_sample_value("notestream_replay_notes_skipped_total", {"reason": "no_hadm"})
+        3.0
+        """
+        retractions = int(getattr(counts, "retractions", 0))
+        now = {
+            "admit": int(getattr(counts, "admits", 0)),
+            "discharge": int(getattr(counts, "discharges", 0)),
+            "note": int(getattr(counts, "notes", 0)) - retractions,
+            "retraction": retractions,
+            "skip:no_hadm": int(getattr(counts, "skipped_no_hadm", 0)),
+            "skip:unknown_admission": int(getattr(counts, "skipped_unknown_admission", 0)),
+            "skip:untimed": int(getattr(counts, "skipped_untimed", 0)),
+        }
+        topics = {"admit": "admissions", "discharge": "admissions", "note": "notes", "retraction": "notes"}
+        for key, value in now.items():
+            grown = value - self._replay_seen.get(key, 0)
+            if grown <= 0:
+                continue
+            if key.startswith("skip:"):
+                self.replay_skipped.labels(reason=key.removeprefix("skip:")).inc(grown)
+            else:
+                self.replay_events.labels(kind=key).inc(grown)
+                self.events_replayed.labels(topic=topics[key]).inc(grown)
+            self._replay_seen[key] = value
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the engine queue depth from ``depth()`` at every scrape."""
