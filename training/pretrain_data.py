@@ -130,9 +130,16 @@ def tokenized_documents(
     docs: Iterable[list[str]], tokenizer: Any, *, batch_docs: int = 64
 ) -> Iterator[list[list[int]]]:
     """Token ids (no special tokens) of each sentence of each document, tokenized in batches."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust tokenizer of a fast one
+    if backend is not None and (backend.truncation is not None or backend.padding is not None):
+        backend = None
     stream = iter(docs)
     while batch := list(islice(stream, batch_docs)):
-        ids = tokenizer([s for d in batch for s in d], add_special_tokens=False)["input_ids"]
+        flat = [s for d in batch for s in d]
+        if backend is not None:  # skips the per-sentence Python conversion of ``tokenizer(...)``
+            ids = [e.ids for e in backend.encode_batch(flat, add_special_tokens=False)]
+        else:
+            ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
         pos = 0
         for d in batch:
             yield ids[pos : pos + len(d)]
