@@ -60,6 +60,7 @@ async def replay_with_metrics(
 
     def observe(counts: ReplayCounts) -> None:
         if meter is not None:
+            meter.replay_sent.inc()  # one call per event sent
             meter.observe_replay_counts(counts)
         if on_event is not None:
             on_event(counts)

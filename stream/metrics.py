@@ -148,9 +148,13 @@ class Metrics:
             registry=r,
         )
         # replay (`notestream replay`)
+        self.replay_sent = Counter(
+            "notestream_replay_sent", "Events a replay handed to its Kafka producer (exact).", registry=r
+        )
         self.replay_events = Counter(
             "notestream_replay_events",
-            "Events a replay produced, by kind (admit, discharge, note, retraction).",
+            "Events a replay took from its source to produce, by kind (admit, discharge, note, retraction); "
+            "counted in batches of up to 512 ahead of the sends (notestream_replay_sent is exact).",
             ["kind"],
             registry=r,
         )
