@@ -16,7 +16,8 @@ at-least-once redelivery, a late partition) and are dropped before they can reac
 >>> tracker.dropped_stale
 1
 
-Alerts go to sinks, async callables taking a :class:`RiskAlert`: :func:`stdout_sink` (JSON lines),
+Alerts go to sinks (:mod:`stream.alert_sinks`, re-exported here), async callables taking a
+:class:`RiskAlert`: :func:`stdout_sink` (JSON lines),
 :func:`topic_sink` (the risk-alerts topic through an injected ``send``), and :class:`WebhookSink`
 (HTTP POST with retries and exponential backoff). :func:`run_alerts` wires them to a Kafka consumer of
 risk-updates for ``notestream alerts``.
@@ -57,29 +58,36 @@ With ``settings.metrics_port`` set, :func:`run_alerts` serves /metrics, /healthz
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
-
-import httpx
+from typing import TYPE_CHECKING
 
 from models.spec import ModelSpec
 from notestream.errors import ConfigError
 from notestream.settings import Settings
+from stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
 from stream.errors import AlertSinkError, BrokerError, EventError
-from stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate, admission_key
+from stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate
 
 if TYPE_CHECKING:
     from stream.metrics import Metrics
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "AlertPolicy",
+    "AlertService",
+    "AlertSink",
+    "AlertTracker",
+    "WebhookSink",
+    "read_alert_log",
+    "run_alerts",
+    "stdout_sink",
+    "topic_sink",
+]
 
-AlertSink = Callable[[RiskAlert], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,21 +146,25 @@ class AlertTracker:
         return sum(t.raised for t in self._tracks.values())
 
     def restore(self, alerts: Iterable[RiskAlert]) -> int:
-        """Seed the state from alerts already sent, in the order they were sent (a topic partition's
-        order): the last alert of each (hadm_id, task) gives whether it is raised and the last seq, so
-        updates at or below that seq are dropped as stale. Returns how many (hadm_id, task) were seeded.
+        """Seed the state from alerts already sent: the last alert of each (hadm_id, task) gives whether
+        it is raised and the last seq, so updates at or below that seq are dropped as stale. "Last" is
+        the highest seq (an admission's seq only grows), then the later in ``alerts``, so the order of
+        alerts read from several partitions does not matter. Returns how many (hadm_id, task) were seeded.
 
         >>> tracker = AlertTracker(AlertPolicy(threshold=0.5, hysteresis=0.1))
         >>> def alert(hadm, state, seq):
         ...     return RiskAlert(hadm_id=hadm, task="readmission", score=0.6, threshold=0.5, state=state, seq=seq)
-        >>> tracker.restore([alert(1, "raised", 3), alert(2, "raised", 1), alert(1, "cleared", 7)])
+        >>> tracker.restore([alert(1, "raised", 3), alert(2, "raised", 1), alert(1, "cleared", 7),
+        ...                  alert(2, "cleared", 0)])  # an older alert read later, from another partition
         2
         >>> tracker.raised()
         [(2, 'readmission')]
         """
         last: dict[tuple[int, str], RiskAlert] = {}
         for alert in alerts:
-            last[(alert.hadm_id, alert.task)] = alert
+            key = (alert.hadm_id, alert.task)
+            if key not in last or alert.seq >= last[key].seq:
+                last[key] = alert
         for key, alert in last.items():
             self._tracks[key] = _Track(alert.seq, alert.state == "raised")
         return len(last)
@@ -189,84 +201,6 @@ class AlertTracker:
             state=state,  # type: ignore[arg-type]
             seq=update.seq,
         )
-
-
-# --- sinks ---------------------------------------------------------------------------------------------
-def stdout_sink(stream: TextIO | None = None) -> AlertSink:
-    """A sink writing each alert as one JSON line (to stdout by default)."""
-
-    async def write(alert: RiskAlert) -> None:
-        out = stream if stream is not None else sys.stdout
-        out.write(alert.model_dump_json() + "\n")
-        out.flush()
-
-    return write
-
-
-def topic_sink(send: Callable[..., Awaitable[Any]], topic: str) -> AlertSink:
-    """A sink producing each alert to ``topic`` through ``send(topic, key=..., value=...)`` (e.g. an
-    aiokafka producer's ``send_and_wait``), keyed by admission id."""
-
-    async def produce(alert: RiskAlert) -> None:
-        try:
-            await send(topic, key=admission_key(alert.hadm_id), value=alert.to_bytes())
-        except Exception as exc:
-            raise AlertSinkError(
-                f"Could not produce the alert of admission {alert.hadm_id} to {topic}: {exc}. Check the broker."
-            ) from exc
-
-    return produce
-
-
-class WebhookSink:
-    """POST each alert as JSON to ``url``; retry transport errors, 429 and 5xx with exponential backoff.
-
-    Other 4xx answers are not retried (the request itself is wrong). After the last retry the sink
-    raises :class:`AlertSinkError`. The URL may carry a token: it never appears in errors or logs.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        timeout_s: float = 5.0,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.url = url
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout_s)
-        self._own_client = client is None
-        self.attempts = 0
-
-    async def __call__(self, alert: RiskAlert) -> None:
-        body = alert.to_bytes()
-        headers = {"content-type": "application/json"}
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            self.attempts += 1
-            try:
-                response = await self._client.post(self.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}"
-                continue
-            if response.status_code < 300:
-                return
-            problem = f"HTTP {response.status_code}"
-            if response.status_code != 429 and response.status_code < 500:
-                break
-        raise AlertSinkError(
-            f"The webhook did not accept the alert of admission {alert.hadm_id} (seq {alert.seq}) after "
-            f"{self.attempts} attempt(s): {problem}. Check the webhook URL and the receiving service."
-        )
-
-    async def close(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
 
 
 class AlertService:
