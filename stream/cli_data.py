@@ -93,6 +93,11 @@ def register_data(app: typer.Typer) -> None:
             None,
             help="Event time per wall time: 3600 plays an hour per second. Default: as fast as possible.",
         ),
+        rate: float = typer.Option(
+            None,
+            help="At most this many events per second (with --speed: whichever is slower). 0 or unset: "
+            "no limit.",
+        ),
         limit: int = typer.Option(None, help="Replay only the first N admissions (by admit time)."),
         hadm_ids: list[str] = typer.Option(None, help="Only these admissions (comma-separated, repeatable)."),
         since: str = typer.Option(None, help="Only events at or after this time, e.g. 2150-01-01."),
@@ -129,6 +134,7 @@ def register_data(app: typer.Typer) -> None:
                     settings,
                     source,
                     speed=speed or None,
+                    rate=rate or None,
                     hadm_ids=_hadm_ids(hadm_ids),
                     limit=limit,
                     since=_moment(since, "--since"),

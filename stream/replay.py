@@ -14,7 +14,8 @@
   follow the discharge, as they would in a live feed.
 - Filters: ``hadm_ids``; ``limit`` = the first N admissions by admit time (their events complete);
   ``since``/``until`` keep events in [since, until) of admissions overlapping that range.
-- Speed: ``speed=3600`` plays one hour of event time per second; ``None`` is as fast as possible.
+- Pacing: ``speed=3600`` plays one hour of event time per second; ``rate=20`` sends at most 20 events
+  per second (with ``speed`` too: whichever is slower); ``None`` for both is as fast as possible.
 """
 
 from __future__ import annotations
@@ -240,26 +241,48 @@ def _count(counts: ReplayCounts, row: tuple[Any, ...], kind: str) -> ReplayItem:
 
 
 class Pacer:
-    """Sleeps so that event time advances ``speed`` times faster than wall time (None: never sleeps)."""
+    """Sleeps so that event time advances ``speed`` times faster than wall time, and so that at most
+    ``rate`` events are sent per second (each None: no such limit; both: the later of the two).
 
-    def __init__(self, speed: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    ``rate`` spaces sends at least ``1/rate`` s apart, so the feed never bursts above it, even to catch
+    up with event time after a slow stretch. Call :meth:`delay` just before each send and sleep for the
+    seconds it returns.
+    """
+
+    def __init__(
+        self, speed: float | None, clock: Callable[[], float] = time.monotonic, *, rate: float | None = None
+    ) -> None:
         if speed is not None and speed <= 0:
             raise ReplayError(
                 f"The replay speed must be positive (or none for as fast as possible), not {speed}."
             )
+        if rate is not None and not rate > 0:
+            raise ReplayError(
+                f"The replay rate must be a positive number of events per second (or none for no limit), "
+                f"not {rate}."
+            )
         self.speed = speed
+        self.rate = rate
         self._clock = clock
         self._start: tuple[datetime, float] | None = None
+        self._next_slot: float | None = None
 
     def delay(self, moment: datetime) -> float:
-        """Seconds to wait before sending an event of time ``moment``."""
-        if self.speed is None:
+        """Seconds to wait before sending an event of time ``moment`` (the caller then sends it)."""
+        if self.speed is None and self.rate is None:
             return 0.0
-        if self._start is None:
-            self._start = (moment, self._clock())
-        first, wall = self._start
-        due = wall + (moment - first).total_seconds() / self.speed
-        return max(0.0, due - self._clock())
+        now = self._clock()
+        wait = 0.0
+        if self.speed is not None:
+            if self._start is None:
+                self._start = (moment, now)
+            first, wall = self._start
+            wait = max(wait, wall + (moment - first).total_seconds() / self.speed - now)
+        if self.rate is not None:
+            if self._next_slot is not None:
+                wait = max(wait, self._next_slot - now)
+            self._next_slot = now + wait + 1.0 / self.rate
+        return wait
 
 
 async def replay(
@@ -267,6 +290,7 @@ async def replay(
     source: ReplaySource,
     *,
     speed: float | None = None,
+    rate: float | None = None,
     hadm_ids: Collection[int] | None = None,
     limit: int | None = None,
     since: datetime | None = None,
@@ -275,14 +299,15 @@ async def replay(
     temp_dir: str | Path | None = None,
 ) -> ReplayCounts:
     """Produce the events of ``source`` to the notes and admissions topics (aiokafka, key = admission
-    id) and return the counts. Each event gets ``produced_at`` when it is sent."""
+    id) and return the counts. Each event gets ``produced_at`` when it is sent. ``speed`` paces by
+    event time, ``rate`` caps the events sent per second (:class:`Pacer`); None: as fast as possible."""
     from stream.kafka import producer as make_producer
 
     counts = ReplayCounts()
     events = iter_events(
         source, hadm_ids=hadm_ids, limit=limit, since=since, until=until, counts=counts, temp_dir=temp_dir
     )
-    pacer = Pacer(speed)
+    pacer = Pacer(speed, rate=rate)
     producer = make_producer(settings)
     started = time.monotonic()
     pending: list[asyncio.Future[Any]] = []

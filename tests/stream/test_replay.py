@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
+import time
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -357,6 +359,54 @@ def test_pacer() -> None:
     assert Pacer(None).delay(t0 + timedelta(days=9)) == 0.0
     with pytest.raises(ReplayError, match="speed"):
         Pacer(0)
+
+
+def test_pacer_rate_spaces_events() -> None:
+    now = [50.0]
+    pacer = Pacer(None, clock=lambda: now[0], rate=10.0)
+    t0 = datetime(2150, 1, 1)
+    waits = []
+    for i in range(5):
+        waits.append(pacer.delay(t0 + timedelta(hours=i)))
+        now[0] += waits[-1]  # the caller sleeps, then sends
+    assert waits == pytest.approx([0.0, 0.1, 0.1, 0.1, 0.1])
+    now[0] += 3.0  # a stall does not let the feed burst above the rate afterwards
+    assert pacer.delay(t0) == 0.0
+    assert pacer.delay(t0) == pytest.approx(0.1)
+    with pytest.raises(ReplayError, match="rate"):
+        Pacer(None, rate=0)
+
+
+def test_pacer_speed_and_rate_take_the_later() -> None:
+    now = [0.0]
+    pacer = Pacer(3600.0, clock=lambda: now[0], rate=2.0)
+    t0 = datetime(2150, 1, 1)
+    assert pacer.delay(t0) == 0.0
+    # event time says now, the rate says in half a second
+    assert pacer.delay(t0) == pytest.approx(0.5)
+    now[0] = 0.5
+    # the rate allows it in half a second, event time (3 h at 3600x) only after 3 s
+    assert pacer.delay(t0 + timedelta(hours=3)) == pytest.approx(2.5)
+
+
+@pytest.mark.slow
+async def test_replay_rate_bounds_wall_time(kafka_settings: Settings, mimic_iii: Path) -> None:
+    sent: list[float] = []
+    counts = await replay(
+        kafka_settings,
+        ReplaySource.mimic_iii(mimic_iii),
+        rate=20.0,
+        on_event=lambda c: sent.append(time.monotonic()),
+    )
+    events = counts.notes + counts.admits + counts.discharges
+    assert events == len(sent) == 13
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    # sends are scheduled 1/rate apart; the time a send takes only jitters the gaps around that
+    assert min(gaps) >= 0.05 / 2, "never a burst above the rate"
+    assert sent[-1] - sent[0] >= (events - 1) / 20.0 * 0.95
+    assert (events - 1) / 20.0 * 0.95 <= counts.wall_s < 10
+    fast = await replay(kafka_settings, ReplaySource.mimic_iii(mimic_iii), hadm_ids=[100, 300])
+    assert fast.wall_s < (events - 1) / 20.0, "no rate: as fast as possible"
 
 
 @pytest.mark.slow
