@@ -11,7 +11,8 @@ Python lists, so, like BERT's ``create_pretraining_data``, examples are built a 
 3. :func:`build_shards` writes the token ids of every example to shards: ``shard-NNNNN.bin`` (raw
    little-endian int32, read with ``numpy.memmap``) and ``shard-NNNNN.index.npy`` (int64 rows: offset,
    length of A, length of B, NSP label), described by ``shards.json`` (written last, so a half-built
-   folder is never read). No pickles.
+   folder is never read). No pickles. Memory: the buffer's tokenized notes, 16 MB of ids waiting to be
+   written, and the index of the open shard (32 bytes per example, ``shard_examples`` at most).
 4. :class:`ShardDataset` reads examples back lazily; MLM masking stays dynamic in the collator.
 
 Deviation from the reference: BERT draws the random segment B of an NSP pair from any document of its
@@ -181,7 +182,7 @@ class _Shards:
         self._flush()
         self.fh.close()
         index = np.frombuffer(self.index, dtype=np.int64).reshape(-1, 4)
-        np.save(self.folder / self.shards[-1]["index"], index.astype("<i8"), allow_pickle=False)
+        np.save(self.folder / self.shards[-1]["index"], index.astype("<i8", copy=False), allow_pickle=False)
         self.shards[-1].update(examples=len(index), token_count=self.written)
         self.fh, self.index, self.written = None, array("q"), 0
 
