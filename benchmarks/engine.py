@@ -290,8 +290,14 @@ def write_report(line: dict, out: Path) -> None:  # type: ignore[type-arg]
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "engine.json").write_text(json.dumps(line, indent=2) + "\n")
-    figures = ["engine_vs_bare", "engine_text_vs_bare", "padding_efficiency", "batched_vs_single"]
-    fig, axes = plt.subplots(1, len(line["results"]), figsize=(5 * len(line["results"]), 3.5), squeeze=False)
+    figures = [
+        "engine_vs_bare",
+        "engine_vs_bare_cpu_time",
+        "engine_text_vs_bare",
+        "padding_efficiency",
+        "batched_vs_single",
+    ]
+    fig, axes = plt.subplots(1, len(line["results"]), figsize=(6 * len(line["results"]), 3.8), squeeze=False)
     for ax, res in zip(axes[0], line["results"], strict=True):
         ax.bar(figures, [res[f] for f in figures])
         ax.axhline(0.9, color="grey", linestyle="--", linewidth=1)
