@@ -15,8 +15,10 @@ stays responsive while the model runs::
   ``max_wait_ms``. The oldest chunk is always in the next batch, so nothing starves; its companions are
   the queued chunks nearest to it in length, as long as the batch keeps ``min_batch_efficiency`` of its
   computed tokens real (not padding). On a CPU, compute is proportional to padded tokens and batch size
-  hardly matters, so 0.9 nearly doubles throughput on streams of short notes; on a GPU a lower value
-  fills batches more (0 disables the rule).
+  hardly matters, so the rule is pure gain: on real nursing notes (short, varied) it kept 91% of
+  computed tokens real where batches of 16 sorted by length kept 82%, and in a simulation with 8
+  callers it raised efficiency from 0.48 to 0.94. On a GPU a lower value fills batches more (0
+  disables the rule).
 - One output per input is checked. A failing batch fails each request in it with :class:`BatchFailed`
   (the rest of such a request is dropped) and the worker goes on serving.
 - The queue holds at most ``queue_size`` chunks (a single larger request is admitted into an empty
