@@ -6,8 +6,15 @@
 3. start the embedded Kafka-protocol broker (:mod:`stream.embedded`) unless ``--broker`` names a real
    one, and the worker in its own process, with the in-memory store unless ``--store`` names Redis;
 4. replay the held-out admissions (every cohort admission not used for training or validation) as a
-   live feed (:func:`stream.replay.replay`) while a reader shows a live table of risk updates and alerts;
-5. score the same notes offline with the same model, and write ``DIR/summary.json`` (+ ``summary.png``).
+   live feed (:func:`stream.replay.replay`) at ``rate`` events per second (default
+   :data:`DEFAULT_RATE`, well below what the worker can score, so the latencies in the summary are
+   the service's and not time spent queueing behind a backlog; ``rate=0`` sends as fast as possible)
+   while a reader shows a live table of risk updates and alerts (on a terminal; in a log, one line
+   every few seconds and the final table);
+5. score the same notes offline with the same model, and write ``DIR/summary.json`` (+ ``summary.png``):
+   streamed vs offline scores, the spread of the scores (``score_p10/p50/p90`` of admissions,
+   ``chunk_prob_p10/p50/p90`` of chunks), alerts, latencies at the replay rate used, and ``load``: the
+   in-window chunks' arrival rate over the engine's offline capacity (chunks/s).
 
 The worker's in-memory store lives in the worker process, so the demo reads final states from the
 ``risk-updates`` topic: the update with the highest ``seq`` per admission. The store journals every
@@ -18,6 +25,7 @@ change to ``DIR/store.jsonl`` (chunk probabilities only, never note text), which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -37,6 +45,12 @@ from stream.events import NoteEvent, RiskAlert, RiskUpdate
 
 console = Console(stderr=True)
 
+DEFAULT_RATE = 20.0
+"""Events per second the demo replays at by default (admits, notes and discharges; about a quarter are
+notes inside the window, i.e. ~5 notes/s, a small part of the worker's capacity on 2 CPU cores)."""
+LOG_EVERY_S = 5.0
+"""Seconds between the one-line progress reports when stderr is not a terminal."""
+
 
 class DemoError(NotestreamError):
     """The demo could not finish: the worker or the replay failed, or the stream did not complete."""
@@ -54,10 +68,15 @@ class DemoConfig:
     hours: float = 72.0
     hidden: int = 64
     max_length: int = 96
-    steps: int = 150
-    """Fine-tuning steps (batch 16) of the small BERT."""
+    steps: int = 400
+    """Fine-tuning steps of the small BERT (fewer and it stays near the base rate: every score ~0.29)."""
+    batch_size: int = 32
+    lr: float = 2e-3
+    """Peak learning rate of the fine-tuning (10% linear warm-up, then linear decay)."""
     speed: float = 0.0
-    """Replay speed factor (3600 = one hour of event time per second); 0 plays as fast as possible."""
+    """Replay speed factor (3600 = one hour of event time per second); 0: no event-time pacing."""
+    rate: float = DEFAULT_RATE
+    """At most this many replayed events per second (with ``speed``: whichever is slower); 0: no limit."""
     live: bool = True
     timeout_s: float = 600.0
 
@@ -80,11 +99,11 @@ def build_model(cfg: DemoConfig) -> tuple[Path, Path, Path]:
 
     console.log(
         f"Synthesizing {cfg.patients} patients, preparing the {cfg.hours:g}-hour early-notes readmission task "
-        f"and fine-tuning a small BERT ({cfg.steps} steps) in {cfg.out} ..."
+        f"and fine-tuning a small BERT ({cfg.steps} steps of {cfg.batch_size}, lr {cfg.lr:g}) in {cfg.out} ..."
     )
     result = quick_model(
         cfg.out, n_patients=cfg.patients, seed=cfg.seed, hours=cfg.hours, hidden=cfg.hidden,
-        max_length=cfg.max_length, max_steps=cfg.steps,
+        max_length=cfg.max_length, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
     )  # fmt: skip
     console.log(f"Model: {result.model_dir} (validation metrics {result.metrics.get('val', {})}).")
     return result.mimic_dir, result.data_dir, result.model_dir
@@ -124,7 +143,21 @@ def plan_feed(mimic: Path, model: Path, labels: dict[int, int]) -> Feed:
     return feed
 
 
-async def offline_scores(model: Path, feed: Feed) -> tuple[dict[int, float | None], int]:
+@dataclass
+class Offline:
+    """Offline scores of the held-out admissions, their chunk probabilities, and the engine's pace."""
+
+    scores: dict[int, float | None]
+    chunk_probs: list[float]
+    score_s: float
+    """Seconds the engine took to score every chunk (one request per admission)."""
+
+    @property
+    def chunks_per_s(self) -> float | None:
+        return len(self.chunk_probs) / self.score_s if self.score_s > 0 else None
+
+
+async def offline_scores(model: Path, feed: Feed) -> Offline:
     """Offline scores of the same notes with the same model (engine, note_chunks, aggregate)."""
     from models.aggregate import admission_score
     from models.engine import InferenceEngine
@@ -142,13 +175,15 @@ async def offline_scores(model: Path, feed: Feed) -> tuple[dict[int, float | Non
                 held.pop(note.note_id, None)
             elif in_window(note, spec) and note.revision >= getattr(held.get(note.note_id), "revision", -1):
                 held[note.note_id] = note
-        scores: dict[int, float | None] = {}
-        chunks_total = 0
+        result = Offline({}, [], 0.0)
         for hadm, held in live.items():
             chunks = [c for note in held.values() for c in note_chunks(note.text, spec, tokenizer)]
-            chunks_total += len(chunks)
-            scores[hadm] = admission_score(await engine.score(chunks), spec.c) if chunks else None
-        return scores, chunks_total
+            started = time.perf_counter()
+            probs = await engine.score(chunks) if chunks else []
+            result.score_s += time.perf_counter() - started
+            result.chunk_probs.extend(probs)
+            result.scores[hadm] = admission_score(probs, spec.c) if chunks else None
+        return result
     finally:
         await engine.close()
 
@@ -163,20 +198,25 @@ class Watch:
     alerts: list[RiskAlert] = field(default_factory=list)
     recent: deque[tuple[RiskUpdate, RiskAlert | None]] = field(default_factory=lambda: deque(maxlen=14))
     replay_s: float = 0.0
+    sent: int = 0
+    """Events the replay has sent so far."""
+
+    def finished(self, expected: dict[int, int]) -> int:
+        """Admissions whose final update holds all their in-window notes."""
+        return sum(1 for h, n in expected.items() if (u := self.last.get(h)) and u.final and u.n_notes == n)
 
     def done(self, expected: dict[int, int]) -> bool:
-        return all(
-            (u := self.last.get(h)) is not None and u.final and u.n_notes == n for h, n in expected.items()
+        return self.finished(expected) == len(expected)
+
+    def status(self, expected: dict[int, int]) -> str:
+        """One line for logs: events sent, risk updates, alerts, admissions done."""
+        return (
+            f"events sent {self.sent}  risk updates {len(self.updates)}  alerts {len(self.alerts)}  "
+            f"admissions done {self.finished(expected)}/{len(expected)}"
         )
 
     def table(self, expected: dict[int, int]) -> Table:
-        finished = sum(
-            1 for h, n in expected.items() if (u := self.last.get(h)) and u.final and u.n_notes == n
-        )
-        table = Table(
-            title=f"risk updates {len(self.updates)}  alerts {len(self.alerts)}  "
-            f"admissions done {finished}/{len(expected)}"
-        )
+        table = Table(title=self.status(expected))
         for col in ("hadm_id", "seq", "notes", "chunks", "score", "change", "alert"):
             table.add_column(col, justify="right")
         for u, alert in self.recent:
@@ -230,12 +270,28 @@ async def stream_feed(
         console.log(f"Starting the worker (its log: {log}) ...")
         await asyncio.to_thread(wait_ready, worker, ready)
         source = ReplaySource.mimic_iii(mimic)
-        feeding = asyncio.create_task(
-            replay(settings, source, speed=cfg.speed or None, hadm_ids=list(feed.labels))
+        console.log(
+            f"Replaying {f'at most {cfg.rate:g} events/s' if cfg.rate else 'as fast as possible'}"
+            f"{f', {cfg.speed:g}x event time' if cfg.speed else ''} ..."
         )
+
+        def sent(_: object) -> None:
+            watch.sent += 1
+
+        feeding = asyncio.create_task(
+            replay(settings, source, speed=cfg.speed or None, rate=cfg.rate or None,
+                   hadm_ids=list(feed.labels), on_event=sent)
+        )  # fmt: skip
         deadline = time.monotonic() + cfg.timeout_s
-        with Live(watch.table(feed.expected_notes), console=console, refresh_per_second=4,
-                  transient=not cfg.live) as live:  # fmt: skip
+        # A live table redraws in place on a terminal; in a log file it would be printed over and over,
+        # so there the demo writes one status line every LOG_EVERY_S and the final table once.
+        live = (
+            Live(watch.table(feed.expected_notes), console=console, refresh_per_second=4)
+            if cfg.live and console.is_terminal
+            else None
+        )
+        next_log = time.monotonic() + LOG_EVERY_S
+        with live if live is not None else contextlib.nullcontext():
             while not (feeding.done() and watch.done(feed.expected_notes)):
                 if worker.poll() is not None:
                     raise DemoError(f"The worker exited with code {worker.returncode}; see {log}.")
@@ -243,13 +299,21 @@ async def stream_feed(
                     raise DemoError(f"The replay failed: {feeding.exception()}") from feeding.exception()
                 if time.monotonic() > deadline or reader.done():
                     break
-                live.update(watch.table(feed.expected_notes))
+                if live is not None:
+                    live.update(watch.table(feed.expected_notes))
+                elif time.monotonic() >= next_log:
+                    console.log(watch.status(feed.expected_notes))
+                    next_log = time.monotonic() + LOG_EVERY_S
                 await asyncio.sleep(0.25)
-            live.update(watch.table(feed.expected_notes))
+            if live is not None:
+                live.update(watch.table(feed.expected_notes))
+        if live is None and cfg.live:
+            console.print(watch.table(feed.expected_notes))
         counts = await feeding
         watch.replay_s = counts.wall_s
         console.log(
-            f"Replayed {counts.notes} notes of {len(counts.admissions)} admissions in {counts.wall_s:.1f} s."
+            f"Replayed {watch.sent} events ({counts.notes} notes) of {len(counts.admissions)} admissions "
+            f"in {counts.wall_s:.1f} s."
         )
     finally:
         if feeding is not None and not feeding.done():
@@ -274,12 +338,28 @@ async def stream_feed(
 
 
 # --- 5: summary ------------------------------------------------------------------------------------
-def summarize(feed: Feed, watch: Watch, offline: dict[int, float | None], chunks: int) -> dict[str, Any]:
+def quantiles(values: list[float] | np.ndarray, name: str) -> dict[str, float | None]:
+    """``{name}_p10``, ``_p50``, ``_p90`` of ``values`` (None when empty).
+
+    >>> quantiles([0.1, 0.2, 0.3, 0.4, 0.5], "score")
+    {'score_p10': 0.14, 'score_p50': 0.3, 'score_p90': 0.46}
+    >>> quantiles([], "x")["x_p50"] is None
+    True
+    """
+    arr = np.asarray(values, dtype=float)
+    return {
+        f"{name}_p{q}": round(float(np.percentile(arr, q)), 6) if arr.size else None for q in (10, 50, 90)
+    }
+
+
+def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, rate: float) -> dict[str, Any]:
+    """The figures of the run (summary.json)."""
     from training.metrics import admission_metrics
 
-    both = [h for h in feed.expected_notes if offline.get(h) is not None]
-    streamed = np.array([watch.last[h].score for h in both])
-    reference = np.array([offline[h] for h in both], dtype=float)
+    scores = offline.scores
+    both = [h for h in feed.expected_notes if scores.get(h) is not None]
+    streamed = np.array([watch.last[h].score for h in both], dtype=float)
+    reference = np.array([scores[h] for h in both], dtype=float)
     labels = [feed.labels[h] for h in both]
     changes = [u for u in watch.updates if u.change in ("new", "revision", "retracted") and u.produced_at]
     latency = np.array([(u.emitted_at - u.produced_at).total_seconds() * 1000 for u in changes])  # type: ignore[operator]
@@ -288,22 +368,39 @@ def summarize(feed: Feed, watch: Watch, offline: dict[int, float | None], chunks
     span = (
         (max(u.emitted_at for u in watch.updates) - first).total_seconds() if first and watch.updates else 0.0
     )
+    flagged, truth = streamed >= threshold, np.array(labels, dtype=int) == 1
+    chunks = len(offline.chunk_probs)
+    capacity = offline.chunks_per_s
+    arrival = chunks / watch.replay_s if watch.replay_s > 0 else None
     return {
         "admissions": len(feed.expected_notes),
         "notes": sum(feed.expected_notes.values()),
         "notes_replayed": len(feed.notes),
         "risk_updates": len(watch.updates),
         "alerts": len(watch.alerts),
+        "alerted_admissions": len({a.hadm_id for a in watch.alerts if a.state == "raised"}),
+        # at the final scores: how many admissions stand above the model's threshold (RP80 on
+        # validation: the lowest threshold with precision > 0.8 there), and how right they are
+        "above_threshold_at_end": int(np.sum(flagged)),
+        "positives": int(np.sum(truth)),
+        "alert_precision": float(np.sum(flagged & truth) / np.sum(flagged)) if np.any(flagged) else None,
+        "alert_recall": float(np.sum(flagged & truth) / np.sum(truth)) if np.any(truth) else None,
         "streamed_auroc": admission_metrics(labels, streamed)["auroc"] if both else None,
         "offline_auroc": admission_metrics(labels, reference)["auroc"] if both else None,
         "max_abs_score_diff": float(np.max(np.abs(streamed - reference))) if both else 0.0,
         "scored_admissions": len(both),
+        **quantiles(streamed, "score"),
+        **quantiles(offline.chunk_probs, "chunk_prob"),
         "chunks": chunks,
         "chunks_per_s": chunks / span if span > 0 else None,
+        # the latencies hold for this replay rate (0: as fast as possible, where the worker works
+        # through a backlog and the latencies are mostly queueing); `load` is the in-window chunks'
+        # arrival rate over what the engine scores offline per second
+        "replay_rate_per_s": rate,
         "latency_p50_ms": float(np.percentile(latency, 50)) if len(latency) else None,
         "latency_p99_ms": float(np.percentile(latency, 99)) if len(latency) else None,
-        # the replay sends as fast as it can: the worker works through a backlog, so these latencies
-        # include queueing (benchmarks/pipeline.py measures them at half of capacity)
+        "offline_chunks_per_s": capacity,
+        "load": arrival / capacity if arrival is not None and capacity else None,
         "replay_s": round(watch.replay_s, 3),
     }
 
@@ -326,7 +423,8 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
     ]
     right.hist(lat, bins=40)
     right.set(xlabel="note produced -> update emitted (ms)", ylabel="updates",
-              title=f"p50 {summary['latency_p50_ms'] or 0:.0f} ms, p99 {summary['latency_p99_ms'] or 0:.0f} ms")  # fmt: skip
+              title=f"p50 {summary['latency_p50_ms'] or 0:.0f} ms, p99 {summary['latency_p99_ms'] or 0:.0f} ms "
+                    f"at {summary['replay_rate_per_s'] or 'unlimited'} events/s")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -370,15 +468,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     finally:
         if broker is not None:
             broker.close()
-    offline, chunks = asyncio.run(offline_scores(model, feed))
-    summary = summarize(feed, watch, offline, chunks)
+    offline = asyncio.run(offline_scores(model, feed))
+    summary = summarize(feed, watch, offline, threshold=threshold, rate=cfg.rate)
     summary.update(
         threshold=threshold,
         wall_s=time.monotonic() - started,
         config={k: str(v) for k, v in asdict(cfg).items()},
     )
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    plot(cfg.out / "summary.png", watch, offline, summary)
+    plot(cfg.out / "summary.png", watch, offline.scores, summary)
     table = Table(title="notestream demo")
     table.add_column("figure")
     table.add_column("value", justify="right")

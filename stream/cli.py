@@ -49,24 +49,25 @@ def register(app: typer.Typer) -> None:
         ),
         store: str = typer.Option(None, help="redis://... to use Redis instead of the in-memory store."),
         patients: int = typer.Option(600, help="Synthetic patients in the cohort."),
-        steps: int = typer.Option(150, help="Fine-tuning steps of the small model."),
-        speed: float = typer.Option(0.0, help="Replay speed factor (0: as fast as possible)."),
+        steps: int = typer.Option(None, help="Fine-tuning steps of the small model (default 400, batch 32)."),
+        speed: float = typer.Option(0.0, help="Replay speed factor (0: no event-time pacing)."),
+        rate: float = typer.Option(
+            None, help="At most this many replayed events per second (default 20; 0: as fast as possible)."
+        ),
         live: bool = typer.Option(True, help="Show the live table of risk updates and alerts."),
     ) -> None:
         """Synthesize a cohort, train a small model, stream it through a worker, and summarize."""
+        from dataclasses import replace
+
         from notestream.demo import DemoConfig, run_demo
 
-        run_demo(
-            DemoConfig(
-                out=out,
-                broker=broker,
-                store=store,
-                patients=patients,
-                steps=steps,
-                speed=speed,
-                live=live,
-            )
-        )
+        cfg = DemoConfig(out=out, broker=broker, store=store, patients=patients, speed=speed, live=live)
+        # options left unset keep the defaults of DemoConfig
+        if steps is not None:
+            cfg = replace(cfg, steps=steps)
+        if rate is not None:
+            cfg = replace(cfg, rate=rate)
+        run_demo(cfg)
 
     from stream.cli_data import register_data
 

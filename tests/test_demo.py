@@ -23,11 +23,18 @@ KEYS = {
     "chunks_per_s",
     "latency_p50_ms",
     "latency_p99_ms",
+    "replay_rate_per_s",
+    "score_p10",
+    "score_p50",
+    "score_p90",
+    "chunk_prob_p10",
+    "chunk_prob_p90",
+    "load",
 }
 
 
-def test_demo_streams_the_offline_scores(tmp_path: Path) -> None:
-    cfg = DemoConfig(out=tmp_path / "demo", patients=80, steps=10, live=False, timeout_s=180)
+def test_demo_streams_the_offline_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = DemoConfig(out=tmp_path / "demo", patients=80, steps=10, rate=40.0, live=True, timeout_s=180)
     returned = run_demo(cfg)
     summary = json.loads((cfg.out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(returned))
@@ -39,6 +46,14 @@ def test_demo_streams_the_offline_scores(tmp_path: Path) -> None:
     assert summary["streamed_auroc"] == pytest.approx(summary["offline_auroc"], abs=1e-6)
     assert summary["chunks_per_s"] > 0
     assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
+    # the feed is paced: never faster than the rate asked for
+    assert summary["replay_rate_per_s"] == 40.0
+    assert summary["replay_s"] >= (summary["notes_replayed"] - 1) / 40.0
+    assert 0 <= summary["score_p10"] <= summary["score_p50"] <= summary["score_p90"] <= 1
+    assert 0 <= summary["chunk_prob_p10"] <= summary["chunk_prob_p90"] <= 1
+    assert summary["load"] > 0
+    # stderr is not a terminal here: the live table is printed once at the end, not redrawn into the log
+    assert capsys.readouterr().err.count("hadm_id") == 1
     assert (cfg.out / "summary.png").stat().st_size > 0
     # The run stays inspectable (notestream explain --snapshot) and its journal holds no note text.
     from stream.store.memory import MemoryRiskStore

@@ -43,12 +43,19 @@ def quick_model(
     chunk_words: int = 64,
     max_length: int = 96,
     hidden: int = 64,
-    max_steps: int = 150,
-    batch_size: int = 16,
-    lr: float = 1e-3,
+    max_steps: int = 400,
+    batch_size: int = 32,
+    lr: float = 2e-3,
     progress: bool = False,
 ) -> QuickResult:
-    """Synthesize ``workdir/mimic``, prepare ``workdir/data`` and train ``workdir/model``."""
+    """Synthesize ``workdir/mimic``, prepare ``workdir/data`` and train ``workdir/model``.
+
+    The fine-tuning defaults (400 steps of 32 chunks, about 1.7 epochs of the 600-patient cohort, peak
+    lr 2e-3 after a 10% warm-up) are what the small randomly initialised BERT needs to learn both kinds
+    of planted markers: with 150 steps of 16 at 1e-3 it only learns the base rate (every chunk ~0.29),
+    and with 150 steps of 32 it learns the protective markers but not the risk ones. About 20 s on two
+    idle CPU cores; chunk probabilities then spread from ~0.02 to ~0.97 and validation AUROC ~1.0.
+    """
     root = Path(workdir)
     write_mimic_iii(
         root / "mimic", n_patients, seed, signal, readmit_rate=0.6, notes_scale=0.25, words_scale=0.4,
