@@ -13,8 +13,11 @@
    every few seconds and the final table);
 5. score the same notes offline with the same model, and write ``DIR/summary.json`` (+ ``summary.png``):
    streamed vs offline scores, the spread of the scores (``score_p10/p50/p90`` of admissions,
-   ``chunk_prob_p10/p50/p90`` of chunks), alerts, latencies at the replay rate used, and ``load``: the
-   in-window chunks' arrival rate over the engine's offline capacity (chunks/s).
+   ``chunk_prob_p10/p50/p90`` of chunks), alerts with their precision and recall, latencies at the
+   replay rate used, and ``engine_load``: the in-window chunks' arrival rate over the engine's batched
+   offline rate (chunks/s), a lower bound of the worker's load since it scores note by note (on 2 idle
+   cores: ~500 chunks/s offline, ~85 chunks/s streamed through a backlog with ``rate=0``; the default
+   rate brings ~9 chunks/s).
 
 The worker's in-memory store lives in the worker process, so the demo reads final states from the
 ``risk-updates`` topic: the update with the highest ``seq`` per admission. The store journals every
@@ -394,13 +397,13 @@ def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, r
         "chunks": chunks,
         "chunks_per_s": chunks / span if span > 0 else None,
         # the latencies hold for this replay rate (0: as fast as possible, where the worker works
-        # through a backlog and the latencies are mostly queueing); `load` is the in-window chunks'
-        # arrival rate over what the engine scores offline per second
+        # through a backlog and the latencies include queueing); `engine_load` is the in-window chunks'
+        # arrival rate over what the engine scores offline per second (batched: a lower bound)
         "replay_rate_per_s": rate,
         "latency_p50_ms": float(np.percentile(latency, 50)) if len(latency) else None,
         "latency_p99_ms": float(np.percentile(latency, 99)) if len(latency) else None,
         "offline_chunks_per_s": capacity,
-        "load": arrival / capacity if arrival is not None and capacity else None,
+        "engine_load": arrival / capacity if arrival is not None and capacity else None,
         "replay_s": round(watch.replay_s, 3),
     }
 

@@ -29,7 +29,7 @@ KEYS = {
     "score_p90",
     "chunk_prob_p10",
     "chunk_prob_p90",
-    "load",
+    "engine_load",
 }
 
 
@@ -51,7 +51,7 @@ def test_demo_streams_the_offline_scores(tmp_path: Path, capsys: pytest.CaptureF
     assert summary["replay_s"] >= (summary["notes_replayed"] - 1) / 40.0
     assert 0 <= summary["score_p10"] <= summary["score_p50"] <= summary["score_p90"] <= 1
     assert 0 <= summary["chunk_prob_p10"] <= summary["chunk_prob_p90"] <= 1
-    assert summary["load"] > 0
+    assert summary["engine_load"] > 0
     # stderr is not a terminal here: the live table is printed once at the end, not redrawn into the log
     assert capsys.readouterr().err.count("hadm_id") == 1
     assert (cfg.out / "summary.png").stat().st_size > 0
