@@ -12,13 +12,9 @@ stays responsive while the model runs::
                                   worker cuda:0 / cuda:1 / cpu (forward in a thread) --> futures
 
 - A batch is taken when it is full (count or token budget) or when its oldest chunk has waited
-  ``max_wait_ms``. The oldest chunk is always in the next batch, so nothing starves; its companions are
-  the queued chunks nearest to it in length, as long as the batch keeps ``min_batch_efficiency`` of its
-  computed tokens real (not padding). On a CPU, compute is proportional to padded tokens and batch size
-  hardly matters, so the rule is pure gain: on real nursing notes (short, varied) it kept 91% of
-  computed tokens real where batches of 16 sorted by length kept 82%, and in a simulation with 8
-  callers it raised efficiency from 0.48 to 0.94. On a GPU a lower value fills batches more (0
-  disables the rule).
+  ``max_wait_ms``; which queued chunks join it is planned by :func:`models.batching.select_batch` (the
+  oldest chunk, then those nearest to it in length while ``min_batch_efficiency`` of the computed tokens
+  stay real; see :mod:`models.batching` for the measurements behind the rule).
 - One output per input is checked. A failing batch fails each request in it with :class:`BatchFailed`
   (the rest of such a request is dropped) and the worker goes on serving.
 - The queue holds at most ``queue_size`` chunks (a single larger request is admitted into an empty
@@ -39,12 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.batching import batch_is_full, has_room, select_batch, token_counts
 from models.classifier import ChunkClassifier
 from models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 
 if TYPE_CHECKING:
     from models.spec import ModelSpec
     from notestream.settings import Settings
+
+__all__ = ["InferenceEngine", "resolve_devices", "select_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -67,42 +66,6 @@ def resolve_devices(devices: Sequence[str]) -> list[str]:
     if not out:
         raise EngineError("The engine needs at least one device, e.g. ['cpu'] or ['auto'].")
     return out
-
-
-def select_batch(
-    lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int, min_efficiency: float = 0.0
-) -> list[int]:
-    """Indices of the next batch from queued chunk lengths in arrival order.
-
-    The oldest chunk (index 0) is always taken; then the chunks closest to it in length (oldest first
-    among equals) while the padded size, longest x rows, stays within ``max_batch_tokens`` and the
-    batch's padding efficiency (real tokens / padded tokens) stays at least ``min_efficiency``. Chunks
-    left out wait for a batch of their own length.
-
-    >>> select_batch([500, 40, 510, 38, 505], max_batch_size=8, max_batch_tokens=1600)
-    [0, 4, 2]
-    >>> select_batch([40, 500, 38], max_batch_size=2, max_batch_tokens=4096)
-    [0, 2]
-    >>> select_batch([40, 500, 60], max_batch_size=8, max_batch_tokens=4096, min_efficiency=0.9)
-    [0]
-    >>> select_batch([], max_batch_size=2, max_batch_tokens=4096)
-    []
-    """
-    if not lengths:
-        return []
-    anchor = lengths[0]
-    chosen = [0]
-    longest = real = anchor
-    for i in sorted(range(1, len(lengths)), key=lambda j: (abs(lengths[j] - anchor), j)):
-        if len(chosen) >= max_batch_size:
-            break
-        grown = max(longest, lengths[i])
-        padded = grown * (len(chosen) + 1)
-        if padded <= max_batch_tokens and real + lengths[i] >= min_efficiency * padded:
-            chosen.append(i)
-            longest = grown
-            real += lengths[i]
-    return chosen
 
 
 @dataclass(eq=False)
@@ -361,7 +324,7 @@ class InferenceEngine:
             raise EngineClosed("The inference engine is not running; call `await engine.start()` first.")
 
     def _fits(self, n: int) -> bool:
-        return not self._pending or len(self._pending) + n <= self.queue_size
+        return has_room(len(self._pending), n, self.queue_size)
 
     async def _wait_for_room(self, n: int) -> None:
         deadline = time.monotonic() + self.overload_timeout_s
@@ -397,7 +360,12 @@ class InferenceEngine:
         self._drop(request)
 
     def _batch_ready(self) -> bool:
-        return len(self._pending) >= self.max_batch_size or self._pending_tokens >= self.max_batch_tokens
+        return batch_is_full(
+            len(self._pending),
+            self._pending_tokens,
+            max_batch_size=self.max_batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+        )
 
     async def _next_batch(self) -> list[_Item]:
         while True:
@@ -469,8 +437,9 @@ class InferenceEngine:
                 self._counters.busy_s += time.perf_counter() - started
             self._counters.batches += 1
             self._counters.chunks += len(batch)
-            self._counters.real_tokens += sum(len(r) for r in rows)
-            self._counters.padded_tokens += max(len(r) for r in rows) * len(rows)
+            real, padded = token_counts(rows)
+            self._counters.real_tokens += real
+            self._counters.padded_tokens += padded
             for item, p in zip(batch, probs, strict=True):
                 request = item.request
                 if request.finished:
