@@ -1,0 +1,161 @@
+"""The worker's runtime: the engine, the store and the pipeline of one process, and its readiness.
+
+:class:`Runtime` creates the engine and the store when the first agent starts (so a model loads once per
+process and is shared by both agents of :func:`stream.app.create_app`), serves /metrics, /healthz and
+/readyz when ``settings.metrics_port`` is set, and closes what it created at shutdown. Its readiness
+checks are ``store`` (ping), ``engine`` (running), ``batches`` (no batch waiting for a retry) and
+``broker`` (:class:`BrokerCheck`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from models.spec import ModelSpec
+from notestream.settings import Settings
+from stream.errors import StreamError
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+
+__all__ = ["BrokerCheck", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerCheck:
+    """The worker's broker readiness check (``broker`` in /readyz): True when the consumer has joined
+    its group (partitions assigned and not revoked since; an assignment may be empty when the group has
+    more members than partitions) and a metadata request through the app's producer succeeded within
+    the last ``max_age_s`` (made again, at most that often, by the check itself)."""
+
+    def __init__(self, app: faust.App, *, max_age_s: float = 5.0) -> None:
+        self.app = app
+        self.max_age_s = max_age_s
+        self.joined = False
+        self.last_ok = float("-inf")
+
+    async def assigned(self, sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        self.joined = True
+
+    async def revoked(self, sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        self.joined = False  # a rebalance: ready again once it assigns partitions
+
+    async def __call__(self) -> bool:
+        if not self.joined:
+            return False
+        if time.monotonic() - self.last_ok < self.max_age_s:
+            return True
+        producer = getattr(self.app.producer, "_producer", None)  # aiokafka's, once Faust started it
+        client = getattr(producer, "client", None)
+        if client is None:
+            return False
+        await client.fetch_all_metadata()  # raises when no broker answers (run_checks: not ready)
+        self.last_ok = time.monotonic()
+        return True
+
+
+class Runtime:
+    """The engine, the store and the pipeline of one worker process, started once, shared by agents."""
+
+    def __init__(self, settings: Settings, *, engine: Any = None, store: Any = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.pipeline: Pipeline | None = None
+        self.metrics: Metrics | None = Metrics(role="worker") if settings.metrics_port is not None else None
+        self.healthy = False
+        self.broker_check: BrokerCheck | None = None
+        """Set by :func:`create_app`; served as the ``broker`` readiness check."""
+        self._lock = asyncio.Lock()
+        self._owns: list[Any] = []
+
+    def set_healthy(self, healthy: bool) -> None:
+        """False while a batch waits for a retry (``/readyz`` reports it)."""
+        self.healthy = healthy
+
+    async def ready_step(self) -> None:
+        await self.ready()
+
+    async def ready(self) -> Pipeline:
+        """Start the engine and open the store (first call only); return the pipeline."""
+        async with self._lock:
+            if self.pipeline is not None:
+                return self.pipeline
+            model_dir = self.settings.model_dir
+            if model_dir is None:
+                raise StreamError(
+                    "The worker needs a model: pass --model-dir or set NOTESTREAM_MODEL_DIR to a model "
+                    "folder (Hugging Face format + notestream.json)."
+                )
+            spec = ModelSpec.read(model_dir)
+            if self.store is None:
+                from stream.store import open_store
+
+                self.store = open_store(self.settings)
+                self._owns.append(self.store)
+            if self.engine is None:
+                from models.engine import InferenceEngine
+
+                self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir))
+                await self.engine.start()
+                self._owns.append(self.engine)
+            tokenizer = self.engine.classifiers[0].tokenizer if spec.chunking.kind == "tokens" else None
+            self.pipeline = Pipeline(
+                self.engine,
+                self.store,
+                spec,
+                model=Path(model_dir).name,
+                admission_wait_s=self.settings.admission_wait_s,
+                tokenizer=tokenizer,
+                metrics=self.metrics,
+            )
+            if self.metrics is not None:
+                await self._serve_metrics()
+            log.info(
+                "Worker ready: model %s, task %s, window %s.",
+                Path(model_dir).name,
+                spec.task,
+                spec.window.kind,
+            )
+            return self.pipeline
+
+    async def _serve_metrics(self) -> None:
+        from stream.metrics import start_http_server
+
+        assert self.metrics is not None
+        engine = self.engine
+        stats = getattr(engine, "stats", None)
+        if callable(stats):
+            self.metrics.track_queue_depth(lambda: float(stats()["queue_depth"]))
+        checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
+                  "batches": lambda: self.healthy}  # fmt: skip
+        if self.broker_check is not None:
+            checks["broker"] = self.broker_check
+        self._owns.append(await start_http_server(self.settings, self.metrics, checks))
+
+    def record_engine(self) -> None:
+        """Record the engine batches since the last call (batch size and tokens, padding efficiency,
+        chunks scored) from ``engine.stats()``: called after each notes batch."""
+        stats = getattr(self.engine, "stats", None)
+        if self.metrics is not None and callable(stats):
+            self.metrics.observe_engine_stats(stats())
+
+    async def close(self) -> None:
+        """Close what :meth:`ready` created (engine first: it may hold work for the store)."""
+        for thing in self._owns:
+            try:
+                await thing.close()
+            except Exception:  # closing must not hide the shutdown of the rest
+                log.exception("Closing %s failed.", type(thing).__name__)
+        if self._owns:
+            log.info(
+                "Worker stopped; engine and store closed. Counters: %s",
+                dict(self.pipeline.counters if self.pipeline else {}),
+            )
+        self._owns.clear()
