@@ -36,31 +36,15 @@ The tracker stays a pure state machine; only :func:`run_alerts` touches Kafka.
 >>> [a.state if (a := restored.observe(update(s, p))) else None for s, p in [(2, 0.9), (3, 0.8), (4, 0.5)]]
 [None, None, 'cleared']
 
-Why the topic and not Redis: the topic *is* what downstream saw, so the rebuilt state is exactly
-what was sent. A Redis copy would be a second truth that can disagree with the topic (writing Redis and
-producing to Kafka are not atomic, so a crash between them loses or duplicates an alert), would make
-the alerts service depend on the store's availability and retention, and would still need the same
-ordering rules. The cost is reading the topic at start, which is small (one message per raise or
-clear). The state reaches back only as far as the topic's retention (``topic_retention_hours``, 7 days
-by default): an alert raised before that and still open is forgotten, so keep risk-alerts' retention
-above the longest admission you alert on.
-
-**Delivery.** The consumer commits its offsets itself (no auto-commit), after each batch of updates is
-handled, i.e. after every alert of the batch was acknowledged by the broker (``send_and_wait``,
-``acks=all``). A crash before the write redelivers the update and the alert is raised then (not lost);
-a crash after the write but before the commit redelivers updates whose seq the rebuilt state already
-holds, so they are dropped as stale (no duplicate). The webhook is called after the topic write, so it
-is at most once across such a crash.
-
-With ``settings.metrics_port`` set, :func:`run_alerts` serves /metrics, /healthz and /readyz
-(:mod:`stream.metrics`; ready once the state is rebuilt and the consumer holds partitions).
+Why the topic and not Redis, how a crash neither loses nor duplicates an alert, and the service's
+metrics and readiness: see :mod:`stream.alerts_service`, which holds the Kafka loop (:func:`run_alerts`,
+:func:`read_alert_log`, re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,8 +53,9 @@ from models.spec import ModelSpec
 from notestream.errors import ConfigError
 from notestream.settings import Settings
 from stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
-from stream.errors import AlertSinkError, BrokerError, EventError
-from stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate
+from stream.alerts_service import read_alert_log, run_alerts
+from stream.errors import AlertSinkError
+from stream.events import RiskAlert, RiskUpdate
 
 if TYPE_CHECKING:
     from stream.metrics import Metrics
@@ -247,148 +232,3 @@ class AlertService:
             self.metrics.alerts.labels(state=alert.state).inc()
         self.alerts.append(alert)
         return alert
-
-
-async def read_alert_log(settings: Settings, *, timeout_s: float = 120.0) -> list[RiskAlert]:
-    """Every alert on the risk-alerts topic, from the beginning of each partition up to its end offset
-    at the time of the call, in each partition's order (alerts are keyed by admission, so all alerts of
-    one admission are in one partition, in the order they were sent). Unreadable messages are skipped."""
-    from aiokafka import TopicPartition
-    from aiokafka.errors import KafkaError
-
-    from stream.kafka import consumer as make_consumer
-
-    topic = settings.topic(RISK_ALERTS)
-    consumer = make_consumer(settings, topic, group_id=None, enable_auto_commit=False)
-    alerts: list[RiskAlert] = []
-    try:
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BrokerError(
-                f"The topic {topic} does not exist, so the alert state cannot be rebuilt. Create the "
-                "topics first (deploy/create_topics.py, the compose `topics` service)."
-            )
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
-        while left:
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"Reading {topic} to rebuild the alert state took over {timeout_s:.0f} s "
-                    f"({len(alerts)} alerts read). Check the broker, then restart the alerts service."
-                )
-            batches = await consumer.getmany(*left, timeout_ms=200)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset >= left.get(tp, 0):
-                        continue  # written after start-up: the live loop's own alerts
-                    try:
-                        alerts.append(RiskAlert.from_bytes(message.value))
-                    except EventError as exc:
-                        log.warning("skipping an invalid alert at %s[%s]@%s: %s", tp.topic, tp.partition,
-                                    message.offset, exc)  # fmt: skip
-            for tp in list(left):
-                if tp in consumer.assignment() and await consumer.position(tp) >= left[tp]:
-                    del left[tp]
-    except KafkaError as exc:
-        raise BrokerError(
-            f"Could not read {topic} to rebuild the alert state: {exc}. Check the broker."
-        ) from exc
-    finally:
-        await consumer.stop()
-    return alerts
-
-
-async def run_alerts(
-    settings: Settings,
-    *,
-    policy: AlertPolicy,
-    to_stdout: bool = True,
-    group_id: str | None = "notestream-alerts",
-    stop_after: int | None = None,
-    idle_timeout_s: float | None = None,
-    sinks: Sequence[AlertSink] = (),
-    metrics: Metrics | None = None,
-) -> AlertService:
-    """Rebuild the alert state from risk-alerts, then consume risk-updates and emit alerts until
-    cancelled, or until ``stop_after`` updates were read or none arrived for ``idle_timeout_s`` seconds
-    (tests). ``sinks`` are further required sinks, called after the topic and stdout ones. With
-    ``settings.metrics_port`` set, serves /metrics, /healthz and /readyz meanwhile (``metrics``, else a
-    new ``Metrics(role="alerts")``). Returns the service (alerts, counts)."""
-    from aiokafka.errors import CommitFailedError
-
-    from stream.kafka import consumer as make_consumer
-    from stream.kafka import producer as make_producer
-    from stream.metrics import Metrics, MetricsServer, start_http_server
-
-    if metrics is None and settings.metrics_port is not None:
-        metrics = Metrics(role="alerts")
-    producer = make_producer(settings)
-    # No auto-commit: offsets are committed by hand once the batch's alerts are on the topic.
-    consumer = make_consumer(
-        settings, settings.topic(RISK_UPDATES), group_id=group_id, enable_auto_commit=False
-    )
-    webhook = (
-        WebhookSink(settings.webhook_url, retries=settings.webhook_retries) if settings.webhook_url else None
-    )
-    required: list[AlertSink] = [topic_sink(producer.send_and_wait, settings.topic(RISK_ALERTS))]
-    if to_stdout:
-        required.append(stdout_sink())
-    required.extend(sinks)
-    tracker = AlertTracker(policy)
-    service = AlertService(tracker, required, [webhook] if webhook else [], metrics=metrics)
-    restored = False
-    consumer_started = False
-    server: MetricsServer | None = None
-    checks: dict[str, Callable[[], bool]] = {
-        "state": lambda: restored,
-        "consumer": lambda: consumer_started and bool(consumer.assignment()),
-    }
-    read = 0
-    try:
-        if metrics is not None:
-            server = await start_http_server(settings, metrics, checks)
-        history = await read_alert_log(settings)
-        seeded = tracker.restore(history)
-        restored = True
-        if metrics is not None:
-            metrics.alerts_restored.inc(len(history))
-        log.info("alert state rebuilt from %d alerts: %d admissions, %d raised", len(history), seeded,
-                 tracker.raised_count())  # fmt: skip
-        await producer.start()
-        await consumer.start()
-        consumer_started = True
-        while stop_after is None or read < stop_after:
-            batches = await consumer.getmany(timeout_ms=200)
-            if not batches:
-                if idle_timeout_s is not None:
-                    idle_timeout_s -= 0.2
-                    if idle_timeout_s <= 0:
-                        break
-                continue
-            for messages in batches.values():
-                for message in messages:
-                    read += 1
-                    try:
-                        update = RiskUpdate.from_bytes(message.value)
-                    except EventError as exc:
-                        log.warning(
-                            "skipping an invalid risk update at %s[%s]@%s: %s",
-                            message.topic, message.partition, message.offset, exc,
-                        )  # fmt: skip
-                        continue
-                    await service.handle(update)
-            if group_id is not None:
-                try:
-                    await consumer.commit()  # every alert of this batch is on the topic by now
-                except CommitFailedError as exc:  # a rebalance: the batch is redelivered, the state dedupes
-                    log.warning("offsets not committed (the group rebalanced): %s", exc)
-    finally:
-        await consumer.stop()
-        await producer.stop()
-        if webhook is not None:
-            await webhook.close()
-        if server is not None:
-            await server.close()
-    return service
