@@ -17,7 +17,7 @@ from notestream.settings import Settings
 from stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
 from stream.replay import ReplayCounts, ReplaySource, iter_events, replay
 from tests.fixtures.kafka import read_topic
-from tests.stream.feed import OfflineScorer
+from tests.stream.feed import OfflineScorer, final_updates
 
 
 def synthetic_cohort(folder: Path, n_patients: int = 5, seed: int = 7) -> ReplaySource:
@@ -51,16 +51,6 @@ def run_replay(
     settings: Settings, source: ReplaySource, hadm_ids: Collection[int] | None = None
 ) -> ReplayCounts:
     return asyncio.run(replay(settings, source, hadm_ids=hadm_ids))
-
-
-def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
-    """The last update (highest seq) of each admission among confluent-kafka messages."""
-    last: dict[int, RiskUpdate] = {}
-    for msg in messages:
-        update = RiskUpdate.from_bytes(msg.value())
-        if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:
-            last[update.hadm_id] = update
-    return last
 
 
 def await_final_scores(

@@ -6,12 +6,13 @@ import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from models.aggregate import admission_score
 from models.build import clinical_corpus
 from models.prep import note_chunks
 from models.spec import ModelSpec
-from stream.events import AdmissionEvent, NoteEvent
+from stream.events import AdmissionEvent, NoteEvent, RiskUpdate
 
 ADMIT = datetime(2150, 1, 1, 8, 0)
 
@@ -97,3 +98,13 @@ class OfflineScorer:
             probs = [p for note in held.values() for p in self.note_probs(note.text)]
             out[hadm] = admission_score(probs, self.spec.c) if probs else None
         return out
+
+
+def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
+    """The last update (highest seq) of each admission among confluent-kafka messages."""
+    last: dict[int, RiskUpdate] = {}
+    for msg in messages:
+        update = RiskUpdate.from_bytes(msg.value())
+        if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:
+            last[update.hadm_id] = update
+    return last

@@ -12,8 +12,7 @@ from notestream.settings import Settings
 from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, RiskUpdate, admission_key
 from stream.store import RedisRiskStore
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
-from tests.stream.feed import OfflineScorer, discharges, feed
-from tests.stream.test_e2e_worker import final_updates
+from tests.stream.feed import OfflineScorer, discharges, feed, final_updates
 
 pytestmark = pytest.mark.slow
 

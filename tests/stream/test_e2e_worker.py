@@ -17,7 +17,7 @@ from models.prep import note_chunks
 from notestream.settings import Settings
 from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, DeadLetter, RiskUpdate, admission_key
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
-from tests.stream.feed import OfflineScorer, discharges, feed
+from tests.stream.feed import OfflineScorer, discharges, feed, final_updates
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,6 @@ def metric(text: str, name: str) -> float:
     """The value of an unlabelled sample in a Prometheus text page."""
     [line] = [line for line in text.splitlines() if line.startswith(name + " ")]
     return float(line.split()[1])
-
-
-def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
-    """The last update (highest seq) per admission."""
-    last: dict[int, RiskUpdate] = {}
-    for msg in messages:
-        update = RiskUpdate.from_bytes(msg.value())
-        if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:
-            last[update.hadm_id] = update
-    return last
 
 
 def test_replay_streams_offline_scores_and_dead_letters_bad_input(
