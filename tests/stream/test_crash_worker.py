@@ -23,8 +23,9 @@ async def test_sigkill_mid_replay_then_restart_counts_every_note_once(
     tiny_model_dir: Path,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    # small batches, an engine that waits 60 ms to fill each one and rare commits: the replay takes a
-    # few seconds and the kill lands with processed-but-uncommitted notes behind it
+    # small batches and an engine that waits 60 ms to fill each one: the replay takes a few seconds.
+    # The first worker never reaches its commit interval, so every note it applied before the kill
+    # is behind the committed offset and must come back, deterministically, to the second worker.
     settings = kafka_settings.model_copy(
         update={
             "store": redis_url,
@@ -32,16 +33,17 @@ async def test_sigkill_mid_replay_then_restart_counts_every_note_once(
             "take_max": 4,
             "max_wait_ms": 60.0,
             "max_batch_size": 256,
-            "commit_interval_s": 3.0,
+            "commit_interval_s": 1.0,
         }
     )
+    never_commits = settings.model_copy(update={"commit_interval_s": 3600.0})
     admissions, notes = feed(30, 5, seed=21)
     produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in admissions])
     produce(settings, NOTES, [(admission_key(n.hadm_id), n.to_bytes()) for n in notes])
     produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in discharges(admissions)])
     expected_notes = 5
 
-    first = start_worker(settings)
+    first = start_worker(never_commits)
     seen = read_topic(
         settings,
         RISK_UPDATES,
@@ -85,5 +87,10 @@ async def test_sigkill_mid_replay_then_restart_counts_every_note_once(
     finally:
         await store.close()
     # the restart replayed notes the first worker had applied but not committed
+    # (nothing was committed before the kill, so each note the first worker applied comes back to the
+    # second one as a duplicate: re-announced with change=None, never counted again)
     reemitted = [RiskUpdate.from_bytes(m.value()) for m in updates]
-    assert any(u.change is None for u in reemitted), "expected redelivered (duplicate) notes after the kill"
+    duplicates = {u.trigger_note_id for u in reemitted if u.change is None and u.trigger_note_id is not None}
+    applied_before_kill = sum(u.n_notes for u in partial.values())
+    assert applied_before_kill > 0
+    assert len(duplicates) >= applied_before_kill, "expected redelivered (duplicate) notes after the kill"
