@@ -75,6 +75,8 @@ class BatchResult:
     updates: list[RiskUpdate] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """Store outcomes of the batch's notes: new, revision, retracted, duplicate, stale, ..."""
     chunks: int = 0
     engine_s: float = 0.0
 
@@ -153,13 +155,14 @@ class Pipeline:
         self.metrics = metrics
         """Optional: times every store call (``notestream_store_seconds{op}``); None records nothing."""
         self.counters: Counter[str] = Counter()
-        """Running totals: notes, applied, duplicate, chunks, dropped_<reason>, rejected_<reason>."""
+        """Running totals of completed batches: notes, the store outcomes (new, revision, duplicate, ...),
+        chunks, dropped_<reason>, rejected_<reason>. A batch that raises (and is retried by the app)
+        adds nothing, so a retry never counts a note twice."""
 
     # --- notes ------------------------------------------------------------------------------------
     async def process(self, notes: Sequence[NoteEvent]) -> BatchResult:
         """Process one batch; every note ends up applied, dropped (counted) or rejected."""
         result = BatchResult()
-        self.counters["notes"] += len(notes)
         work: list[_Work] = []
         pending: list[NoteEvent] = []
         for note in notes:
@@ -188,6 +191,9 @@ class Pipeline:
         work.sort(key=lambda w: order[id(w.note)])  # batch order: revisions of a note stay ordered
         await self._score(work, result)
         await self._apply(work, result)
+        # counted once the whole batch is through: a batch that raised is retried and counted then
+        self.counters["notes"] += len(notes)
+        self.counters.update(result.outcomes)
         for reason, n in result.dropped.items():
             self.counters[f"dropped_{reason}"] += n
         for rej in result.rejected:
@@ -273,7 +279,7 @@ class Pipeline:
                         chunk_probs=w.probs,
                         note_time=note.event_time(),
                     )
-                self.counters[res.reason] += 1
+                result.outcomes[res.reason] += 1
                 if res.state is None:
                     continue
                 if res.applied:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from models.engine import InferenceEngine
 from models.spec import ModelSpec, Window
+from stream.errors import StoreUnavailable
 from stream.events import NoteEvent
 from stream.pipeline import Pipeline
 from stream.store import MemoryRiskStore
@@ -55,6 +57,35 @@ async def test_streamed_scores_equal_offline_scores(engine: InferenceEngine, off
         assert last[hadm].seq == 5, "one seq per applied note"
     assert pipeline.counters["notes"] == len(notes)
     assert pipeline.counters["new"] == len(notes)
+
+
+class StoreDownAfter(MemoryRiskStore):
+    """The in-memory store, whose note writes fail (as Redis going away would) after ``n`` of them."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+
+    async def apply_note(self, **kw: Any) -> Any:
+        if self.left == 0:
+            raise StoreUnavailable("Redis did not answer.")
+        self.left -= 1
+        return await super().apply_note(**kw)
+
+
+async def test_a_retried_batch_is_counted_once(engine: InferenceEngine) -> None:
+    _, notes = feed(1, 4, seed=5)
+    store = StoreDownAfter(2)
+    pipeline = Pipeline(engine, store, engine.spec, model="tiny")
+    with pytest.raises(StoreUnavailable):
+        await pipeline.process(notes)  # two notes written, then the store goes away
+    assert pipeline.counters == {}, "a batch that failed counts nothing"
+    store.left = -1  # back (never runs out again)
+    result = await pipeline.process(notes)  # the app's retry of the same batch
+    assert result.outcomes == {"duplicate": 2, "new": 2}
+    assert pipeline.counters["notes"] == len(notes)
+    assert pipeline.counters["new"] + pipeline.counters["duplicate"] == len(notes)
+    assert (await store.state(notes[0].hadm_id)).n_notes == len(notes)  # type: ignore[union-attr]
 
 
 async def test_short_notes_count_as_seen_but_do_not_score(engine: InferenceEngine) -> None:
