@@ -458,6 +458,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         settings = Settings(
             broker=cfg.broker or (broker.url if broker else ""),
             store=cfg.store or f"memory://{journal}",
+            # a Redis given with --store holds each run in its own namespace (each run trains a model)
+            store_namespace=f"notestream-demo-{run_id}",
             model_dir=model,
             topic_prefix=f"demo-{run_id}.",
             consumer_group=f"notestream-demo-{run_id}",
@@ -476,6 +478,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     summary.update(
         threshold=threshold,
         wall_s=time.monotonic() - started,
+        store_namespace=settings.store_namespace,
         config={k: str(v) for k, v in asdict(cfg).items()},
     )
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

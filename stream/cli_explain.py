@@ -43,6 +43,11 @@ def explain(
         "--store",
         help="Risk store URL, e.g. redis://host:6379/0 (password: NOTESTREAM_REDIS_PASSWORD).",
     ),
+    namespace: str | None = typer.Option(
+        None,
+        "--namespace",
+        help="Key namespace in Redis (NOTESTREAM_STORE_NAMESPACE; a demo run's is in its summary).",
+    ),
     snapshot: Path | None = typer.Option(None, "--snapshot", help="Saved embedded run (memory store JSON)."),
     text: Path | None = typer.Option(None, "--text", help="UTF-8 text file to explain (one chunk of it)."),
     chunk: int = typer.Option(
@@ -66,7 +71,7 @@ def explain(
     if (admission is None) == (text is None):
         raise typer.BadParameter("Give exactly one of --admission HADM_ID or --text FILE.")
     if admission is not None:
-        _explain_admission(model, admission, store, snapshot, out, as_json, top, config)
+        _explain_admission(model, admission, store, namespace, snapshot, out, as_json, top, config)
     else:
         assert text is not None
         _explain_text(model, text, chunk, layer, head, method, steps, out, as_json, top, device)
@@ -76,6 +81,7 @@ def _explain_admission(
     model: Path,
     hadm_id: int,
     store_url: str | None,
+    namespace: str | None,
     snapshot: Path | None,
     out: Path | None,
     as_json: bool,
@@ -96,7 +102,7 @@ def _explain_admission(
         # A saved run is read as it was saved: expiry (idle TTL, retention) is not applied.
         risk_store = MemoryRiskStore.restore(snapshot, clock=lambda: float("-inf"))
     else:
-        settings = load_settings(config, store=store_url)
+        settings = load_settings(config, store=store_url, store_namespace=namespace)
         if settings.store.startswith("memory://"):
             raise typer.BadParameter("A memory:// store lives inside its process; pass --snapshot FILE.")
         risk_store = open_store(settings)

@@ -216,7 +216,7 @@ def test_explain_reads_a_saved_embedded_run(tiny_model_dir: Path, tmp_path: Path
 
 def test_explain_reads_redis(tiny_model_dir: Path, redis_url: str) -> None:
     async def prepare() -> AdmissionEvidence:
-        store = RedisRiskStore(redis_url)
+        store = RedisRiskStore(redis_url, namespace="ward7")
         try:
             await fill(store)
             return await admission_evidence(store, HADM, c=2.0)
@@ -224,13 +224,24 @@ def test_explain_reads_redis(tiny_model_dir: Path, redis_url: str) -> None:
             await store.close()
 
     expected = asyncio.run(prepare())
-    result = CliRunner().invoke(
-        _app(),
-        ["explain", "--model", str(tiny_model_dir), "--admission", str(HADM), "--store", redis_url, "--json"],
-    )
+    args = [
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--admission",
+        str(HADM),
+        "--store",
+        redis_url,
+        "--json",
+    ]
+    result = CliRunner().invoke(_app(), [*args, "--namespace", "ward7"])
     assert result.exit_code == 0, result.output
     evidence = json.loads(result.stdout)
     assert evidence == json.loads(json.dumps(expected.to_json()))
+    # the default namespace holds nothing for this admission
+    elsewhere = CliRunner().invoke(_app(), args)
+    assert elsewhere.exit_code != 0
+    assert f"Admission {HADM} is not in the store" in str(elsewhere.exception)
 
 
 def test_explain_needs_exactly_one_source(tiny_model_dir: Path, tmp_path: Path) -> None:
