@@ -63,7 +63,15 @@ def score(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models.engine import InferenceEngine
-    from models.scoring import NoteRecord, ScoreRun, read_admit_times, read_notes, score_notes, write_scores
+    from models.scoring import (
+        NoteRecord,
+        ScoreRun,
+        read_admit_times,
+        read_notes,
+        score_notes,
+        write_failures,
+        write_scores,
+    )
     from notestream.settings import load_settings
 
     settings = load_settings(config, devices=devices.split(",") if devices else None)
@@ -91,18 +99,24 @@ def score(
 
     result = asyncio.run(run())
     write_scores(result.scores, out)
-    typer.echo(
-        json.dumps(
-            {
-                "out": str(out),
-                "admissions": len(result.scores),
-                "notes_read": result.notes_read,
-                "notes_scored": result.notes_scored,
-                "chunks": result.chunks,
-                "skipped": result.skipped,
-            }
+    report: dict[str, object] = {
+        "out": str(out),
+        "admissions": len(result.scores),
+        "notes_read": result.notes_read,
+        "notes_scored": result.notes_scored,
+        "chunks": result.chunks,
+        "skipped": result.skipped,
+        "admissions_failed": len(result.failed),
+    }
+    if result.failed:
+        failures = write_failures(result.failed, out.with_name(out.stem + ".failed.csv"))
+        report["failed_out"] = str(failures)
+        typer.echo(
+            f"{len(result.failed)} admissions have no score: the inference of some of their notes failed "
+            f"twice; see {failures}.",
+            err=True,
         )
-    )
+    typer.echo(json.dumps(report))
 
 
 def register(app: typer.Typer) -> None:

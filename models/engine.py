@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.batching import batch_is_full, has_room, select_batch, token_counts
+from models.batching import batch_is_full, has_room, keep_apart, select_batch, token_counts
 from models.classifier import ChunkClassifier
 from models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 
@@ -74,6 +74,7 @@ class _Request:
     probs: np.ndarray
     remaining: int
     finished: bool = False
+    isolated: bool = False
 
 
 @dataclass(eq=False)
@@ -266,16 +267,17 @@ class InferenceEngine:
         """Token ids as the engine computes them (the first replica's tokenizer)."""
         return self._classifiers[0].encode(texts)
 
-    async def score(self, texts: Sequence[str]) -> list[float]:
-        """Probabilities of chunk texts, in order. Tokenized once, in a thread."""
+    async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]:
+        """Probabilities of chunk texts, in order. Tokenized once, in a thread. ``isolated``: batch these
+        chunks with no other request's (to retry a request whose shared batch failed)."""
         if not texts:
             return []
         self._check_running()
         loop = asyncio.get_running_loop()
         ids = await loop.run_in_executor(self._tokenize_pool, self.encode, list(texts))
-        return await self.score_ids(ids)
+        return await self.score_ids(ids, isolated=isolated)
 
-    async def score_ids(self, ids: Sequence[Sequence[int]]) -> list[float]:
+    async def score_ids(self, ids: Sequence[Sequence[int]], *, isolated: bool = False) -> list[float]:
         """Probabilities of chunks already tokenized by :meth:`encode`, in order."""
         if not ids:
             return []
@@ -283,7 +285,9 @@ class InferenceEngine:
         await self._wait_for_room(len(ids))
         self._check_running()
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        request = _Request(future=future, probs=np.full(len(ids), np.nan), remaining=len(ids))
+        request = _Request(
+            future=future, probs=np.full(len(ids), np.nan), remaining=len(ids), isolated=isolated
+        )
         now = time.monotonic()
         self._pending.extend(_Item(request, i, chunk, now) for i, chunk in enumerate(ids))
         self._pending_tokens += sum(len(chunk) for chunk in ids)
@@ -388,6 +392,9 @@ class InferenceEngine:
                 max_batch_size=self.max_batch_size,
                 max_batch_tokens=self.max_batch_tokens,
                 min_efficiency=self.min_batch_efficiency,
+            )
+            chosen = keep_apart(
+                chosen, [id(item.request) if item.request.isolated else None for item in self._pending]
             )
             taken = set(chosen)
             batch = [self._pending[i] for i in chosen]

@@ -11,7 +11,9 @@ the admission, as the stream does; the reference training data keeps only the la
 ``hours`` windows need each admission's ADMITTIME, from the admissions table.
 
 Admissions whose admitted notes give no chunk (10 words or fewer) have no score and are left out, as in
-the reference task. :func:`read_notes` / :func:`read_admit_times` read MIMIC-III NOTEEVENTS and
+the reference task. A note whose inference fails (its engine batch failed) is tried again on its own;
+when it fails again its admission is reported in :attr:`ScoreRun.failed` and left out of the scores (a
+score missing a note would be silently wrong), and scoring goes on. :func:`read_notes` / :func:`read_admit_times` read MIMIC-III NOTEEVENTS and
 MIMIC-IV-Note discharge / radiology files through :mod:`models.tables`.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.aggregate import AggregateState
-from models.errors import ModelsError
+from models.errors import BatchFailed, ModelsError
 from models.prep import note_chunks
 from models.spec import DISCHARGE_CATEGORY
 
@@ -80,6 +82,17 @@ class ScoreRun:
     notes_scored: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     chunks: int = 0
+    failed: dict[int, AdmissionFailure] = field(default_factory=dict)
+    """Admissions left out because the inference of one of their notes failed twice."""
+
+
+@dataclass
+class AdmissionFailure:
+    """Why an admission has no score: its notes whose inference failed, and the last error (no text)."""
+
+    subject_id: int
+    notes_failed: int
+    error: str
 
 
 @dataclass
@@ -113,6 +126,7 @@ async def score_notes(
     tokenizer: PreTrainedTokenizerBase | None = None,
     notes_in_flight: int = 64,
     on_note: Callable[[int], None] | None = None,
+    retry_delay_s: float = 0.1,
 ) -> ScoreRun:
     """Score ``notes`` (any order) per admission. ``on_note(n_chunks)`` is called after each note read.
 
@@ -131,10 +145,26 @@ async def score_notes(
     run = ScoreRun(scores=[])
     gate = asyncio.Semaphore(notes_in_flight)
 
+    async def infer(chunks: list[str]) -> list[float]:
+        try:
+            return list(await engine.score(chunks))
+        except BatchFailed:
+            # the batch may have failed for another note's sake: once more, in batches of its own
+            await asyncio.sleep(retry_delay_s)
+            return list(await engine.score(chunks, isolated=True))
+
     async def one(note: NoteRecord, hadm_id: int) -> None:
         try:
             chunks = await asyncio.to_thread(note_chunks, note.text, spec, tokenizer)
-            probs = await engine.score(chunks) if chunks else []
+            probs = await infer(chunks) if chunks else []
+        except BatchFailed as exc:
+            failure = run.failed.setdefault(hadm_id, AdmissionFailure(note.subject_id, 0, ""))
+            failure.notes_failed += 1
+            failure.error = str(exc)
+            run.skipped["inference_failed"] = run.skipped.get("inference_failed", 0) + 1
+            if on_note is not None:
+                on_note(0)
+            return
         finally:
             gate.release()
         if probs:
@@ -169,7 +199,7 @@ async def score_notes(
                     group.create_task(one(note, note.hadm_id))
     except ExceptionGroup as group_error:  # the first failure (a BatchFailed, a TableError) is the story
         raise group_error.exceptions[0] from None
-    for hadm_id in sorted(admissions):
+    for hadm_id in sorted(admissions.keys() - run.failed.keys()):
         adm = admissions[hadm_id]
         score, p_max, p_mean = adm.state.score(spec.c), adm.state.p_max, adm.state.p_mean
         if score is None or p_max is None or p_mean is None:  # pragma: no cover - held chunks
@@ -178,6 +208,19 @@ async def score_notes(
             AdmissionScore(hadm_id, adm.subject_id, score, p_max, p_mean, adm.state.n, adm.n_notes)
         )
     return run
+
+
+def write_failures(failed: Mapping[int, AdmissionFailure], path: str | Path) -> Path:
+    """Write the admissions left out for failed inference (HADM_ID, SUBJECT_ID, notes_failed, error)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("HADM_ID", "SUBJECT_ID", "notes_failed", "error"))
+        for hadm_id in sorted(failed):
+            f = failed[hadm_id]
+            writer.writerow([hadm_id, f.subject_id, f.notes_failed, f.error])
+    return out
 
 
 def write_scores(scores: Iterable[AdmissionScore], path: str | Path) -> Path:

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 class Scorer(Protocol):
     """What the pipeline needs of :class:`models.engine.InferenceEngine`."""
 
-    async def score(self, texts: Sequence[str]) -> list[float]: ...
+    async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]: ...
 
 
 class StoreTimer(Protocol):
@@ -254,7 +254,7 @@ class Pipeline:
             if not w.chunks:
                 continue
             try:
-                w.probs = [float(p) for p in await self.engine.score(w.chunks)]
+                w.probs = [float(p) for p in await self.engine.score(w.chunks, isolated=True)]
                 result.chunks += len(w.chunks)
             except BatchFailed as exc:
                 work.remove(w)

@@ -127,6 +127,24 @@ async def test_a_failing_batch_fails_its_requests_and_the_engine_keeps_serving(
         assert engine.stats()["failed_batches"] >= 2
 
 
+async def test_an_isolated_request_never_shares_a_batch(clf: SeamClassifier, chunks: list[str]) -> None:
+    async with InferenceEngine(clf, max_batch_size=16, max_wait_ms=200, min_batch_efficiency=0) as engine:
+        # all queued within the wait: ordinary requests would share one batch with the poisoned one
+        outcomes = await asyncio.gather(
+            engine.score([f"patient {POISON} chunk"]),
+            engine.score(chunks[:3], isolated=True),
+            engine.score(chunks[3:5], isolated=True),
+            engine.score(chunks[5:6]),
+            return_exceptions=True,
+        )
+        batch_sizes = sorted(n for n, _ in clf.shapes)
+        assert isinstance(outcomes[0], BatchFailed)
+        assert isinstance(outcomes[3], BatchFailed), "the ordinary requests shared one batch"
+        assert outcomes[1] == pytest.approx(clf.predict(chunks[:3]).tolist(), abs=1e-5)
+        assert outcomes[2] == pytest.approx(clf.predict(chunks[3:5]).tolist(), abs=1e-5)
+        assert batch_sizes == [2, 2, 3], "one batch per isolated request, one for the ordinary ones"
+
+
 async def test_a_batch_with_a_missing_output_fails(clf: SeamClassifier, chunks: list[str]) -> None:
     async with InferenceEngine(clf, max_wait_ms=1) as engine:
         clf.drop_one = True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from models.classifier import ChunkClassifier
 from models.engine import InferenceEngine
 from models.errors import ModelsError
 from models.prep import note_chunks
-from models.scoring import SCORE_COLUMNS, NoteRecord, score_notes
+from models.scoring import SCORE_COLUMNS, NoteRecord, score_notes, write_failures
 from models.spec import ModelSpec, Window
 from notestream.cli import _mount, app
 
@@ -88,6 +90,56 @@ async def test_scores_equal_the_plain_computation(
     assert run.skipped["no_admission"] == 1
     assert len(seen) == run.notes_read == len(notes)
     assert sum(seen) == run.chunks
+
+
+class FailsOnWord(ChunkClassifier):
+    """The real classifier, whose batches fail when one of their chunks holds ``word``."""
+
+    def __init__(self, loaded: Any, word: str) -> None:
+        super().__init__(loaded)
+        self.poison = self.tokenizer.convert_tokens_to_ids(word)
+        self.failed_batches = 0
+
+    def forward_ids(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        if any(self.poison in row for row in batch):
+            self.failed_batches += 1
+            raise RuntimeError("injected failure")
+        return super().forward_ids(batch)
+
+
+def unused_word(clf: ChunkClassifier, notes: list[NoteRecord]) -> str:
+    """A whole-word vocabulary entry that none of ``notes`` uses."""
+    used = {
+        t for n in notes for chunk in note_chunks(n.text, ModelSpec()) for t in clf.tokenizer.tokenize(chunk)
+    }
+    vocab = clf.tokenizer.get_vocab()
+    return next(w for w in sorted(vocab) if w.isalpha() and len(w) > 3 and w not in used)
+
+
+async def test_a_failing_note_costs_only_its_admission(
+    tiny_model_dir: Path, notes: list[NoteRecord], tmp_path: Path
+) -> None:
+    loaded = load_model_folder(tiny_model_dir)
+    word = unused_word(ChunkClassifier(loaded), notes)
+    clf = FailsOnWord(loaded, word)
+    bad = NoteRecord(110, 102, "Nursing", date(2150, 2, 2), None, (notes[1].text or "") + f" {word} " * 3)
+    spec = ModelSpec()
+    # a long wait and many notes in flight: the bad note shares its first batch with good ones
+    async with InferenceEngine(clf, max_batch_size=64, max_wait_ms=50) as engine:
+        run = await score_notes(engine, [*notes, bad], spec=spec, notes_in_flight=32, retry_delay_s=0.01)
+    assert clf.failed_batches >= 2, "the bad note failed, and failed again on its own"
+    assert set(run.failed) == {102}
+    assert (run.failed[102].notes_failed, run.failed[102].subject_id) == (1, 110)
+    assert "injected failure" in run.failed[102].error
+    assert run.skipped["inference_failed"] == 1
+    want = expected_scores(notes, spec, ChunkClassifier(loaded))
+    assert {s.hadm_id for s in run.scores} == set(want) - {102}, "the other admissions keep exact scores"
+    for s in run.scores:
+        assert s.score == pytest.approx(want[s.hadm_id][0], abs=1e-6)
+    with write_failures(run.failed, tmp_path / "scores.failed.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["HADM_ID"], r["SUBJECT_ID"], r["notes_failed"]) for r in rows] == [("102", "110", "1")]
+    assert word not in rows[0]["error"], "no note text in the failure report"
 
 
 async def test_time_windows_need_admission_times(tiny_model_dir: Path, notes: list[NoteRecord]) -> None:
