@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, or "
         "`memory://` for the in-process store of the embedded mode.",
     )
+    store_namespace: str = Field(
+        "notestream",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every Redis key (`<namespace>:{hadm_id}:...`). One namespace holds the "
+        "probabilities of one model: a new model gets its own namespace (or database) beside the old one.",
+    )
     model_dir: Path | None = Field(
         None, description="Model folder to serve (Hugging Face format + notestream.json)."
     )

@@ -6,7 +6,8 @@
     └── StreamError
         ├── EventError           a message is not a valid event; ``reason`` is the dead-letter reason
         ├── StoreError           the risk store failed or holds something unexpected
-        │   └── StoreUnavailable the store cannot be reached (connection, timeout): retry later
+        │   ├── StoreUnavailable the store cannot be reached (connection, timeout): retry later
+        │   └── StoreModelMismatch the store holds the probabilities of another model
         ├── BrokerError          Kafka (or the embedded broker) failed
         ├── ReplayError          MIMIC tables cannot be replayed
         └── AlertSinkError       an alert could not be delivered (webhook, topic)
@@ -43,6 +44,11 @@ class StoreError(StreamError):
 
 class StoreUnavailable(StoreError):
     """The risk store cannot be reached right now; check the store URL and that Redis is up."""
+
+
+class StoreModelMismatch(StoreError):
+    """The store holds the chunk probabilities of another model: mixing two models' probabilities in
+    one admission would give a score neither model gives. Use a fresh namespace or database."""
 
 
 class BrokerError(StreamError):

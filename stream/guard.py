@@ -9,6 +9,9 @@ restarts the agent without redelivering it. The worker therefore runs each batch
   retried with exponential backoff (0.5 s doubling to 30 s) for as long as it lasts; the partition
   waits, nothing is acked, ``/readyz`` reports the worker not ready meanwhile. A retry re-applies notes
   the store already holds; they are duplicates and change nothing.
+- a store bound to another model (:class:`~stream.errors.StoreModelMismatch`) or invalid settings
+  (:class:`~notestream.errors.ConfigError`) end the process with :data:`EXIT_CONFIG`: a restart
+  cannot fix them.
 - anything else, or a cancellation in the middle of a batch, ends the process at once with
   :data:`EXIT_CRASH` (``os._exit``: no ``finally`` acks, no offset commit). The orchestrator (compose's
   restart policy, the demo, the tests) starts the worker again and the uncommitted batch is redelivered.
@@ -25,20 +28,23 @@ from collections.abc import Awaitable, Callable
 from aiokafka.errors import KafkaError
 
 from models.errors import EngineOverloaded
-from stream.errors import BrokerError, StoreUnavailable
+from notestream.errors import ConfigError
+from stream.errors import BrokerError, StoreModelMismatch, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 EXIT_CRASH = 70
 """Exit status of a worker that stopped in the middle of a batch (EX_SOFTWARE)."""
+EXIT_CONFIG = 78
+"""Exit status of a worker whose settings or store cannot work, however often it restarts (EX_CONFIG)."""
 TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, EngineOverloaded, BrokerError, KafkaError)
 
 
-def crash(message: str) -> None:
+def crash(message: str, *, status: int = EXIT_CRASH) -> None:
     """Log ``message`` with the current exception, flush the logs, and end the process without cleanup."""
-    log.critical(message, exc_info=sys.exc_info()[0] is not None)
+    log.critical(message, exc_info=status == EXIT_CRASH and sys.exc_info()[0] is not None)
     logging.shutdown()
-    os._exit(EXIT_CRASH)
+    os._exit(status)
 
 
 async def until_done(
@@ -66,6 +72,8 @@ async def until_done(
             continue
         except asyncio.CancelledError:
             crash(f"Stopped in the middle of {what}; exiting without acking it.")
+        except (ConfigError, StoreModelMismatch) as exc:
+            crash(f"{what} cannot work with these settings: {exc}", status=EXIT_CONFIG)
         except Exception:
             crash(f"{what} failed unexpectedly; exiting so that its uncommitted messages are redelivered.")
         if on_state is not None:

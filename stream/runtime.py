@@ -99,6 +99,7 @@ class Runtime:
 
                 self.store = open_store(self.settings)
                 self._owns.append(self.store)
+            await self._claim_store(Path(model_dir))
             if self.engine is None:
                 from models.engine import InferenceEngine
 
@@ -124,6 +125,17 @@ class Runtime:
                 spec.window.kind,
             )
             return self.pipeline
+
+    async def _claim_store(self, model_dir: Path) -> None:
+        """Bind the store to this model, or stop: one store never mixes two models' probabilities."""
+        from models.fingerprint import model_fingerprint
+        from stream.store import claim_store
+
+        fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
+        store_url = self.settings.masked()["store"]
+        where = f"The store {store_url} (namespace {self.settings.store_namespace})"
+        await claim_store(self.store, fingerprint, where=where)
+        log.info("Store bound to model %s.", fingerprint)
 
     async def _serve_metrics(self) -> None:
         from stream.metrics import start_http_server

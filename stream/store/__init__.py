@@ -13,6 +13,7 @@ memory store with a crash-safe journal file, ``redis://``, ``rediss://``, ``unix
 from __future__ import annotations
 
 from notestream.settings import Settings
+from stream.errors import StoreModelMismatch
 from stream.store.memory import MemoryRiskStore
 from stream.store.records import (
     AdmissionInfo,
@@ -31,7 +32,9 @@ __all__ = [
     "NoteProbs",
     "RedisRiskStore",
     "RiskStore",
+    "claim_store",
     "open_store",
+    "same_model",
 ]
 
 
@@ -54,7 +57,34 @@ def open_store(settings: Settings) -> RiskStore:
         settings.store,
         idle_ttl_s=idle_ttl_s,
         retention_s=retention_s,
+        namespace=settings.store_namespace,
         pool_size=settings.redis_pool_size,
         timeout_s=settings.redis_timeout_s,
         options=settings.redis_kwargs(),
     )
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two fingerprints (``name@digest``) name the same model: the digests decide, so a copy
+    of a model folder under another name is the same model.
+
+    >>> same_model("current@0123abcd", "readmission-v1@0123abcd"), same_model("v1@0123", "v2@4567")
+    (True, False)
+    """
+    return a.rpartition("@")[2] == b.rpartition("@")[2]
+
+
+async def claim_store(store: RiskStore, fingerprint: str, *, where: str = "the store") -> None:
+    """Bind ``store`` to the model ``fingerprint`` names, or raise :class:`StoreModelMismatch` when it
+    already holds another model's probabilities (a worker must not mix two models in one admission).
+    """
+    owner = await store.claim(fingerprint)
+    if not same_model(owner, fingerprint):
+        raise StoreModelMismatch(
+            f"{where} holds the chunk probabilities of model {owner}, not of the model this worker "
+            f"serves ({fingerprint}); mixing them would give admissions scores neither model gives. "
+            "Serve a new model from its own store: another NOTESTREAM_STORE_NAMESPACE (or Redis "
+            "database) and another NOTESTREAM_CONSUMER_GROUP, which rebuilds the admissions from the "
+            "notes Kafka retains (docs/operations.md, 'Upgrading a model'). Only once the old model's "
+            f"admissions are no longer needed, delete the record (Redis: DEL <namespace>:model)."
+        )

@@ -58,6 +58,7 @@ class MemoryRiskStore:
         self._now: float | None = None  # the recorded time while a journal is replayed
         self._lock = threading.Lock()
         self._admissions: dict[int, Admission] = {}
+        self._model: str | None = None  # the model whose probabilities the store holds (claim)
         self._journal: IO[str] | None = None
         self.journal_path = Path(journal) if journal is not None else None
         if self.journal_path is not None:
@@ -233,6 +234,13 @@ class MemoryRiskStore:
         with self._lock:
             return sorted(h for h in list(self._admissions) if self._get(h) is not None)
 
+    async def claim(self, model: str) -> str:
+        with self._lock:
+            if self._model is None:
+                self._model = model
+                self._log({"op": "model", "t": self._time(), "model": model})
+            return self._model
+
     async def ping(self) -> bool:
         return True
 
@@ -246,7 +254,7 @@ class MemoryRiskStore:
     def snapshot(self, path: str | Path) -> Path:
         """Write every admission to a JSON file (floats round-trip exactly); returns the path."""
         with self._lock:
-            data = dump_admissions(self._admissions)
+            data = {**dump_admissions(self._admissions), "model": self._model}
         return write_atomically(Path(path), json.dumps(data))
 
     @classmethod
@@ -259,7 +267,9 @@ class MemoryRiskStore:
             if isinstance(head, dict) and "op" in head:
                 store._replay(text)
             else:
-                store._admissions = load_admissions(json.loads(text))
+                data = json.loads(text)
+                store._admissions = load_admissions(data)
+                store._model = data.get("model")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"Cannot restore the risk store from {path}: {exc}. Pass a file written by a memory store "
@@ -281,6 +291,9 @@ class MemoryRiskStore:
                 self._now = op.get("t")
                 if op["op"] == "snapshot":
                     self._admissions = load_admissions(op["data"])
+                    self._model = op["data"].get("model")
+                elif op["op"] == "model":
+                    self._model = op["model"]
                 elif op["op"] == "note":
                     self._apply(op["hadm_id"], op["subject_id"], op["note_id"], op["revision"], op["is_error"],
                                 tuple(op["probs"]))  # fmt: skip
@@ -296,11 +309,8 @@ class MemoryRiskStore:
         try:
             if path.exists():
                 self._replay(path.read_text(encoding="utf-8"))
-            write_atomically(
-                path,
-                json.dumps({"op": "snapshot", "t": self._time(), "data": dump_admissions(self._admissions)})
-                + "\n",
-            )
+            snapshot = {**dump_admissions(self._admissions), "model": self._model}
+            write_atomically(path, json.dumps({"op": "snapshot", "t": self._time(), "data": snapshot}) + "\n")
             self._journal = path.open("a", encoding="utf-8")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(

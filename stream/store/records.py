@@ -155,6 +155,12 @@ class RiskStore(Protocol):
         """Live notes of the admission: note_id -> (revision, chunk probabilities)."""
         ...
 
+    async def claim(self, model: str) -> str:
+        """Record ``model`` (a :func:`models.fingerprint.model_fingerprint`) as the model whose
+        probabilities the store holds, unless one is recorded already; return the recorded one. The
+        record never expires: it outlives every admission (:func:`stream.store.claim_store`)."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store answers (readiness)."""
         ...

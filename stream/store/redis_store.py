@@ -53,6 +53,14 @@ return {0, '', s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', s[6] 
 """
 
 
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+
 def limbs_to_exact(text: str) -> int:
     """The exact sum (units of 2**-1200) of the Lua script's ``index:value`` limbs of 24 bits.
 
@@ -124,6 +132,7 @@ class RedisRiskStore:
         self._apply = self._redis.register_script((_HERE / "apply_note.lua").read_text())
         self._admit = self._redis.register_script((_HERE / "record_admission.lua").read_text())
         self._read = self._redis.register_script(_READ_STATE)
+        self._claim = self._redis.register_script(_CLAIM)
 
     def keys(self, hadm_id: int) -> list[str]:
         """The admission's keys: aggregate hash, notes hash, maxima sorted set."""
@@ -251,6 +260,14 @@ class RedisRiskStore:
             if is_error == "0":
                 out[note_id] = NoteProbs(int(revision), tuple(float(p) for p in filter(None, csv.split(","))))
         return out
+
+    async def claim(self, model: str) -> str:
+        key = f"{self.namespace}:model"
+        reply = await self._call(
+            "record which model the store belongs to",
+            lambda: self._claim(keys=[key], args=[model]),  # type: ignore[arg-type]
+        )
+        return str(reply)
 
     async def ping(self) -> bool:
         try:

@@ -272,3 +272,12 @@ async def test_ties_on_the_maximum_are_broken_the_same_way(store: RiskStore) -> 
     assert (result.state.top_note_id, result.state.top_chunk) == ("c", 0)  # the greatest note_id
     gone = await note(store, "c", [], error=True)
     assert (gone.state.top_note_id, gone.state.top_chunk) == ("b", 1)  # then its first top chunk
+
+
+async def test_the_first_claim_binds_the_store_to_its_model(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.claim("v1@aaaa") == "v1@aaaa"
+    assert await store.claim("v1@aaaa") == "v1@aaaa"
+    assert await store.claim("v2@bbbb") == "v1@aaaa", "a later model never takes the store over"
+    await note(store, "a", [0.5])
+    assert await store.claim("v2@bbbb") == "v1@aaaa"

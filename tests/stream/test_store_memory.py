@@ -106,6 +106,23 @@ async def test_journal_survives_a_restart_and_is_compacted(tmp_path: Path) -> No
     await same(MemoryRiskStore.restore(path), again)
 
 
+async def test_the_model_claim_survives_journal_snapshot_and_restore(tmp_path: Path) -> None:
+    path = tmp_path / "store.jsonl"
+    store = MemoryRiskStore(journal=path)
+    await store.claim("v1@aaaa")
+    await fill(store)
+    await store.close()
+    again = MemoryRiskStore(journal=path)  # replayed from the journal, then compacted
+    assert await again.claim("v2@bbbb") == "v1@aaaa"
+    await again.close()
+    again = MemoryRiskStore(journal=path)  # from the compacted snapshot line
+    assert await again.claim("v2@bbbb") == "v1@aaaa"
+    snapshot = again.snapshot(tmp_path / "snap.json")
+    assert await MemoryRiskStore.restore(snapshot).claim("v2@bbbb") == "v1@aaaa"
+    assert await MemoryRiskStore.restore(path).claim("v2@bbbb") == "v1@aaaa"
+    await again.close()
+
+
 def test_journal_keeps_every_change_through_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "store.jsonl"
     code = f"""
