@@ -16,13 +16,23 @@ import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TransportT
 
+from stream.errors import BrokerError
+
+WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
+"""Where aiokafka's consumer keeps ``fetch_max_wait_ms`` until ``start()`` builds its fetcher."""
+
 
 class _ConsumerThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Transport) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         wait = getattr(self.app, "fetch_max_wait_ms", None)
         if wait is not None:
-            consumer._fetch_max_wait_ms = int(wait)  # read by the fetcher aiokafka builds in start()
+            if not hasattr(consumer, WAIT_ATTRIBUTE):  # pinned by tests/stream/test_app_config.py
+                raise BrokerError(
+                    f"This aiokafka {aiokafka.__version__} consumer has no {WAIT_ATTRIBUTE}; the worker "
+                    "cannot bound its fetch wait (aiokafka 0.11 to 0.14 keep it there; tested by the suite)."
+                )
+            setattr(consumer, WAIT_ATTRIBUTE, int(wait))  # read by the fetcher aiokafka builds in start()
         return consumer
 
 

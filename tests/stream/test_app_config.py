@@ -77,3 +77,12 @@ def test_worker_env_gives_the_child_the_same_settings(monkeypatch: pytest.Monkey
         if key.startswith("NOTESTREAM_"):
             monkeypatch.setenv(key, value)
     assert load_settings() == settings
+
+
+async def test_aiokafka_keeps_the_fetch_wait_where_the_worker_sets_it() -> None:
+    import aiokafka
+
+    from stream.faust_transport import WAIT_ATTRIBUTE
+
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1234)
+    assert getattr(consumer, WAIT_ATTRIBUTE) == 1234  # an aiokafka upgrade that moves it fails here
