@@ -173,13 +173,21 @@ class InferenceEngine:
         )
 
     # --- lifecycle --------------------------------------------------------------------------------
+    def load(self) -> InferenceEngine:
+        """Load the replicas now (when built from a folder), blocking; :meth:`start` then only starts the
+        workers. A stream worker loads before it joins its consumer group, so partitions are never
+        assigned to a process that is still reading weights."""
+        if not self._classifiers:
+            assert self._model_dir is not None
+            self._classifiers = self._load(self._model_dir)
+        return self
+
     async def start(self) -> InferenceEngine:
-        """Load the replicas (when built from a folder) and start one worker per device."""
+        """Load the replicas (when built from a folder and not loaded yet) and start one worker per device."""
         if self._running:
             return self
         if not self._classifiers:
-            assert self._model_dir is not None
-            self._classifiers = await asyncio.to_thread(self._load, self._model_dir)
+            await asyncio.to_thread(self.load)
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-tokenize")

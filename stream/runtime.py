@@ -74,6 +74,20 @@ class Runtime:
         """Set by :func:`create_app`; served as the ``broker`` readiness check."""
         self._lock = asyncio.Lock()
         self._owns: list[Any] = []
+        self._fingerprint: str | None = None
+
+    def preload(self) -> None:
+        """Load the model replicas and fingerprint the model folder now (blocking, before the event loop
+        runs): a worker that joins its consumer group afterwards is ready for partitions at once."""
+        model_dir = self.settings.model_dir
+        if model_dir is None:
+            return  # ready() says what to do
+        from models.engine import InferenceEngine
+        from models.fingerprint import model_fingerprint
+
+        self._fingerprint = model_fingerprint(model_dir)
+        if self.engine is None:
+            self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir)).load()
 
     def set_healthy(self, healthy: bool) -> None:
         """False while a batch waits for a retry (``/readyz`` reports it)."""
@@ -104,6 +118,7 @@ class Runtime:
                 from models.engine import InferenceEngine
 
                 self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir))
+            if not getattr(self.engine, "started", True):  # built (or preloaded) here: start and own it
                 await self.engine.start()
                 self._owns.append(self.engine)
             tokenizer = self.engine.classifiers[0].tokenizer if spec.chunking.kind == "tokens" else None
@@ -131,7 +146,9 @@ class Runtime:
         from models.fingerprint import model_fingerprint
         from stream.store import claim_store
 
-        fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
+        fingerprint = self._fingerprint
+        if fingerprint is None:
+            fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
         store_url = self.settings.masked()["store"]
         where = f"The store {store_url} (namespace {self.settings.store_namespace})"
         await claim_store(self.store, fingerprint, where=where)

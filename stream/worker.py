@@ -36,6 +36,7 @@ def run_worker(settings: Settings) -> None:
     from notestream.logging import setup_logging
     from stream.app import create_app
     from stream.kafka import bootstrap_servers
+    from stream.runtime import Runtime
 
     setup_logging(settings)  # level, JSON lines, note-text filter and secret masking from the settings
     bootstrap_servers(settings)  # fail early, with a clear message, on a bare embedded://
@@ -43,7 +44,11 @@ def run_worker(settings: Settings) -> None:
         # a worker talks to an embedded broker through its printed address, as to any Kafka
         settings = settings.model_copy(update={"broker": "kafka://" + bootstrap_servers(settings)})
     ready = os.environ.get(READY_FILE_ENV)
-    app = create_app(settings, ready_file=Path(ready) if ready else None)
+    # weights are read before the consumer joins its group: a member that takes partitions and then
+    # spends seconds loading a model stalls them (and, on a busy host, its SyncGroup comes late)
+    runtime = Runtime(settings)
+    runtime.preload()
+    app = create_app(settings, runtime=runtime, ready_file=Path(ready) if ready else None)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.lower(),
