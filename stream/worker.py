@@ -44,8 +44,8 @@ def run_worker(settings: Settings) -> None:
         # a worker talks to an embedded broker through its printed address, as to any Kafka
         settings = settings.model_copy(update={"broker": "kafka://" + bootstrap_servers(settings)})
     ready = os.environ.get(READY_FILE_ENV)
-    # weights are read before the consumer joins its group: a member that takes partitions and then
-    # spends seconds loading a model stalls them (and, on a busy host, its SyncGroup comes late)
+    # weights are read before the consumer joins its group: a member that took partitions and then
+    # spent seconds (a BERT-base on a busy host: tens) loading a model would stall them meanwhile
     runtime = Runtime(settings)
     runtime.preload()
     app = create_app(settings, runtime=runtime, ready_file=Path(ready) if ready else None)
