@@ -8,11 +8,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from models.aggregate import admission_score
 from models.build import clinical_corpus
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from stream.events import AdmissionEvent, NoteEvent, RiskUpdate
+from stream.store import RedisRiskStore
 
 ADMIT = datetime(2150, 1, 1, 8, 0)
 
@@ -108,3 +111,32 @@ def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
         if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:
             last[update.hadm_id] = update
     return last
+
+
+async def assert_store_matches_offline(
+    redis_url: str,
+    model_dir: Path,
+    admissions: list[AdmissionEvent],
+    notes: list[NoteEvent],
+    *,
+    notes_per_admission: int,
+    discharged: bool = False,
+) -> None:
+    """Exactly once in the aggregates: every admission's Redis state counts each of its notes once and
+    its score is the offline score of those notes."""
+    offline = OfflineScorer(model_dir).scores(notes)
+    store = RedisRiskStore(redis_url)
+    try:
+        for a in admissions:
+            state = await store.state(a.hadm_id)
+            assert state is not None, f"admission {a.hadm_id} is missing"
+            assert state.n_notes == notes_per_admission
+            assert len(await store.note_probs(a.hadm_id)) == notes_per_admission
+            if discharged:
+                assert state.discharged
+            score, expect = state.score(2.0), offline[a.hadm_id]
+            assert (score is None) == (expect is None)
+            if score is not None and expect is not None:
+                assert score == pytest.approx(expect, abs=1e-6)
+    finally:
+        await store.close()

@@ -10,9 +10,8 @@ import pytest
 
 from notestream.settings import Settings
 from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, RiskUpdate, admission_key
-from stream.store import RedisRiskStore
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
-from tests.stream.feed import OfflineScorer, discharges, feed, final_updates
+from tests.stream.feed import assert_store_matches_offline, discharges, feed, final_updates
 
 pytestmark = pytest.mark.slow
 
@@ -70,22 +69,9 @@ async def test_sigkill_mid_replay_then_restart_counts_every_note_once(
     assert done(updates), second.output()[-3000:]
     assert second.stop() == 0
 
-    # exactly once in the aggregates: the store agrees with the offline scores of each note once
-    offline = OfflineScorer(tiny_model_dir).scores(notes)
-    store = RedisRiskStore(redis_url)
-    try:
-        for a in admissions:
-            state = await store.state(a.hadm_id)
-            assert state is not None, f"admission {a.hadm_id} is missing"
-            assert state.n_notes == expected_notes
-            assert len(await store.note_probs(a.hadm_id)) == expected_notes
-            score = state.score(2.0)
-            expect = offline[a.hadm_id]
-            assert (score is None) == (expect is None)
-            if score is not None and expect is not None:
-                assert score == pytest.approx(expect, abs=1e-6)
-    finally:
-        await store.close()
+    await assert_store_matches_offline(
+        redis_url, tiny_model_dir, admissions, notes, notes_per_admission=expected_notes
+    )
     # the restart replayed notes the first worker had applied but not committed
     # (nothing was committed before the kill, so each note the first worker applied comes back to the
     # second one as a duplicate: re-announced with change=None, never counted again)

@@ -14,9 +14,8 @@ import pytest
 
 from notestream.settings import Settings
 from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
-from stream.store import RedisRiskStore
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
-from tests.stream.feed import OfflineScorer, discharges, feed, final_updates
+from tests.stream.feed import assert_store_matches_offline, discharges, feed, final_updates
 
 pytestmark = pytest.mark.slow
 
@@ -95,18 +94,7 @@ async def test_two_workers_share_the_group_and_hand_over(
     assert done(updates), workers[0].output()[-3000:]
     assert notes_partitions(workers[0], notes_topic) == {0, 1, 2, 3}, "the remaining worker took over"
 
-    offline = OfflineScorer(tiny_model_dir).scores(notes)
-    store = RedisRiskStore(redis_url)
-    try:
-        for a in admissions:
-            state = await store.state(a.hadm_id)
-            assert state is not None
-            assert (state.n_notes, state.discharged) == (5, True)
-            expect = offline[a.hadm_id]
-            score = state.score(2.0)
-            assert (score is None) == (expect is None)
-            if score is not None and expect is not None:
-                assert score == pytest.approx(expect, abs=1e-6)
-    finally:
-        await store.close()
+    await assert_store_matches_offline(
+        redis_url, tiny_model_dir, admissions, notes, notes_per_admission=5, discharged=True
+    )
     assert workers[0].stop() == 0
