@@ -36,17 +36,34 @@ class SeamClassifier(ChunkClassifier):
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.left = threading.Event()
+        self.threads: set[str] = set()
         self.drop_one = False
         self.poison_id = self.tokenizer.convert_tokens_to_ids(POISON)
 
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        self.threads.add(threading.current_thread().name)
+        return super().encode(texts)
+
     def forward_ids(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        self.threads.add(threading.current_thread().name)
         self.entered.set()
         self.gate.wait(timeout=30)
-        self.shapes.append((len(batch), max(len(r) for r in batch)))
-        if any(self.poison_id in row for row in batch):
-            raise RuntimeError("injected failure")
-        out = super().forward_ids(batch)
-        return out[:-1] if self.drop_one else out
+        try:
+            self.shapes.append((len(batch), max(len(r) for r in batch)))
+            if any(self.poison_id in row for row in batch):
+                raise RuntimeError("injected failure")
+            out = super().forward_ids(batch)
+            return out[:-1] if self.drop_one else out
+        finally:
+            self.left.set()
+
+
+async def queued(engine: InferenceEngine, depth: int) -> None:
+    """Wait until ``depth`` chunks sit in the engine's queue (their requests were tokenized and queued)."""
+    async with asyncio.timeout(30):
+        while engine.stats()["queue_depth"] < depth:  # noqa: ASYNC110 (the engine exposes no event for it)
+            await asyncio.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +76,7 @@ def clf(seam: SeamClassifier) -> SeamClassifier:
     seam.shapes.clear()
     seam.gate.set()
     seam.entered.clear()
+    seam.left.clear()
     seam.drop_one = False
     return seam
 
@@ -98,7 +116,7 @@ async def test_batches_respect_the_token_budget_and_sort_by_length(
         first = asyncio.create_task(engine.score(chunks[:1]))
         await asyncio.to_thread(clf.entered.wait, 10)
         rest = asyncio.create_task(engine.score(chunks))  # queued while the first batch is held
-        await asyncio.sleep(0.05)
+        await queued(engine, len(chunks))
         clf.gate.set()
         await first
         await rest
@@ -128,16 +146,24 @@ async def test_a_failing_batch_fails_its_requests_and_the_engine_keeps_serving(
 
 
 async def test_an_isolated_request_never_shares_a_batch(clf: SeamClassifier, chunks: list[str]) -> None:
-    async with InferenceEngine(clf, max_batch_size=16, max_wait_ms=200, min_batch_efficiency=0) as engine:
-        # all queued within the wait: ordinary requests would share one batch with the poisoned one
-        outcomes = await asyncio.gather(
+    clf.gate.clear()
+    async with InferenceEngine(clf, max_batch_size=16, max_wait_ms=0, min_batch_efficiency=0) as engine:
+        held = asyncio.create_task(engine.score(chunks[6:7]))
+        await asyncio.to_thread(clf.entered.wait, 10)
+        clf.shapes.clear()
+        # all queued while the worker is held: ordinary requests would share one batch with the poisoned one
+        requests = [
             engine.score([f"patient {POISON} chunk"]),
             engine.score(chunks[:3], isolated=True),
             engine.score(chunks[3:5], isolated=True),
             engine.score(chunks[5:6]),
-            return_exceptions=True,
-        )
-        batch_sizes = sorted(n for n, _ in clf.shapes)
+        ]
+        gathered = asyncio.gather(*requests, return_exceptions=True)
+        await queued(engine, 7)
+        clf.gate.set()
+        outcomes = await gathered
+        await held
+        batch_sizes = sorted(n for n, _ in clf.shapes)[1:]  # the first is the held request's batch
         assert isinstance(outcomes[0], BatchFailed)
         assert isinstance(outcomes[3], BatchFailed), "the ordinary requests shared one batch"
         assert outcomes[1] == pytest.approx(clf.predict(chunks[:3]).tolist(), abs=1e-5)
@@ -161,8 +187,8 @@ async def test_a_full_queue_makes_callers_wait_then_overload(clf: SeamClassifier
     ) as engine:
         held = asyncio.create_task(engine.score(chunks[:4]))
         await asyncio.to_thread(clf.entered.wait, 10)  # the worker is busy with `held`
-        queued = asyncio.create_task(engine.score(chunks[4:12]))  # fills the queue (8 chunks)
-        await asyncio.sleep(0.01)
+        filling = asyncio.create_task(engine.score(chunks[4:12]))  # fills the queue (8 chunks)
+        await queued(engine, 8)
         assert engine.stats()["queue_depth"] == 8
         started = time.monotonic()
         with pytest.raises(EngineOverloaded, match="queue stayed full"):
@@ -174,7 +200,7 @@ async def test_a_full_queue_makes_callers_wait_then_overload(clf: SeamClassifier
         assert engine.stats()["queue_depth"] == 8  # memory did not grow
         clf.gate.set()
         assert len(await held) == 4
-        assert len(await queued) == 8
+        assert len(await filling) == 8
         assert len(await waiting) == 2
         assert engine.stats()["overloaded"] == 1
 
@@ -185,7 +211,7 @@ async def test_cancelled_callers_work_is_dropped(clf: SeamClassifier, chunks: li
         held = asyncio.create_task(engine.score(chunks[:2]))
         await asyncio.to_thread(clf.entered.wait, 10)
         doomed = asyncio.create_task(engine.score(chunks[2:10]))
-        await asyncio.sleep(0.01)
+        await queued(engine, 8)
         assert engine.stats()["queue_depth"] == 8
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -201,27 +227,29 @@ async def test_cancelled_callers_work_is_dropped(clf: SeamClassifier, chunks: li
 async def test_event_loop_stays_responsive_while_the_model_runs(
     clf: SeamClassifier, chunks: list[str]
 ) -> None:
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.monotonic()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    async with InferenceEngine(clf, max_batch_size=16, max_batch_tokens=8192) as engine:
-        tick = asyncio.create_task(ticker())
-        started = time.monotonic()
-        await asyncio.gather(*(engine.score(chunks) for _ in range(3)))
-        elapsed = time.monotonic() - started
-        done.set()
-        await tick
-    assert elapsed > 0.3  # the model really ran for a while
-    assert len(gaps) > elapsed / 0.1  # the loop kept ticking
-    assert max(gaps) < 0.25
+    """The model and the tokenizer run off the event loop: while a batch is held inside the model, the
+    loop keeps serving other coroutines (counted in ticks, not timed, so a slow machine cannot fail it)."""
+    expected = clf.predict(chunks[:6])
+    clf.threads.clear()
+    clf.gate.clear()
+    async with InferenceEngine(clf, max_batch_size=16, max_wait_ms=0, min_batch_efficiency=0) as engine:
+        clf.entered.clear()
+        clf.left.clear()
+        scoring = asyncio.create_task(engine.score(chunks[:6]))
+        await asyncio.to_thread(clf.entered.wait, 10)
+        ticks = 0
+        for _ in range(20):  # the loop runs these while the model thread sits inside forward_ids
+            await asyncio.sleep(0)
+            ticks += 1
+        assert ticks == 20
+        assert not scoring.done()
+        assert not clf.left.is_set()  # the model is still running: the ticks happened alongside it
+        clf.gate.set()
+        probs = await scoring
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    loop_thread = threading.current_thread().name
+    assert clf.threads
+    assert loop_thread not in clf.threads
 
 
 async def test_closing_fails_pending_requests_and_refuses_new_ones(
@@ -232,7 +260,7 @@ async def test_closing_fails_pending_requests_and_refuses_new_ones(
     held = asyncio.create_task(engine.score(chunks[:2]))
     await asyncio.to_thread(clf.entered.wait, 10)
     pending = asyncio.create_task(engine.score(chunks[2:5]))
-    await asyncio.sleep(0.01)
+    await queued(engine, 3)
     assert engine.started
     await engine.close()
     assert not engine.started
@@ -268,7 +296,7 @@ async def test_batches_keep_the_minimum_padding_efficiency(clf: SeamClassifier, 
         await asyncio.to_thread(clf.entered.wait, 10)
         clf.shapes.clear()
         rest = asyncio.create_task(engine.score(mixed[1:]))
-        await asyncio.sleep(0.01)
+        await queued(engine, len(mixed) - 1)
         clf.gate.set()
         await first
         await rest
