@@ -245,8 +245,16 @@ class Pacer:
     ``rate`` events are sent per second (each None: no such limit; both: the later of the two).
 
     ``rate`` spaces sends at least ``1/rate`` s apart, so the feed never bursts above it, even to catch
-    up with event time after a slow stretch. Call :meth:`delay` just before each send and sleep for the
-    seconds it returns.
+    up with event time after a slow stretch. Call :meth:`delay` just before each send, sleep for the
+    seconds it returns, then call :meth:`sent` as the event goes out: a sleep that overran moves the
+    next slot on, so a late send is never followed by one sooner than ``1/rate`` s.
+
+    >>> now = [0.0]
+    >>> pacer = Pacer(None, clock=lambda: now[0], rate=10.0)
+    >>> pacer.delay(datetime(2150, 1, 1)); now[0] = 0.25; pacer.sent()  # slept 0.25 s too long
+    0.0
+    >>> round(pacer.delay(datetime(2150, 1, 1)), 6)  # a full slot after the late send, not at once
+    0.1
     """
 
     def __init__(
@@ -284,6 +292,11 @@ class Pacer:
             self._next_slot = now + wait + 1.0 / self.rate
         return wait
 
+    def sent(self) -> None:
+        """Record that the event paced by the last :meth:`delay` goes out now."""
+        if self.rate is not None:
+            self._next_slot = max(self._next_slot or 0.0, self._clock() + 1.0 / self.rate)
+
 
 async def replay(
     settings: Settings,
@@ -319,6 +332,7 @@ async def replay(
                 wait = pacer.delay(moment)
                 if wait > 0:
                     await asyncio.sleep(wait)
+                pacer.sent()
                 stamped = event.model_copy(update={"produced_at": utcnow()})
                 pending.append(await producer.send(settings.topic(topic), value=stamped.to_bytes(), key=key))
                 if on_event is not None:
