@@ -144,7 +144,7 @@ async def test_alerts_serve_metrics_and_readiness(kafka_settings: Settings) -> N
         else:
             pytest.fail("/readyz never answered 200")
         assert (await client.get("/healthz")).status_code == 200
-        for _ in range(200):  # ready = state rebuilt and partitions held; the 5 updates follow
+        for _ in range(1200):  # ready = state rebuilt and partitions held; the 5 updates follow
             scraped = (await client.get("/metrics")).text
             if "notestream_alert_updates_total 5.0" in scraped:
                 break

@@ -194,13 +194,13 @@ async def test_admit_and_discharge(store: RiskStore) -> None:
 
 
 async def test_idle_ttl_slides_with_each_write(make_store: StoreFactory) -> None:
-    store = make_store(idle_ttl_s=2.0)
+    store = make_store(idle_ttl_s=3.0)
     await note(store, "a", [0.5])
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.8)
     await note(store, "b", [0.5])
-    await asyncio.sleep(1.2)
-    assert (await store.state(100)) is not None  # 2.4 s after the first write, 1.2 s after the last
-    await asyncio.sleep(2.4)
+    await asyncio.sleep(1.8)
+    assert (await store.state(100)) is not None  # 3.6 s after the first write, 1.8 s after the last
+    await asyncio.sleep(3.6)
     assert await store.state(100) is None
     assert await store.note_probs(100) == {}
 
