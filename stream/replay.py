@@ -286,16 +286,15 @@ class Pacer:
                 self._start = (moment, now)
             first, wall = self._start
             wait = max(wait, wall + (moment - first).total_seconds() / self.speed - now)
-        if self.rate is not None:
-            if self._next_slot is not None:
-                wait = max(wait, self._next_slot - now)
-            self._next_slot = now + wait + 1.0 / self.rate
+        if self._next_slot is not None:
+            wait = max(wait, self._next_slot - now)
         return wait
 
     def sent(self) -> None:
-        """Record that the event paced by the last :meth:`delay` goes out now."""
+        """Record that the event paced by the last :meth:`delay` goes out now: the next may go
+        ``1/rate`` s from this moment."""
         if self.rate is not None:
-            self._next_slot = max(self._next_slot or 0.0, self._clock() + 1.0 / self.rate)
+            self._next_slot = self._clock() + 1.0 / self.rate
 
 
 async def replay(

@@ -368,9 +368,11 @@ def test_pacer_rate_spaces_events() -> None:
     for i in range(5):
         waits.append(pacer.delay(t0 + timedelta(hours=i)))
         now[0] += waits[-1]  # the caller sleeps, then sends
+        pacer.sent()
     assert waits == pytest.approx([0.0, 0.1, 0.1, 0.1, 0.1])
     now[0] += 3.0  # a stall does not let the feed burst above the rate afterwards
     assert pacer.delay(t0) == 0.0
+    pacer.sent()
     assert pacer.delay(t0) == pytest.approx(0.1)
     with pytest.raises(ReplayError, match="rate"):
         Pacer(None, rate=0)
@@ -381,9 +383,11 @@ def test_pacer_speed_and_rate_take_the_later() -> None:
     pacer = Pacer(3600.0, clock=lambda: now[0], rate=2.0)
     t0 = datetime(2150, 1, 1)
     assert pacer.delay(t0) == 0.0
+    pacer.sent()
     # event time says now, the rate says in half a second
     assert pacer.delay(t0) == pytest.approx(0.5)
     now[0] = 0.5
+    pacer.sent()
     # the rate allows it in half a second, event time (3 h at 3600x) only after 3 s
     assert pacer.delay(t0 + timedelta(hours=3)) == pytest.approx(2.5)
 
