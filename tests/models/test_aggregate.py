@@ -55,7 +55,7 @@ def test_removing_what_was_never_added_is_refused() -> None:
 
 
 @given(st.lists(probs, min_size=1, max_size=60), st.lists(probs, max_size=30), st.randoms())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 def test_incremental_equals_batch_under_any_order_of_add_and_remove(
     kept: list[float], removed: list[float], rnd: random.Random
 ) -> None:
@@ -76,7 +76,7 @@ def test_incremental_equals_batch_under_any_order_of_add_and_remove(
 
 
 @given(st.lists(probs, max_size=40), st.lists(probs, max_size=40))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_merge_equals_adding_everything(a: list[float], b: list[float]) -> None:
     left, right = AggregateState(a), AggregateState(b)
     left.merge(right)

@@ -59,7 +59,7 @@ def test_five_megabyte_note_chunks_quickly() -> None:
     st.integers(1, 400),
     st.integers(0, 50),
 )
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_chunks_rejoin_to_the_words_less_a_dropped_short_tail(
     tokens: list[str], size: int, min_tail: int
 ) -> None:
@@ -74,7 +74,7 @@ def test_chunks_rejoin_to_the_words_less_a_dropped_short_tail(
 
 
 @given(st.integers(0, 3000), st.integers(3, 600), st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_token_windows_cover_every_token_and_never_exceed_the_model(
     n: int, max_length: int, data: st.DataObject
 ) -> None:

@@ -92,7 +92,7 @@ def test_empty_inputs(classifier: ChunkClassifier) -> None:
 
 
 @given(st.lists(st.integers(1, 512), max_size=80), st.integers(1, 32), st.integers(512, 8192))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_length_batches_cover_every_input_within_budget(lengths: list[int], size: int, budget: int) -> None:
     batches = length_batches(lengths, max_batch_size=size, max_batch_tokens=budget)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))

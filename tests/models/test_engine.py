@@ -322,7 +322,7 @@ async def test_a_request_larger_than_the_queue_runs_when_the_queue_is_empty(
     assert got == pytest.approx(clf.predict(chunks[:10]).tolist(), abs=1e-5)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=12), st.integers(1, 12), st.integers(600, 6000))
 async def test_any_split_into_requests_gives_the_classifier_results(
     clf: SeamClassifier, chunks: list[str], sizes: list[int], batch: int, budget: int

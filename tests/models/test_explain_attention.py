@@ -113,7 +113,7 @@ def test_rollout_of_the_model_is_row_stochastic(served: LoadedModel, tiny_corpus
     np.testing.assert_allclose(result.sum(axis=-1), 1.0, atol=1e-6)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     arrays(
         np.float64,

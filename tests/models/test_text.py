@@ -48,7 +48,7 @@ def test_huang2019_equals_the_pandas_reference(text: str) -> None:
 
 
 @given(st.text(alphabet=st.sampled_from(list("ab .:-_=[]*0123456789\n\r\tDrMAdmission")), max_size=80))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_huang2019_equals_the_pandas_reference_on_generated_text(text: str) -> None:
     assert clean(text) == pandas_reference([text])[0]
 

@@ -64,7 +64,7 @@ def test_admission_scores_aggregate_and_min_label() -> None:
         admission_scores(chunks.drop(columns="pred_score"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(st.lists(st.tuples(st.integers(0, 1), st.floats(0, 1)), min_size=2, max_size=30))
 def test_rp80_point_has_precision_above_floor(pairs: list[tuple[int, float]]) -> None:
     labels = np.array([p[0] for p in pairs])
