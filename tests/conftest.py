@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # property tests assert what holds, never how fast: no per-example deadline on a busy CI machine
-settings.register_profile("notestream", print_blob=True)
+settings.register_profile("notestream", deadline=None, print_blob=True)
 settings.load_profile("notestream")
 
 pytest_plugins = [
