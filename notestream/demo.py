@@ -436,8 +436,8 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``cfg.out/summary.json``)."""
     from models.spec import ModelSpec
-    from notestream.settings import TOPICS
     from stream.embedded import EmbeddedBroker
+    from stream.topics import create_topics
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -467,7 +467,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             session_timeout_s=10.0,
         )
         if broker is not None:
-            broker.ensure_topics(settings.topic(t) for t in TOPICS)
+            asyncio.run(create_topics(settings, wait_s=30))
         threshold = spec.threshold if spec.threshold is not None else 0.5
         watch = asyncio.run(stream_feed(cfg, settings, mimic, feed, threshold))
     finally:

@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     broker: str = Field(
         "embedded://",
         description="Kafka bootstrap servers as `kafka://host:port[,host:port]`, or `embedded://` for "
-        "the in-process Kafka-protocol mock cluster (one machine, demo and tests).",
+        "the embedded one-machine broker (tansu, started by `notestream demo`; `embedded://HOST:PORT` "
+        "is the address `notestream broker` printed).",
     )
     store: str = Field(
         "memory://",
@@ -152,6 +153,12 @@ class Settings(BaseSettings):
     )
     kafka_ssl_check_hostname: bool = Field(
         True, description="Check that a broker's certificate names the host connected to."
+    )
+    kafka_idempotence: bool = Field(
+        True,
+        description="Idempotent Kafka producers (worker, replay, alerts): a retried send is written "
+        "once, in order. Kafka >= 0.11 and the embedded broker support it; turn it off only for a "
+        "broker or ACL set-up that refuses it (it needs IdempotentWrite on clusters before Kafka 2.8).",
     )
     replication_factor: int = Field(
         1, ge=1, description="Replication factor of the topics notestream creates (3 on a real cluster)."
@@ -242,8 +249,8 @@ class Settings(BaseSettings):
         100,
         ge=1,
         le=10_000,
-        description="Longest wait of one worker fetch for new notes. A real broker answers as soon as data "
-        "arrives; the embedded mock cluster waits the whole time, so this bounds its added latency.",
+        description="Longest wait of one worker fetch for new notes (a broker answers sooner as soon as "
+        "data arrives): the latency a quiet partition adds, traded against fetch requests.",
     )
     commit_interval_s: float = Field(
         1.0,

@@ -76,10 +76,14 @@ def create_app(
     app = App(
         settings.consumer_group,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        idempotent=settings.kafka_idempotence,
         **faust_broker_options(settings),
         store="memory://",
         autodiscover=False,
-        topic_allow_declare=False,  # the mock cluster has no CreateTopics; real clusters: `notestream topics`
+        topic_allow_declare=False,  # topics come from `notestream topics` (auto-creation off in production)
+        # no `<group>-__assignor-__leader` topic: it elects a leader for Faust tables and on_leader
+        # timers, which the worker has none of; so it subscribes only to the topics `topics` creates
+        topic_disable_leader=True,
         topic_partitions=settings.partitions,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

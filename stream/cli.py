@@ -1,6 +1,8 @@
 """Commands of the `stream` package, mounted on the `notestream` CLI by notestream.cli.
 
-``worker`` runs the Faust worker; ``replay`` and ``alerts`` come from :mod:`stream.cli_data`;
+``worker`` runs the Faust worker; ``topics`` creates the topics on a Kafka cluster
+(:mod:`stream.topics`); ``broker`` serves the one-machine broker (:mod:`stream.embedded`);
+``replay`` and ``alerts`` come from :mod:`stream.cli_data`;
 ``demo`` (the one-machine run) lives in :mod:`notestream.demo`, imported only when it runs, because it
 needs ``training`` and ``stream`` must not import it.
 """
@@ -45,7 +47,7 @@ def register(app: typer.Typer) -> None:
         broker: str = typer.Option(
             None,
             help="kafka://... to use a real Kafka instead of the embedded one (its topics must exist, or "
-            "auto-creation be on: deploy/create_topics.py).",
+            "auto-creation be on: `notestream topics`).",
         ),
         store: str = typer.Option(None, help="redis://... to use Redis instead of the in-memory store."),
         patients: int = typer.Option(600, help="Synthetic patients in the cohort."),
@@ -68,6 +70,39 @@ def register(app: typer.Typer) -> None:
         if rate is not None:
             cfg = replace(cfg, rate=rate)
         run_demo(cfg)
+
+    @app.command()
+    def topics(
+        broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
+        topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
+        partitions: int = typer.Option(
+            None, help="Partitions of each topic created (env NOTESTREAM_PARTITIONS)."
+        ),
+        wait: float = typer.Option(120.0, help="Seconds to wait for the broker to answer."),
+        config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
+    ) -> None:
+        """Create the missing topics (existing ones are left alone); print one JSON line."""
+        from stream.topics import run_topics
+
+        settings = load_settings(config, broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+        raise typer.Exit(run_topics(settings, wait))
+
+    @app.command()
+    def broker(
+        host: str = typer.Option("127.0.0.1", help="Address to listen on (and advertise)."),
+        port: int = typer.Option(0, help="Port to listen on (0: a free one)."),
+        max_memory_mb: int = typer.Option(
+            None, help="Stop the broker (loudly) past this resident memory (default: half the machine's)."
+        ),
+    ) -> None:
+        """Serve the one-machine broker: print kafka://HOST:PORT first, then serve until SIGTERM/SIGINT.
+
+        It keeps every message in memory until it stops; point worker, replay and alerts at the
+        printed address with --broker.
+        """
+        from stream.embedded import serve
+
+        raise typer.Exit(serve(host=host, port=port, max_memory_mb=max_memory_mb))
 
     from stream.cli_data import register_data
 

@@ -1,22 +1,30 @@
-"""A Faust app whose Kafka consumer waits at most ``fetch_max_wait_ms`` in a fetch.
+"""A Faust app whose Kafka consumer waits at most ``fetch_max_wait_ms`` in a fetch and whose producer
+is idempotent.
 
-Faust 0.15 builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting to change it. A
-real broker answers a waiting fetch as soon as data arrives, but librdkafka's mock cluster (the embedded
-mode) holds every fetch for the full wait: measured here, note-to-consumer latency p50 825 ms at 1500
-ms, 23 ms at 50 ms. :class:`App` swaps in a consumer thread that sets the wait from the settings before
-the consumer starts; everything else is Faust's own code.
+Faust 0.15 builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting to change it;
+a broker that holds a fetch for the full wait when no data comes (librdkafka's mock cluster did so even
+when data came: note-to-consumer latency p50 825 ms at 1500 ms, 23 ms at 50 ms) adds that much latency.
+:class:`App` swaps in a consumer thread that sets the wait from the settings before the consumer starts.
+
+Faust turns ``enable_idempotence`` on only inside its transactions (``processing_guarantee=
+"exactly_once"``), which the worker does not use (the store dedupes redeliveries instead);
+``App(idempotent=True)`` makes every producer it builds idempotent with ``acks=all``, so a send retried
+after a lost acknowledgement is written once and in order (with :mod:`stream.kafka_protocol`, so that
+aiokafka's producer starts on the embedded broker too). Everything else is Faust's own code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 import faust
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer, Transport
 from faust.types import TransportT
 
 from stream.errors import BrokerError
+from stream.kafka_protocol import install as install_init_producer_id_v3
 
 WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
 """Where aiokafka's consumer keeps ``fetch_max_wait_ms`` until ``start()`` builds its fetcher."""
@@ -41,15 +49,30 @@ class _Consumer(Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _Producer(Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = dict(super()._settings_extra())
+        if getattr(self.app, "idempotent", False):
+            extra.update(acks="all", enable_idempotence=True)
+        return extra
+
+
 class _Transport(Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class App(faust.App):
-    """``faust.App`` with ``fetch_max_wait_ms`` for its consumer (``kafka://`` brokers)."""
+    """``faust.App`` with ``fetch_max_wait_ms`` for its consumer and optionally idempotent producers
+    (``kafka://`` brokers)."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, fetch_max_wait_ms: int | None = None, idempotent: bool = False, **kwargs: Any
+    ) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.idempotent = idempotent
+        if idempotent:
+            install_init_producer_id_v3()  # idempotence on the embedded broker too (stream.kafka_protocol)
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:

@@ -23,23 +23,24 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from notestream.settings import Settings
 from stream.errors import BrokerError
+from stream.kafka_protocol import install as install_init_producer_id_v3
 
 
 def bootstrap_servers(settings: Settings) -> str:
     """``host:port[,host:port]`` of the broker the settings name.
 
     ``embedded://HOST:PORT`` is the address an embedded broker printed (see :mod:`stream.embedded`); a
-    bare ``embedded://`` has no address, because the embedded broker only lives inside the process that
-    started it (``notestream demo``, the tests).
+    bare ``embedded://`` has no address, because the embedded broker only lives as long as the process
+    that started it (``notestream broker``, ``notestream demo``, the tests).
     """
     if settings.broker.startswith("kafka://"):
         return settings.kafka_bootstrap_servers()
     address = settings.broker.removeprefix("embedded://").strip("/")
     if not address:
         raise BrokerError(
-            "The broker is `embedded://` without an address, and the embedded broker only lives inside "
-            "the process that started it. Pass --broker kafka://HOST:PORT (the address `notestream "
-            "demo` or `python -m stream.embedded` prints), or run `notestream demo`."
+            "The broker is `embedded://` without an address, and the embedded broker only lives as long "
+            "as the process that started it. Start one with `notestream broker` and pass the "
+            "kafka://HOST:PORT it prints as --broker, or run `notestream demo`."
         )
     return address
 
@@ -73,9 +74,15 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    """An (unstarted) aiokafka producer: ``acks=all``, idempotence off (the mock cluster lacks it)."""
-    options: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_request_size": 4 * 1024 * 1024}
+    """An (unstarted) aiokafka producer: ``acks=all``, idempotent unless ``kafka_idempotence`` is off."""
+    options: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotence,
+        "linger_ms": 5,
+        "max_request_size": 4 * 1024 * 1024,
+    }
     options.update(overrides)
+    install_init_producer_id_v3()  # idempotence on the embedded broker too (stream.kafka_protocol)
     return AIOKafkaProducer(**aiokafka_config(settings), **options)
 
 

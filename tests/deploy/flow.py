@@ -77,21 +77,3 @@ def assert_matches_offline(last: dict[int, RiskUpdate], expected: dict[int, floa
     assert not missing, f"no risk update for admissions {missing}"
     for hadm, score in expected.items():
         assert last[hadm].score == pytest.approx(score, abs=1e-6), f"admission {hadm}"
-
-
-def create_topics_module() -> Any:
-    """deploy/create_topics.py (a script, not a package module), loaded by path."""
-    import importlib.util
-    import sys
-
-    name = "notestream_deploy_create_topics"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[2] / "deploy" / "create_topics.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module

@@ -3,7 +3,7 @@
 Kafka: the testcontainers ``KafkaContainer`` in KRaft mode on Confluent Platform 7.7 (Apache Kafka 3.7,
 the same 3.x protocol line as docker-compose.yml's pinned apache/kafka 3.8.1): it rewrites the advertised
 listener to the mapped port, which the plain apache/kafka image cannot do on a random port. Redis: the
-image docker-compose.yml pins, with a password. Topics come from deploy/create_topics.py (real
+image docker-compose.yml pins, with a password. Topics come from `notestream topics` (stream/topics.py) (real
 CreateTopics, which the mock cluster lacks); two workers share the consumer group; a synthetic MIMIC-III
 cohort is replayed; every admission's final risk update and its Redis state must equal the offline
 score. Without a Docker engine every test here is skipped, quickly, with the reason.
@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from notestream.settings import TOPICS, Settings
+from stream.topics import create_topics
 from tests.deploy.flow import (
     assert_matches_offline,
     await_final_scores,
-    create_topics_module,
     expected_scores,
     run_replay,
     synthetic_cohort,
@@ -104,9 +104,9 @@ def test_whole_flow_on_kafka_and_redis_containers(
         commit_interval_s=0.2,
         devices=["cpu"],
     )
-    created = asyncio.run(create_topics_module().create_topics(settings, wait_s=60))
+    created = asyncio.run(create_topics(settings, wait_s=60))
     assert created == {settings.topic(name): "created" for name in TOPICS}
-    again = asyncio.run(create_topics_module().create_topics(settings, wait_s=60))
+    again = asyncio.run(create_topics(settings, wait_s=60))
     assert set(again.values()) == {"exists (4 partitions)"}
 
     source = synthetic_cohort(tmp_path / "mimic")
