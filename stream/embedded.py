@@ -228,6 +228,7 @@ class EmbeddedBroker:
                 return
             rss = resident_mb(proc.pid)
             if rss is not None and rss > self.max_memory_mb:
+                self._stop_process()  # first: whoever sees ``failure`` finds the broker gone
                 self.failure = (
                     f"The embedded broker on {self.address} reached its memory limit ({rss:.0f} MiB > "
                     f"{self.max_memory_mb} MiB; it keeps every message in memory, with no retention): "
@@ -236,7 +237,6 @@ class EmbeddedBroker:
                     "--max-memory-mb), or use a real Kafka (--broker kafka://HOST:PORT)."
                 )
                 log.error("%s", self.failure)
-                self._stop_process()
                 return
 
     def _stop_process(self) -> None:
