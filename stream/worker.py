@@ -2,8 +2,7 @@
 
 Run it as ``notestream worker --broker kafka://HOST:PORT --store redis://... --model-dir DIR`` or
 ``python -m stream.worker`` with the same ``NOTESTREAM_*`` environment. Each worker is a process of its
-own (several workers share the consumer group; in the embedded mode the mock cluster needs one process
-per group member).
+own; several workers share the consumer group.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 - tests/fixtures/models.py: a tiny BERT model folder with a WordPiece vocabulary built in the test run.
 - tests/fixtures/redis.py: a real redis-server started on a free port (never a server we did not start).
-- tests/fixtures/kafka.py: librdkafka's mock cluster (the Kafka wire protocol, in process).
+- tests/fixtures/kafka.py: the embedded broker (tansu, a Kafka-protocol broker in a child process).
 """
 
 import os

@@ -64,10 +64,10 @@ def test_compose_refuses_to_start_without_a_redis_password() -> None:
     assert "NOTESTREAM_REDIS_PASSWORD" in done.stderr
 
 
-def test_kafka_runs_kraft_with_a_pinned_3x_image(compose: dict[str, Any]) -> None:
+def test_kafka_runs_kraft_with_a_pinned_4x_image(compose: dict[str, Any]) -> None:
     services = compose["services"]
     kafka = services["kafka"]
-    assert re.fullmatch(r"apache/kafka:3\.[78]\.\d+", kafka["image"])
+    assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", kafka["image"])
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "KAFKA_CONTROLLER_QUORUM_VOTERS" in env

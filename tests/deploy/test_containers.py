@@ -1,10 +1,9 @@
 """The whole flow on real Kafka and Redis containers (testcontainers), where a Docker engine answers.
 
-Kafka: the testcontainers ``KafkaContainer`` in KRaft mode on Confluent Platform 7.7 (Apache Kafka 3.7,
-the same 3.x protocol line as docker-compose.yml's pinned apache/kafka 3.8.1): it rewrites the advertised
+Kafka: the testcontainers ``KafkaContainer`` in KRaft mode on Confluent Platform 7.7 (Apache Kafka 3.7;
+docker-compose.yml pins apache/kafka 4.1, whose protocol floor the clients clear): it rewrites the advertised
 listener to the mapped port, which the plain apache/kafka image cannot do on a random port. Redis: the
-image docker-compose.yml pins, with a password. Topics come from `notestream topics` (stream/topics.py) (real
-CreateTopics, which the mock cluster lacks); two workers share the consumer group; a synthetic MIMIC-III
+image docker-compose.yml pins, with a password. Topics come from `notestream topics` (stream/topics.py); two workers share the consumer group; a synthetic MIMIC-III
 cohort is replayed; every admission's final risk update and its Redis state must equal the offline
 score. Without a Docker engine every test here is skipped, quickly, with the reason.
 """

@@ -1,6 +1,6 @@
 """A Redis server stopped and restarted during a replay loses nothing.
 
-A real redis-server (password, AOF fsynced on every write) and the librdkafka mock cluster: a worker
+A real redis-server (password, AOF fsynced on every write) and the embedded broker (tansu): a worker
 scores the first half of a synthetic MIMIC-III cohort; Redis is stopped (SIGTERM, as a crash of its
 container or host would look to the worker) while the second half is replayed, then started again on
 the same port and data. The worker retries the batch it could not store (nothing acked) until Redis

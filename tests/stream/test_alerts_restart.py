@@ -1,6 +1,6 @@
 """Alerts across restarts (state rebuilt from risk-alerts, commits after the write) and their metrics.
 
-Every test runs ``run_alerts`` against the librdkafka mock cluster and reads back the risk-alerts topic.
+Every test runs ``run_alerts`` against the embedded broker (tansu) and reads back the risk-alerts topic.
 """
 
 from __future__ import annotations

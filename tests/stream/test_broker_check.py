@@ -1,4 +1,4 @@
-"""The worker's ``broker`` readiness check against the librdkafka mock cluster."""
+"""The worker's ``broker`` readiness check against the embedded broker (tansu)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end: a worker process against the librdkafka mock cluster and a real redis-server."""
+"""End to end: a worker process against the embedded broker (tansu) and a real redis-server."""
 
 from __future__ import annotations
 
