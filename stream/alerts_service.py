@@ -64,10 +64,11 @@ async def read_alert_log(settings: Settings, *, timeout_s: float = 120.0) -> lis
         if not partitions:
             raise BrokerError(
                 f"The topic {topic} does not exist, so the alert state cannot be rebuilt. Create the "
-                "topics first (deploy/create_topics.py, the compose `topics` service)."
+                "topics first (`notestream topics`, the compose `topics` service)."
             )
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         left = {tp: end for tp, end in ends.items() if end > 0}
+        fetched: set[TopicPartition] = set()
         deadline = time.monotonic() + timeout_s
         while left:
             if time.monotonic() > deadline:
@@ -76,6 +77,13 @@ async def read_alert_log(settings: Settings, *, timeout_s: float = 120.0) -> lis
                     f"({len(alerts)} alerts read). Check the broker, then restart the alerts service."
                 )
             batches = await consumer.getmany(*left, timeout_ms=200)
+            for tp in batches.keys() - fetched:
+                # The embedded broker (tansu 0.6) answers ListOffsets(latest) with the first offset of a
+                # partition's last record batch + 1, short of its end; the high watermark of the first
+                # fetch is right (on Kafka it may add alerts written since the call: another instance's,
+                # newer states of the same admissions, which the rebuilt state then holds).
+                fetched.add(tp)
+                left[tp] = max(left[tp], consumer.highwater(tp) or 0)
             for tp, messages in batches.items():
                 for message in messages:
                     if message.offset >= left.get(tp, 0):

@@ -31,18 +31,15 @@ def notes_partitions(worker: WorkerProcess, topic: str) -> set[int]:
     return {int(p) for p in re.findall(pattern, found[-1])}
 
 
-STUCK = "Unexpected error from SyncGroup"
-
-
 async def wait_for_split(workers: list[WorkerProcess], topic: str, *, timeout_s: float) -> list[set[int]]:
-    """The workers' notes partitions once each holds some and together they cover the topic; earlier
-    when a worker is stuck out of the group (see the test), or at the timeout."""
+    """The workers' notes partitions once each holds some and together they cover the topic, or at the
+    timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
         split = [notes_partitions(w, topic) for w in workers]
         if all(split) and len(split[0] | split[1]) == 4:
             return split
-        if time.monotonic() > deadline or any(STUCK in w.output() for w in workers):
+        if time.monotonic() > deadline:
             return split
         assert all(w.proc.poll() is None for w in workers), workers[0].output()[-2000:]
         await asyncio.sleep(0.2)
@@ -59,20 +56,10 @@ async def test_two_workers_share_the_group_and_hand_over(
     )
     notes_topic = settings.topic(NOTES)
     workers = [start_worker(settings), start_worker(settings)]
-    split = await wait_for_split(workers, notes_topic, timeout_s=60)
-    for _ in range(4):
-        stuck = [i for i, w in enumerate(workers) if STUCK in w.output()]
-        if not stuck:
-            break
-        # librdkafka's mock coordinator completes a rebalance as soon as the leader's SyncGroup arrives,
-        # and answers a follower whose SyncGroup comes after it with INVALID_REQUEST (a real broker
-        # holds it until the leader has synced); aiokafka then never rejoins: the worker stays up
-        # without partitions and never ready, as an orchestrator's readiness probe would see. Restart
-        # it, as one would.
-        for i in stuck:
-            workers[i].kill()
-            workers[i] = start_worker(settings)
-        split = await wait_for_split(workers, notes_topic, timeout_s=60)
+    # (librdkafka's mock cluster, the embedded broker before, answered a follower's early SyncGroup with
+    # INVALID_REQUEST and aiokafka never rejoined; tansu answers REBALANCE_IN_PROGRESS, as Kafka does,
+    # and the follower rejoins.) Two workers load their models at once: a generous bound.
+    split = await wait_for_split(workers, notes_topic, timeout_s=240)
     assert all(split), f"the group never split the notes partitions: {split}"
     assert not split[0] & split[1], "a partition went to both workers"
 
