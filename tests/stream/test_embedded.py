@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,10 @@ def test_the_memory_guard_stops_the_broker_loudly() -> None:
                 on_delivery=lambda e, m: failed.append(e) if e else None,
             )
             client.flush(10)
+        for _ in range(300):  # the guard stops the broker (SIGTERM, reap), then records why
+            if broker.failure is not None:
+                break
+            time.sleep(0.1)
         assert broker.failure is not None
         assert "memory limit" in broker.failure
         assert broker.pid is None  # stopped, and reaped
