@@ -249,8 +249,9 @@ class Settings(BaseSettings):
         100,
         ge=1,
         le=10_000,
-        description="Longest wait of one worker fetch for new notes (a broker answers sooner as soon as "
-        "data arrives): the latency a quiet partition adds, traded against fetch requests.",
+        description="Longest wait of one worker fetch for new notes. Kafka answers a waiting fetch as soon "
+        "as data arrives; the embedded broker (tansu) answers only later in the wait, so this bounds the "
+        "latency it adds.",
     )
     commit_interval_s: float = Field(
         1.0,

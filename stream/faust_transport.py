@@ -1,9 +1,10 @@
 """A Faust app whose Kafka consumer waits at most ``fetch_max_wait_ms`` in a fetch and whose producer
 is idempotent.
 
-Faust 0.15 builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting to change it;
-a broker that holds a fetch for the full wait when no data comes (librdkafka's mock cluster did so even
-when data came: note-to-consumer latency p50 825 ms at 1500 ms, 23 ms at 50 ms) adds that much latency.
+Faust 0.15 builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting to change it.
+Kafka answers a waiting fetch as soon as data arrives, but the embedded broker (tansu) answers only
+later in the wait (and librdkafka's mock cluster, before it, at its end), so the wait bounds the
+latency it adds.
 :class:`App` swaps in a consumer thread that sets the wait from the settings before the consumer starts.
 
 Faust turns ``enable_idempotence`` on only inside its transactions (``processing_guarantee=
