@@ -5,7 +5,7 @@ on generated notes) and one set of generated notes (reference 318-word chunks):
 
 - ``engine_chunks_per_s``: every chunk of every note through :class:`InferenceEngine` in this process,
   one request per note, all at once (the engine's own capacity with this model);
-- ``e2e_chunks_per_s``: the same notes produced to the embedded broker (tansu, :mod:`stream.embedded`) as fast
+- ``e2e_chunks_per_s``: the same notes produced to the embedded broker (tansu, :mod:`notestream.stream.embedded`) as fast
   as possible and processed by a worker process (Faust, memory store): chunks / (last update emitted -
   first note produced); ``e2e_vs_engine`` is their ratio (target >= 0.8);
 - ``latency_p50_ms`` / ``latency_p99_ms``: note produced -> risk update emitted, with notes produced at
@@ -34,16 +34,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.build import build_small_bert, clinical_corpus  # noqa: E402
-from models.engine import InferenceEngine  # noqa: E402
-from models.prep import note_chunks  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
-from notestream.settings import Settings  # noqa: E402
-from stream.embedded import EmbeddedBroker  # noqa: E402
-from stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
-from stream.kafka import consumer, producer  # noqa: E402
-from stream.topics import create_topics  # noqa: E402
-from stream.worker import spawn_worker, wait_ready  # noqa: E402
+from notestream.core.settings import Settings  # noqa: E402
+from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
+from notestream.models.engine import InferenceEngine  # noqa: E402
+from notestream.models.prep import note_chunks  # noqa: E402
+from notestream.models.spec import ModelSpec  # noqa: E402
+from notestream.stream.embedded import EmbeddedBroker  # noqa: E402
+from notestream.stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
+from notestream.stream.kafka import consumer, producer  # noqa: E402
+from notestream.stream.topics import create_topics  # noqa: E402
+from notestream.stream.worker import spawn_worker, wait_ready  # noqa: E402
 
 
 def make_notes(n: int, seed: int) -> list[NoteEvent]:

@@ -1,9 +1,9 @@
 """Commands of the `stream` package, mounted on the `notestream` CLI by notestream.cli.
 
 ``worker`` runs the Faust worker; ``topics`` creates the topics on a Kafka cluster
-(:mod:`stream.topics`); ``broker`` serves the one-machine broker (:mod:`stream.embedded`);
-``replay`` and ``alerts`` come from :mod:`stream.cli_data`;
-``demo`` (the one-machine run) lives in :mod:`notestream.demo`, imported only when it runs, because it
+(:mod:`notestream.stream.topics`); ``broker`` serves the one-machine broker (:mod:`notestream.stream.embedded`);
+``replay`` and ``alerts`` come from :mod:`notestream.stream.cli_data`;
+``demo`` (the one-machine run) lives in :mod:`notestream.cli.demo`, imported only when it runs, because it
 needs ``training`` and ``stream`` must not import it.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from notestream.settings import load_settings
+from notestream.core.settings import load_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
-        from stream.worker import run_worker
+        from notestream.stream.worker import run_worker
 
         settings = load_settings(
             config,
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         """Synthesize a cohort, train a small model, stream it through a worker, and summarize."""
         from dataclasses import replace
 
-        from notestream.demo import DemoConfig, run_demo
+        from notestream.cli.demo import DemoConfig, run_demo
 
         cfg = DemoConfig(out=out, broker=broker, store=store, patients=patients, speed=speed, live=live)
         # options left unset keep the defaults of DemoConfig
@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Create the missing topics (existing ones are left alone); print one JSON line."""
-        from stream.topics import run_topics
+        from notestream.stream.topics import run_topics
 
         settings = load_settings(config, broker=broker, topic_prefix=topic_prefix, partitions=partitions)
         raise typer.Exit(run_topics(settings, wait))
@@ -100,10 +100,10 @@ def register(app: typer.Typer) -> None:
         It keeps every message in memory until it stops; point worker, replay and alerts at the
         printed address with --broker.
         """
-        from stream.embedded import serve
+        from notestream.stream.embedded import serve
 
         raise typer.Exit(serve(host=host, port=port, max_memory_mb=max_memory_mb))
 
-    from stream.cli_data import register_data
+    from notestream.stream.cli_data import register_data
 
     register_data(app)

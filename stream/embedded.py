@@ -18,10 +18,10 @@ it and records why (:attr:`EmbeddedBroker.failure`), every producer and consumer
 Use it as a context manager in the process that owns the broker (the demo, the test fixture)::
 
     with EmbeddedBroker() as broker:
-        asyncio.run(create_topics(settings_with(broker.url)))  # stream.topics
+        asyncio.run(create_topics(settings_with(broker.url)))  # notestream.stream.topics
         run_worker(broker.url)
 
-or as a process of its own: ``notestream broker`` (or ``python -m stream.embedded``) prints
+or as a process of its own: ``notestream broker`` (or ``python -m notestream.stream.embedded``) prints
 ``kafka://HOST:PORT`` as its first line and serves until SIGTERM or SIGINT.
 """
 
@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from stream.errors import BrokerError
+from notestream.stream.errors import BrokerError
 
 log = logging.getLogger(__name__)
 

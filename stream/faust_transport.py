@@ -10,7 +10,7 @@ latency it adds.
 Faust turns ``enable_idempotence`` on only inside its transactions (``processing_guarantee=
 "exactly_once"``), which the worker does not use (the store dedupes redeliveries instead);
 ``App(idempotent=True)`` makes every producer it builds idempotent with ``acks=all``, so a send retried
-after a lost acknowledgement is written once and in order (with :mod:`stream.kafka_protocol`, so that
+after a lost acknowledgement is written once and in order (with :mod:`notestream.stream.kafka_protocol`, so that
 aiokafka's producer starts on the embedded broker too). Everything else is Faust's own code.
 """
 
@@ -24,8 +24,8 @@ import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer, Transport
 from faust.types import TransportT
 
-from stream.errors import BrokerError
-from stream.kafka_protocol import install as install_init_producer_id_v3
+from notestream.stream.errors import BrokerError
+from notestream.stream.kafka_protocol import install as install_init_producer_id_v3
 
 WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
 """Where aiokafka's consumer keeps ``fetch_max_wait_ms`` until ``start()`` builds its fetcher."""
@@ -73,7 +73,7 @@ class App(faust.App):
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.idempotent = idempotent
         if idempotent:
-            install_init_producer_id_v3()  # idempotence on the embedded broker too (stream.kafka_protocol)
+            install_init_producer_id_v3()  # idempotence on the embedded broker too (notestream.stream.kafka_protocol)
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:

@@ -2,7 +2,7 @@
 
 aiokafka 0.14 knows only InitProducerId v0 (the request an idempotent or transactional producer sends
 first to get its producer id). Apache Kafka answers v0 to v5 alike for a new producer, but tansu, the
-embedded broker (:mod:`stream.embedded`), reads the producer id and epoch fields that v3 added and
+embedded broker (:mod:`notestream.stream.embedded`), reads the producer id and epoch fields that v3 added and
 answers a v0 request, which lacks them, with UNKNOWN_SERVER_ERROR: no aiokafka producer with
 ``enable_idempotence`` could start on it. :func:`install` teaches aiokafka's sender v3 as well (the
 flexible encoding aiokafka already has for other APIs), with producer id and epoch -1, which is what

@@ -8,7 +8,7 @@ It creates ``notes``, ``admissions``, ``risk-updates``, ``risk-alerts`` and ``no
 ``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
 is keyed by admission id, so one admission always lands on one partition and is scored by one worker
 at a time. These are all the topics the worker subscribes to (its Faust app runs without Faust's
-leader topic, see :mod:`stream.app`), so a cluster with topic auto-creation off needs nothing else.
+leader topic, see :mod:`notestream.stream.app`), so a cluster with topic auto-creation off needs nothing else.
 Topics that already exist are left alone (an existing topic's partition count is reported: adding
 partitions later remaps admission ids to partitions, see docs/operations.md). It waits up to ``--wait``
 seconds for the broker, uses the settings' TLS and SASL options, prints one JSON line, and exits 0 when
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from notestream.settings import Settings
-from stream.errors import BrokerError
-from stream.kafka import aiokafka_config
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError
+from notestream.stream.kafka import aiokafka_config
 
 HOUR_MS = 3_600_000
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from notestream.settings import Settings
-from stream.embedded import EmbeddedBroker, find_tansu, resident_mb
-from stream.errors import BrokerError
-from stream.events import NoteEvent
-from stream.kafka import producer
-from stream.replay import ReplaySource, replay
-from stream.topics import create_topics
+from notestream.core.settings import Settings
+from notestream.stream.embedded import EmbeddedBroker, find_tansu, resident_mb
+from notestream.stream.errors import BrokerError
+from notestream.stream.events import NoteEvent
+from notestream.stream.kafka import producer
+from notestream.stream.replay import ReplaySource, replay
+from notestream.stream.topics import create_topics
 from tests.fixtures.kafka import produce, read_topic
 from tests.stream.test_replay import ADM_III, NOTES_III, adm_row, write_csv
 
@@ -71,7 +71,7 @@ async def test_a_replay_far_beyond_5_mib_per_partition_is_kept_whole(
 
 
 async def test_producers_are_idempotent_on_the_embedded_broker(kafka_settings: Settings) -> None:
-    # aiokafka asks for a producer id with InitProducerId v0, which tansu refuses; stream.kafka_protocol
+    # aiokafka asks for a producer id with InitProducerId v0, which tansu refuses; notestream.stream.kafka_protocol
     # lets it send v3
     client = producer(kafka_settings)
     await client.start()

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from notestream.cli import _mount, app
-from notestream.settings import TOPICS, Settings
-from stream.topics import create_topics, run_topics, topic_plan
+from notestream.core.settings import TOPICS, Settings
+from notestream.stream.topics import create_topics, run_topics, topic_plan
 from tests.fixtures.kafka import WorkerProcess
 
 
