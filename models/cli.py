@@ -6,7 +6,6 @@ converts the original ClinicalBERT release into a model folder.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +59,8 @@ def score(
     config: Path = typer.Option(None, "--config", help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
 ) -> None:
     """Score MIMIC-format notes per admission through the inference engine (the stream, offline)."""
+    import asyncio
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models.engine import InferenceEngine

@@ -1,0 +1,93 @@
+"""Start-up seconds of the `notestream` CLI: `--help`, `version` and `config show`.
+
+Each command runs ``--runs`` times in a fresh interpreter (``python -m notestream.cli ...``, the same
+code the console script runs); the line reports the fastest and the median wall time of each, the bare
+interpreter's start (``python -c pass``) measured the same way, and which heavy libraries each command
+imported (from ``-X importtime``; the target is none: commands import them when they run). ONE JSON
+line on stdout; ``--out FILE`` also writes it there (benchmarks/results/cli.json).
+
+    python benchmarks/cli.py [--runs 7] [--out benchmarks/results/cli.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+COMMANDS: dict[str, list[str]] = {
+    "help": ["--help"],
+    "version": ["version"],
+    "config_show": ["config", "show"],
+}
+HEAVY = ("torch", "transformers", "faust", "pandas", "sklearn", "matplotlib", "spacy", "duckdb", "numpy")
+
+
+def _seconds(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def heavy_imports(importtime_stderr: str) -> list[str]:
+    """Top-level names of the heavy libraries a ``-X importtime`` trace shows imported.
+
+    >>> heavy_imports("import time: 10 | 20 | typer\\nimport time: 5 | 900 |   torch._C\\n")
+    ['torch']
+    """
+    found = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            name = line.rsplit("|", 1)[1].strip().split(".")[0]
+            if name in HEAVY:
+                found.add(name)
+    return sorted(found)
+
+
+def measure(runs: int) -> dict[str, Any]:
+    env = {**os.environ, "NOTESTREAM_LOG_JSON": "false"}
+    env.pop("NOTESTREAM_CONFIG", None)
+    base = [sys.executable, "-m", "notestream.cli"]
+    bare = [_seconds([sys.executable, "-c", "pass"], env) for _ in range(runs)]
+    line: dict[str, Any] = {
+        "runs": runs,
+        "python_start_s": {"min": round(min(bare), 3), "median": round(statistics.median(bare), 3)},
+    }
+    for name, args in COMMANDS.items():
+        times = [_seconds([*base, *args], env) for _ in range(runs)]
+        trace = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "notestream.cli", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        line[name] = {
+            "min_s": round(min(times), 3),
+            "median_s": round(statistics.median(times), 3),
+            "heavy_imports": heavy_imports(trace.stderr),
+        }
+    line["help_under_0_5_s"] = line["help"]["min_s"] < 0.5
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="Runs per command (min and median reported).")
+    parser.add_argument("--out", type=Path, default=None, help="Also write the JSON line to this file.")
+    args = parser.parse_args()
+    line = measure(args.runs)
+    print(json.dumps(line))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(line, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
