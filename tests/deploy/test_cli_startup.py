@@ -1,4 +1,4 @@
-"""A lean CLI: assembling the commands imports no heavy library, and the light roles import no torch.
+"""A lean CLI: assembling the commands imports no heavy library (the roles: tests/deploy/test_packaging.py).
 
 Each check runs in a fresh interpreter (this test process has long since imported torch) and reads
 ``sys.modules`` there, so a module-level ``import torch`` anywhere on a path fails the test.
@@ -12,28 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "faust", "pandas", "sklearn", "matplotlib", "spacy", "duckdb", "numpy")
 
-# What the light processes load: the alerts service (its command and everything it imports when it
-# runs), and the topics step. None of them may pull torch into its image.
-LIGHT_ROLES: dict[str, list[str]] = {
-    "alerts": [
-        "stream.cli_data",
-        "stream.alerts",
-        "stream.alerts_service",
-        "stream.alert_sinks",
-        "stream.kafka",
-        "stream.metrics",
-        "notestream.logging",
-    ],
-    "topics": ["stream.kafka", "notestream.settings"],
-}
 
-
-def _run(script: str) -> dict[str, list[str]]:
+def run_script(script: str) -> dict[str, list[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -43,7 +26,7 @@ def _run(script: str) -> dict[str, list[str]]:
     return result
 
 
-def _loaded_heavy() -> str:
+def loaded_heavy() -> str:
     return f"sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))"
 
 
@@ -69,9 +52,9 @@ for path in paths:
     out = runner.invoke(cli.app, [*path, "--help"])
     if out.exit_code != 0:
         failed.append(" ".join(path))
-print(json.dumps({{"paths": [" ".join(p) for p in paths], "failed": failed, "heavy": {_loaded_heavy()}}}))
+print(json.dumps({{"paths": [" ".join(p) for p in paths], "failed": failed, "heavy": {loaded_heavy()}}}))
 """
-    result = _run(script)
+    result = run_script(script)
     assert {"worker", "alerts", "replay", "score", "train", "explain", "config show"} <= set(result["paths"])
     assert result["failed"] == []
     assert result["heavy"] == []
@@ -96,19 +79,3 @@ def test_console_script_help_imports_no_heavy_library() -> None:
     }
     assert "typer" in imported  # the trace is there
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
-
-
-@pytest.mark.parametrize("role", sorted(LIGHT_ROLES))
-def test_light_roles_import_no_torch(role: str) -> None:
-    imports = "\n".join(f"import {module}" for module in LIGHT_ROLES[role])
-    script = f"""
-import json, sys
-import notestream.cli as cli
-cli._mount()
-{imports}
-print(json.dumps({{"heavy": {_loaded_heavy()}}}))
-"""
-    heavy = _run(script)["heavy"]
-    assert "torch" not in heavy
-    assert "transformers" not in heavy
-    assert "faust" not in heavy
