@@ -36,8 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _seconds(argv: list[str], env: dict[str, str]) -> float:
+    # run from the checkout itself: `python -m` puts the working directory first on sys.path
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        argv, env=env, cwd=env["PYTHONPATH"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 
@@ -78,6 +81,7 @@ def measure(runs: int, baseline: Path | None = None) -> dict[str, Any]:
         trace = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "notestream.cli", *args],
             env=_env(ROOT),
+            cwd=ROOT,
             check=True,
             capture_output=True,
             text=True,
