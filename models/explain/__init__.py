@@ -12,7 +12,7 @@
 Everything here holds note text in memory and writes it only where the caller says; nothing is logged.
 Evidence across an admission's notes (from the risk store) lives in ``stream/evidence.py``.
 
-The names below load their module on first use (PEP 562), so ``import models.explain.methods`` (the
+The names below load their module on first use (PEP 562), so ``import notestream.models.explain.methods`` (the
 CLI's help) does not import torch and matplotlib.
 """
 
@@ -22,12 +22,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.explain.attention import AttentionMaps, attention_maps, eager_copy, rollout
-    from models.explain.errors import ExplainError
-    from models.explain.importance import TokenImportance, merge_wordpieces, token_importance
-    from models.explain.inputs import ChunkInput, prepare_chunk
-    from models.explain.methods import METHODS
-    from models.explain.report import TextExplanation, explain_text, write_explanation
+    from notestream.models.explain.attention import AttentionMaps, attention_maps, eager_copy, rollout
+    from notestream.models.explain.errors import ExplainError
+    from notestream.models.explain.importance import TokenImportance, merge_wordpieces, token_importance
+    from notestream.models.explain.inputs import ChunkInput, prepare_chunk
+    from notestream.models.explain.methods import METHODS
+    from notestream.models.explain.report import TextExplanation, explain_text, write_explanation
 
 _HOMES = {
     "AttentionMaps": "attention",

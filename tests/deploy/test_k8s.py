@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from notestream.settings import Settings
-from stream.events import NOTES
+from notestream.core.settings import Settings
+from notestream.stream.events import NOTES
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -102,7 +102,7 @@ def test_built_base_and_gpu_overlay_validate(base: list[dict[str, Any]], gpu: li
 
 
 def test_worker_probes_the_endpoints_it_serves(base: list[dict[str, Any]]) -> None:
-    from stream.metrics import Metrics, make_app
+    from notestream.stream.metrics import Metrics, make_app
 
     served = {resource.canonical for resource in make_app(Metrics()).router.resources()}
     assert {"/metrics", "/healthz", "/readyz"} <= served

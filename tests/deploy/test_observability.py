@@ -24,11 +24,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.fingerprint import model_fingerprint
 from notestream import __version__
-from notestream.settings import Settings
-from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
-from stream.metrics import Metrics
+from notestream.core.settings import Settings
+from notestream.models.fingerprint import model_fingerprint
+from notestream.stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
+from notestream.stream.metrics import Metrics
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import discharges, feed, final_updates
 from tests.stream.test_e2e_worker import free_port

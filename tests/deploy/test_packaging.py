@@ -34,17 +34,29 @@ OPTIONAL_WHEN_PRESENT = {"click", "pytz", "certifi"}
 ROLE_MODULES: dict[str, list[str]] = {
     "alerts": [
         "notestream.cli",
-        "stream.cli_data",
-        "stream.alerts",
-        "stream.alerts_service",
-        "stream.alert_sinks",
-        "stream.kafka",
-        "stream.metrics",
-        "notestream.logging",
+        "notestream.stream.cli_data",
+        "notestream.stream.alerts",
+        "notestream.stream.alerts_service",
+        "notestream.stream.alert_sinks",
+        "notestream.stream.kafka",
+        "notestream.stream.metrics",
+        "notestream.core.logging",
         "aiokafka.admin",
     ],
-    "topics": ["notestream.cli", "stream.kafka", "stream.metrics", "notestream.logging", "aiokafka.admin"],
-    "ingest": ["notestream.cli", "stream.cli_data", "stream.replay", "stream.metrics", "notestream.logging"],
+    "topics": [
+        "notestream.cli",
+        "notestream.stream.kafka",
+        "notestream.stream.metrics",
+        "notestream.core.logging",
+        "aiokafka.admin",
+    ],
+    "ingest": [
+        "notestream.cli",
+        "notestream.stream.cli_data",
+        "notestream.stream.replay",
+        "notestream.stream.metrics",
+        "notestream.core.logging",
+    ],
 }
 
 

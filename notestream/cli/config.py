@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from notestream.settings import Settings
+    from notestream.core.settings import Settings
 
 config_app = typer.Typer(
     name="config", help="Show, check and document notestream's settings.", no_args_is_help=True
@@ -50,7 +50,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,
 ) -> None:
     """Print the effective settings (defaults, TOML file, environment), every secret masked."""
-    from notestream.settings import load_settings
+    from notestream.core.settings import load_settings
 
     values = masked_settings(load_settings(config))
     typer.echo(json.dumps(values, indent=2) if as_json else to_toml(values))
@@ -59,7 +59,7 @@ def show(
 @config_app.command("check")
 def check(config: ConfigOption = None) -> None:
     """Validate the settings and build the Kafka TLS context and client options they describe."""
-    from notestream.settings import load_settings
+    from notestream.core.settings import load_settings
 
     settings = load_settings(config)
     settings.aiokafka_security_kwargs()
@@ -78,7 +78,7 @@ def docs(
     ] = False,
 ) -> None:
     """Write the settings reference table (docs/configuration.md) generated from the settings model."""
-    from notestream.config_docs import DOCS_PATH, render_docs, write_docs
+    from notestream.cli.config_docs import DOCS_PATH, render_docs, write_docs
 
     out = DOCS_PATH if out is None else out
     if check_only:
