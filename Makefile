@@ -13,6 +13,7 @@ format:
 lint:
 	$(PY) -m ruff check $(SRC)
 	$(PY) -m ruff format --check $(SRC)
+	lint-imports
 
 typecheck:
 	$(PY) -m mypy

@@ -33,10 +33,11 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from notestream.models.errors import BatchFailed
+from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
@@ -323,9 +324,9 @@ class Pipeline:
         )
 
 
-def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -> bool:
-    """Whether the model scores this note: ``spec.window.admits`` with the note's admit time, else
-    ``admit`` (the store's admission record). Offline scoring of a feed uses the same test.
+def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None, tz: tzinfo = UTC) -> bool:
+    """Whether the model scores this note: :func:`notestream.models.ledger.window_verdict` with the
+    note's own admit time, else ``admit`` (the store's admission record); naive times are read in ``tz``.
 
     >>> from notestream.models.spec import Window
     >>> note = NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2))
@@ -333,20 +334,15 @@ def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -
     >>> in_window(note, spec, datetime(2150, 1, 1, 1)), in_window(note, spec, datetime(2150, 1, 1))
     (True, False)
     """
-    admit = note.admit_time if note.admit_time is not None else admit
-    return spec.window.admits(
-        admit=_naive(admit),
-        chart_time=_naive(note.chart_time),
+    verdict = window_verdict(
+        spec,
+        admit=note.admit_time if note.admit_time is not None else admit,
+        chart_time=note.chart_time,
         chart_date=note.chart_date,
         category=note.category,
+        tz=tz,
     )
-
-
-def _naive(moment: datetime | None) -> datetime | None:
-    """Event times are naive (MIMIC's shifted local time); drop a timezone a feed may have added."""
-    if moment is not None and moment.tzinfo is not None:
-        return moment.replace(tzinfo=None)
-    return moment
+    return verdict is None
 
 
 def latency_ms(update: RiskUpdate, *, now: datetime | None = None) -> float | None:

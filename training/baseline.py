@@ -52,9 +52,9 @@ def baseline_scores(
 
 def baseline_report(data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Train the baseline on ``data_dir/train.csv``, score ``test.csv``; writes report.json and plots."""
-    from notestream.training.evaluate import plot_curves
-    from notestream.training.finetune import read_chunks
+    from notestream.training.chunk_files import read_chunks
     from notestream.training.metrics import admission_metrics, admission_scores
+    from notestream.training.plots import plot_curves
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from notestream.models.spec import ModelSpec
+from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
 
 log = logging.getLogger(__name__)
@@ -58,21 +59,6 @@ class FinetuneConfig:
     logging_steps: int = 50
     eval_batch_size: int = 64
     progress: bool = True
-
-
-def read_chunks(path: str | Path) -> pd.DataFrame:
-    """A chunk file (ID, TEXT, Label) as written by ``prepare``; clear errors for anything else."""
-    p = Path(path)
-    if not p.is_file():
-        raise TrainRunError(f"Chunk file {p} does not exist; run `notestream train prepare` first.")
-    try:
-        df = pd.read_csv(p, dtype={"TEXT": str}, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise TrainRunError(f"Cannot read the chunk file {p}: {exc}") from exc
-    missing = {"ID", "TEXT", "Label"} - set(df.columns)
-    if missing:
-        raise TrainRunError(f"{p} lacks the column(s) {sorted(missing)}; chunk files have ID, TEXT, Label.")
-    return df[["ID", "TEXT", "Label"]]
 
 
 def dataset_spec(train_csv: str | Path) -> tuple[ModelSpec, str | None]:

@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from notestream.core.settings import Settings
+from notestream.models.batching import select_batch
 from notestream.models.build import clinical_corpus
 from notestream.models.checkpoint import load_model_folder
 from notestream.models.classifier import ChunkClassifier
-from notestream.models.engine import InferenceEngine, resolve_devices, select_batch
+from notestream.models.engine import InferenceEngine, resolve_devices
 from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
