@@ -33,10 +33,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from notestream.core.settings import Settings
+from notestream.core.topics import RISK_ALERTS, RISK_UPDATES
 from notestream.stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
 from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker
 from notestream.stream.errors import BrokerError, EventError
-from notestream.stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate
+from notestream.stream.events import RiskAlert, RiskUpdate
 
 if TYPE_CHECKING:
     from notestream.stream.metrics import Metrics

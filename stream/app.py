@@ -39,12 +39,9 @@ import faust
 from faust.types import EventT
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
-    ADMISSIONS,
-    NOTES,
-    NOTES_DLQ,
-    RISK_UPDATES,
     AdmissionEvent,
     DeadLetter,
     NoteEvent,

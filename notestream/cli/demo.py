@@ -236,8 +236,8 @@ class Watch:
 
 async def watch_updates(settings: Settings, watch: Watch, threshold: float, stop: asyncio.Event) -> None:
     """Read risk-updates from the start, track the last update per admission, derive alerts."""
+    from notestream.core.topics import RISK_UPDATES
     from notestream.stream.alerts import AlertPolicy, AlertTracker
-    from notestream.stream.events import RISK_UPDATES
     from notestream.stream.kafka import consumer
 
     tracker = AlertTracker(
@@ -436,7 +436,7 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``cfg.out/summary.json``)."""
-    from notestream.core.settings import TOPICS
+    from notestream.core.topics import TOPICS
     from notestream.models.spec import ModelSpec
     from notestream.stream.embedded import EmbeddedBroker
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from notestream.core.settings import Settings
-from notestream.stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
+from notestream.core.topics import RISK_UPDATES
+from notestream.stream.events import NoteEvent, RiskUpdate
 from notestream.stream.replay import ReplayCounts, ReplaySource, iter_events, replay
 from tests.fixtures.kafka import read_topic
 from tests.stream.feed import OfflineScorer, final_updates
