@@ -1,8 +1,8 @@
 """Chunk texts -> probabilities on one device, in length-sorted batches.
 
-The probability of a chunk is the sigmoid of the single logit (the reference head, REFERENCE.md §6), or
+The probability of a chunk is the sigmoid of the single logit (the reference head, docs/reference.md §6), or
 the softmax probability of class 1 for a two-label head. Inputs are tokenized with [CLS]/[SEP] and
-truncated to the model's maximum length keeping the head (REFERENCE.md §4). Inference runs in eval mode
+truncated to the model's maximum length keeping the head (docs/reference.md §4). Inference runs in eval mode
 under ``torch.inference_mode`` (deterministic), in bf16 autocast on CUDA devices that support it.
 """
 

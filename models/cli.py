@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-model_app = typer.Typer(name="model", help="Model folders: import, inspect.", no_args_is_help=True)
+model_app = typer.Typer(name="model", help="Model folders: import-legacy, info.", no_args_is_help=True)
 
 
 @model_app.command("import-legacy")

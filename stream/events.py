@@ -167,7 +167,7 @@ class RiskUpdate(Event):
         default=None, ge=0, description="Index of the top chunk inside top_note_id."
     )
     change: Literal["new", "revision", "retracted", "discharge"] | None = Field(
-        default=None, description="What changed the aggregate (extension of the DESIGN fields)."
+        default=None, description="What changed the aggregate."
     )
     note_time: datetime | None = None
     produced_at: datetime | None = Field(default=None, description="When the triggering event was produced.")

@@ -18,7 +18,7 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
 
-Notes with no chunk (10 words or fewer after cleaning, REFERENCE §4) are still applied to the store
+Notes with no chunk (10 words or fewer after cleaning, docs/reference.md §4) are still applied to the store
 with no chunk probabilities: they count in ``n_notes`` and take part in dedupe and revisions (a later,
 longer revision replaces them), but do not move the score. An admission without any chunk has score 0.
 """

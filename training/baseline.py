@@ -1,7 +1,7 @@
 """The paper's bag-of-words baseline: TF-IDF features + logistic regression, on the same chunk split.
 
 It is trained on the training chunks (ID, TEXT, Label) and scores the test chunks; the admission score
-and metrics are then computed exactly as for the model (REFERENCE.md §7-§8), so the two sit side by side
+and metrics are then computed exactly as for the model (docs/reference.md §7-§8), so the two sit side by side
 in each report.
 
 >>> train = pd.DataFrame({"ID": [1, 2, 3, 4], "TEXT": ["bad bad", "bad sad", "good fine", "fine good"],

@@ -1,4 +1,4 @@
-"""Fine-tune a BERT chunk classifier on prepared chunk files (REFERENCE.md §6) with the HF Trainer.
+"""Fine-tune a BERT chunk classifier on prepared chunk files (docs/reference.md §6) with the HF Trainer.
 
 The model is BERT -> pooled [CLS] -> dropout -> Linear(hidden, 1); the loss is binary cross-entropy on
 that one logit, computed here (``BertForSequenceClassification`` with ``num_labels=1`` would compute

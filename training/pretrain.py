@@ -1,4 +1,4 @@
-"""Pre-train a BERT on clinical notes: masked LM + next-sentence prediction (REFERENCE.md §10).
+"""Pre-train a BERT on clinical notes: masked LM + next-sentence prediction (docs/reference.md §10).
 
 1. A corpus file: one sentence per line, a blank line between notes. Notes are cleaned as the
    reference pre-training text (the ``huang2019`` cleaning, then every digit deleted and whitespace

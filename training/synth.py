@@ -1,7 +1,7 @@
 """Synthetic MIMIC cohorts in the exact MIMIC-III and MIMIC-IV-Note file formats, with a planted signal.
 
 No real MIMIC text may enter the project, so tests, benchmarks and the demo run on these files. They
-follow the real formats (MIMIC.md): quoted upper-case headers and quoted strings for MIMIC-III, dates
+follow the real formats (docs/mimic.md): quoted upper-case headers and quoted strings for MIMIC-III, dates
 shifted into 2100-2200, discharge summaries (and ECG, Echo) with CHARTDATE only, a few notes without
 CHARTTIME, outpatient Radiology/ECG/Echo notes without HADM_ID, ISERROR '1', categories with trailing
 spaces ('Physician '), ``[**...**]`` placeholders, ELECTIVE chains, NEWBORN admissions, deaths, notes
