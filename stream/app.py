@@ -159,7 +159,6 @@ def create_app(
             for rej in result.rejected:
                 letters.append(dead_letter(source[id(rej.note)], EventError(rej.reason, rej.detail)))
         await emit(updates, letters)
-        runtime.record_engine()
         metrics = runtime.metrics
         if metrics is not None:
             metrics.notes_in.inc(len(events))
