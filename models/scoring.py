@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from notestream.models.aggregate import AggregateState
 from notestream.models.errors import BatchFailed, ModelsError
+from notestream.models.isolation import score_isolating
 from notestream.models.ledger import AdmissionLedger, window_verdict
 from notestream.models.prep import note_chunks
 
@@ -120,7 +121,6 @@ async def score_notes(
     tokenizer: PreTrainedTokenizerBase | None = None,
     notes_in_flight: int = 64,
     on_note: Callable[[int], None] | None = None,
-    retry_delay_s: float = 0.1,
 ) -> ScoreRun:
     """Score ``notes`` per admission. ``on_note(n_chunks)`` is called after each note read.
 
@@ -144,26 +144,19 @@ async def score_notes(
     def skip(reason: str) -> None:
         run.skipped[reason] = run.skipped.get(reason, 0) + 1
 
-    async def infer(chunks: list[str]) -> list[float]:
-        try:
-            return list(await engine.score(chunks))
-        except BatchFailed:
-            # the batch may have failed for another note's sake: once more, in batches of its own
-            await asyncio.sleep(retry_delay_s)
-            return list(await engine.score(chunks, isolated=True))
-
     async def one(note: NoteRecord, slot: _Slot) -> None:
         try:
             chunks = await asyncio.to_thread(note_chunks, note.text, spec, tokenizer)
-            slot.probs = await infer(chunks) if chunks else []
-        except BatchFailed as exc:
-            slot.error = str(exc)
+            (outcome,) = await score_isolating(engine, [chunks])
+        finally:
+            gate.release()
+        if isinstance(outcome, BatchFailed):
+            slot.error = str(outcome)
             skip("inference_failed")
             if on_note is not None:
                 on_note(0)
             return
-        finally:
-            gate.release()
+        slot.probs = outcome
         if slot.probs:
             run.notes_scored += 1
             run.chunks += len(slot.probs)

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from notestream.models.errors import BatchFailed
+from notestream.models.isolation import Scorer, score_isolating
 from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
@@ -46,12 +47,6 @@ if TYPE_CHECKING:
     from notestream.stream.store import AdmissionState, RiskStore
 
 log = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    """What the pipeline needs of :class:`notestream.models.engine.InferenceEngine`."""
-
-    async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]: ...
 
 
 class StoreTimer(Protocol):
@@ -229,37 +224,18 @@ class Pipeline:
             await asyncio.sleep(0.05)
 
     async def _score(self, work: list[_Work], result: BatchResult) -> None:
-        texts = [chunk for w in work for chunk in w.chunks]
-        if not texts:
+        if not any(w.chunks for w in work):
             return
         start = time.perf_counter()
-        try:
-            probs = await self.engine.score(texts)
-        except BatchFailed:
-            # One bad note must not sink the batch: score note by note, reject the ones that fail.
-            log.warning("An engine batch of %d chunks failed; scoring its notes one by one.", len(texts))
-            await self._score_one_by_one(work, result)
-            result.engine_s += time.perf_counter() - start
-            return
+        outcomes = await score_isolating(self.engine, [w.chunks for w in work])
         result.engine_s += time.perf_counter() - start
-        if len(probs) != len(texts):
-            raise BatchFailed(f"The engine returned {len(probs)} probabilities for {len(texts)} chunks.")
-        i = 0
-        for w in work:
-            w.probs = [float(p) for p in probs[i : i + len(w.chunks)]]
-            i += len(w.chunks)
-        result.chunks += len(texts)
-
-    async def _score_one_by_one(self, work: list[_Work], result: BatchResult) -> None:
-        for w in list(work):
-            if not w.chunks:
-                continue
-            try:
-                w.probs = [float(p) for p in await self.engine.score(w.chunks, isolated=True)]
-                result.chunks += len(w.chunks)
-            except BatchFailed as exc:
+        for w, outcome in zip(list(work), outcomes, strict=True):
+            if isinstance(outcome, BatchFailed):
                 work.remove(w)
-                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {exc}"))
+                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {outcome}"))
+            else:
+                w.probs = outcome
+                result.chunks += len(outcome)
 
     async def _apply(self, work: list[_Work], result: BatchResult) -> None:
         by_admission: dict[int, list[_Work]] = {}

@@ -127,7 +127,7 @@ async def test_a_failing_note_costs_only_its_admission(
     spec = ModelSpec()
     # a long wait and many notes in flight: the bad note shares its first batch with good ones
     async with InferenceEngine(clf, max_batch_size=64, max_wait_ms=50) as engine:
-        run = await score_notes(engine, [*notes, bad], spec=spec, notes_in_flight=32, retry_delay_s=0.01)
+        run = await score_notes(engine, [*notes, bad], spec=spec, notes_in_flight=32)
     assert clf.failed_batches >= 2, "the bad note failed, and failed again on its own"
     assert set(run.failed) == {102}
     assert (run.failed[102].notes_failed, run.failed[102].subject_id) == (1, 110)
