@@ -169,7 +169,8 @@ def register_data(app: typer.Typer) -> None:
         import asyncio
 
         from notestream.core.settings import load_settings
-        from notestream.stream.alerts import AlertPolicy, run_alerts
+        from notestream.stream.alerts import AlertPolicy
+        from notestream.stream.alerts_service import run_alerts
 
         settings = load_settings(
             config,
