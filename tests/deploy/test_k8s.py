@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from notestream.core.settings import Settings
-from notestream.stream.events import NOTES
+from notestream.core.topics import NOTES
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -26,8 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from notestream import __version__
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, RISK_UPDATES
 from notestream.models.fingerprint import model_fingerprint
-from notestream.stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
+from notestream.stream.events import admission_key
 from notestream.stream.metrics import Metrics
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import discharges, feed, final_updates
