@@ -188,9 +188,11 @@ async def test_a_note_whose_inference_fails_costs_only_itself(
     result = await pipeline.process([*notes, bad])
     assert [(r.note.note_id, r.reason) for r in result.rejected] == [("bad", "processing_error")]
     assert "injected device error" in result.rejected[0].detail
-    assert poisoned.calls[0] is False and all(poisoned.calls[1:]), "one call, then each note on its own"
+    assert poisoned.calls[0] is False, "one call for the batch"
+    assert all(poisoned.calls[1:]), "then each note on its own"
     want = offline.scores(notes)
     for a in admissions:
         state = await pipeline.store.state(a.hadm_id)
-        assert state is not None and state.n_notes == 3
+        assert state is not None
+        assert state.n_notes == 3
         assert state.score(engine.spec.c) == pytest.approx(want[a.hadm_id], abs=1e-6)
