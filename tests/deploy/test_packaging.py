@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import subprocess
 import sys
 import tomllib
 from importlib import metadata
@@ -20,6 +21,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from notestream.core.settings import Settings
+from notestream.stream.worker import worker_env
 from tests.deploy.test_cli_startup import ROOT, run_script
 
 OWN = {"models", "stream", "training", "notestream"}
@@ -145,6 +148,39 @@ print(json.dumps({{"modules": sorted({{m.split('.')[0] for m in sys.modules}})}}
         if not dists & (allowed | OPTIONAL_WHEN_PRESENT):
             outside[module] = sorted(dists)
     assert outside == {}, f"the {role} process loads distributions outside notestream[{role}]: {outside}"
+
+
+def test_the_alerts_process_runs_without_torch(kafka_settings: Settings) -> None:
+    # the real command, against the mock Kafka cluster, until it has seen no update for a second
+    env = worker_env(kafka_settings)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "notestream.cli",
+            "alerts",
+            "--threshold",
+            "0.5",
+            "--idle-timeout",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert {"aiokafka", "notestream"} <= imported  # it ran: the Kafka client is loaded
+    assert imported.isdisjoint({"torch", "transformers", "faust", "pandas", "sklearn"}), sorted(imported)
+    assert '"updates": 0' in done.stderr  # its summary line
 
 
 def test_constraints_pin_every_runtime_distribution_within_the_declared_ranges(roles: ModuleType) -> None:
