@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from notestream.core.settings import Settings
+from notestream.stream.app import create_app
 from notestream.stream.embedded import EmbeddedBroker, find_tansu, resident_mb
 from notestream.stream.errors import BrokerError
 from notestream.stream.events import NoteEvent
@@ -54,7 +55,7 @@ async def test_a_replay_far_beyond_5_mib_per_partition_is_kept_whole(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     # librdkafka's mock cluster, the embedded broker before, kept about 5 MiB per partition and dropped
-    # the rest silently: of these ~48 MiB (about 12 MiB on each of 4 partitions) it kept some 20.
+    # the rest silently: of these 48 notes of 1 MB (about 12 MiB on each of 4 partitions) it kept 20.
     notes_n = big_cohort(tmp_path / "mimic", admissions=8, notes_each=6, note_bytes=1_000_000)
     counts = await replay(kafka_settings, ReplaySource.mimic_iii(tmp_path / "mimic"))
     assert counts.notes == notes_n
@@ -82,6 +83,21 @@ async def test_producers_are_idempotent_on_the_embedded_broker(kafka_settings: S
     finally:
         await client.stop()
     assert len(read_topic(kafka_settings, "notes", until=lambda m: len(m) >= 1, timeout_s=30)) == 1
+
+
+async def test_the_workers_faust_producer_is_idempotent(kafka_settings: Settings) -> None:
+    # Faust turns idempotence on only inside its transactions; the worker's App does it always
+    app = create_app(kafka_settings)
+    assert app.conf.topic_disable_leader is True  # no `<group>-__assignor-__leader` topic to create
+    client = app.producer._new_producer()  # type: ignore[attr-defined]
+    await client.start()
+    try:
+        assert client._sender._txn_manager is not None
+        assert client._sender._txn_manager.producer_id >= 0
+    finally:
+        await client.stop()
+    plain = create_app(kafka_settings.model_copy(update={"kafka_idempotence": False}))
+    assert "enable_idempotence" not in plain.producer._settings_extra()  # type: ignore[attr-defined]
 
 
 def test_the_memory_guard_stops_the_broker_loudly() -> None:
