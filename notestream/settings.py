@@ -270,6 +270,44 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Write logs as JSON lines (never with note text).")
 
+    # --- EHR feeds (HL7 v2, FHIR R4): docs/ehr.md ----------------------------------------------------
+    source_timezone: str = Field(
+        "UTC",
+        description="IANA time zone (e.g. `America/New_York`) of source times that carry no offset: HL7 "
+        "times without `+/-ZZZZ`, FHIR dateTimes without one. Times with an offset keep it.",
+    )
+    hl7_field_map: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Where HL7 values are read, replacing defaults by name, e.g. `{"encounter_id": '
+        '["PV1-50.1", "PV1-19.1"]}` (first non-empty path wins). Names and defaults: docs/ehr.md.',
+    )
+    hl7_default_charset: str = Field(
+        "utf-8",
+        description="Character set of HL7 messages whose MSH-18 is empty (`utf-8` reads ASCII too; "
+        "e.g. `8859/1` or `windows-1252` for older feeds).",
+    )
+    hl7_processing_ids: list[str] = Field(
+        default_factory=lambda: ["P"],
+        description="HL7 processing ids (MSH-11) accepted; others get AR. `P` is production; add `T` "
+        "only where training messages should be scored.",
+    )
+    note_category_map: dict[str, str] = Field(
+        default_factory=lambda: {"DS": "Discharge summary", "18842-5": "Discharge summary"},
+        description="Document type codes of EHR notes (HL7 TXA-2 / OBR-4, FHIR DocumentReference.type) "
+        "renamed to the model's note categories; other codes pass through as they are.",
+    )
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"source_timezone must be an IANA time zone name such as UTC or Europe/Paris ({exc})") from exc
+        return value
+
     @field_validator("*", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:

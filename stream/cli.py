@@ -72,3 +72,6 @@ def register(app: typer.Typer) -> None:
     from stream.cli_data import register_data
 
     register_data(app)
+    from stream.ingest.cli import register_ingest
+
+    register_ingest(app)

@@ -131,10 +131,20 @@ class NoteEvent(Event):
         return self.store_time
 
 
-class AdmissionEvent(Event):
-    """An admission starts (``admit``, with admit_time) or ends (``discharge``, with discharge_time)."""
+AdmissionKind = Literal["admit", "discharge", "update", "cancel_admit", "cancel_discharge"]
 
-    kind: Literal["admit", "discharge"]
+
+class AdmissionEvent(Event):
+    """An admission starts (``admit``, with admit_time) or ends (``discharge``, with discharge_time).
+
+    EHR feeds add three kinds (HL7 ADT A08, A11, A13; see stream/ingest/hl7_map.py): ``update``
+    (corrected details: an admit_time it carries replaces the stored one; it never discharges),
+    ``cancel_admit`` and ``cancel_discharge`` (the EHR undid an admit or a discharge). The worker
+    records an update's admit time and counts cancels without changing the store: an admission's
+    scores are never taken back by a cancel (docs/ehr.md).
+    """
+
+    kind: AdmissionKind
     subject_id: int
     hadm_id: int
     admit_time: datetime | None = None

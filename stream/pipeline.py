@@ -303,7 +303,29 @@ class Pipeline:
     # --- admissions -------------------------------------------------------------------------------
     async def admission(self, event: AdmissionEvent) -> RiskUpdate | None:
         """Record an admit or discharge; the first discharge of an admission with notes gives its final
-        update (the store raised its ``seq``); a repeated discharge gives nothing."""
+        update (the store raised its ``seq``); a repeated discharge gives nothing.
+
+        The kinds EHR feeds add: an ``update`` that carries an admit time is recorded as an admit (the
+        corrected time replaces the stored one), one without is counted only; ``cancel_admit`` and
+        ``cancel_discharge`` are counted (``admission_<kind>``) and logged, and the store is left as it
+        is: a store never takes back a discharge or an admission's probabilities."""
+        if event.kind in ("cancel_admit", "cancel_discharge") or (
+            event.kind == "update" and event.admit_time is None
+        ):
+            self.counters[f"admission_{event.kind}"] += 1
+            if event.kind != "update":
+                log.warning(
+                    "Admission %s: %s recorded but not applied (the store keeps its admission record)",
+                    event.hadm_id,
+                    event.kind,
+                )
+            return None
+        if event.kind == "update":
+            self.counters["admission_update"] += 1
+            event = event.model_copy(update={"kind": "admit", "discharge_time": None})
+            with self._timed("record_admission"):
+                await self.store.record_admission(event)
+            return None
         with self._timed("record_admission"):
             info = await self.store.record_admission(event)
         self.counters[f"admission_{event.kind}"] += 1

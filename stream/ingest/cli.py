@@ -1,0 +1,69 @@
+"""The `notestream ingest` and `notestream export` commands (mounted by ``stream.cli.register``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import typer
+
+from notestream.errors import ConfigError
+from notestream.settings import load_settings
+
+ingest_app = typer.Typer(
+    help="Take a hospital's feeds in: HL7 v2 (MLLP or files) and FHIR R4.", no_args_is_help=True
+)
+export_app = typer.Typer(
+    help="Give risk updates out in EHR formats (FHIR RiskAssessment).", no_args_is_help=True
+)
+
+
+def _listen(value: str) -> tuple[str, int]:
+    from stream.ingest.hl7_server import parse_listen
+
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+@ingest_app.command("hl7")
+def ingest_hl7(
+    listen: str = typer.Option(None, help="HOST:PORT of the MLLP listener, e.g. 0.0.0.0:2575."),
+    file: Path = typer.Option(None, help="Backfill from a file of HL7 messages (or FHS/BHS batches)."),
+    broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
+    topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
+    config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
+) -> None:
+    """HL7 v2 (ADT, MDM, ORU) to the admissions and notes topics; ACK after Kafka holds the events."""
+    if (listen is None) == (file is None):
+        raise ConfigError("Pass exactly one of --listen HOST:PORT or --file PATH.")
+    settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
+    if listen is not None:
+        from stream.ingest.hl7_server import serve_hl7
+
+        host, port = _listen(listen)
+        counts = asyncio.run(serve_hl7(settings, host, port, announce=lambda url: typer.echo(url)))
+    else:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
+
+        from stream.ingest.hl7_file import backfill
+
+        if not file.is_file():
+            raise ConfigError(f"--file {file} does not exist.")
+        columns = (BarColumn(), DownloadColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("hl7", total=file.stat().st_size)
+            result = asyncio.run(
+                backfill(settings, file, on_message=lambda done: progress.update(task, completed=done))
+            )
+        counts = result.as_dict()
+    typer.echo(json.dumps(counts))
+
+
+def register_ingest(app: typer.Typer) -> None:
+    """Add ``ingest`` and ``export`` to the top-level app."""
+    app.add_typer(ingest_app, name="ingest")
+    app.add_typer(export_app, name="export")
