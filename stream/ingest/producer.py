@@ -50,15 +50,15 @@ class EventSink:
     """Produces events and dead letters; use ``async with EventSink(settings) as sink``.
 
     ``linger_ms`` is 0 by default: an MLLP sender waits for each ACK, so batching gains nothing and
-    would add its wait to every message.
+    would add its wait to every message. ``overrides`` go to the aiokafka producer.
     """
 
-    def __init__(self, settings: Settings, *, linger_ms: int = 0) -> None:
+    def __init__(self, settings: Settings, *, linger_ms: int = 0, **overrides: Any) -> None:
         from stream.kafka import producer
 
         self.settings = settings
         self.counts = IngestCounts()
-        self._producer = producer(settings, linger_ms=linger_ms)
+        self._producer = producer(settings, linger_ms=linger_ms, **overrides)
 
     async def __aenter__(self) -> EventSink:
         try:
