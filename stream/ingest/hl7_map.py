@@ -214,8 +214,13 @@ def decode(raw: bytes, options: Hl7Options) -> Parsed:
     """
     body = raw.lstrip(b"\xef\xbb\xbf \t\r\n\x0b").rstrip(b" \t\r\n\x1c")
     if body[:3] in (b"FHS", b"BHS"):
-        raise Hl7Reject("AR", SEGMENT_SEQUENCE, "batches (FHS/BHS) are read by `notestream ingest hl7 --file`, not "
-                        "over MLLP; send one message per MLLP block", location="MSH-1")  # fmt: skip
+        raise Hl7Reject(
+            "AR",
+            SEGMENT_SEQUENCE,
+            "batches (FHS/BHS) are read by `notestream ingest hl7 --file`, not "
+            "over MLLP; send one message per MLLP block",
+            location="MSH-1",
+        )
     if body[:3] != b"MSH":
         raise Hl7Reject(
             "AR", SEGMENT_SEQUENCE, "the message does not start with an MSH segment", location="MSH-1"
@@ -225,8 +230,9 @@ def decode(raw: bytes, options: Hl7Options) -> Parsed:
     try:
         codec = codec_of(charset) or options.default_codec
     except LookupError as exc:
-        raise Hl7Reject("AR", DATA_TYPE, "MSH-18 names a character set notestream does not know",
-                        location="MSH-18") from exc  # fmt: skip
+        raise Hl7Reject(
+            "AR", DATA_TYPE, "MSH-18 names a character set notestream does not know", location="MSH-18"
+        ) from exc
     try:
         text = body.decode(codec)
     except UnicodeDecodeError as exc:
@@ -396,11 +402,22 @@ def map_message(parsed: Parsed, options: Hl7Options) -> list[tuple[str, Event]]:
     header = parsed.header
     triggers = SUPPORTED.get(header.message_type)
     if triggers is None:
-        raise Reject(header, "AR", UNSUPPORTED_TYPE, f"message type {header.message_type or '(empty)'} is not "
-                     "read here (ADT, MDM and ORU are)", "MSH-9")  # fmt: skip
+        raise Reject(
+            header,
+            "AR",
+            UNSUPPORTED_TYPE,
+            f"message type {header.message_type or '(empty)'} is not read here (ADT, MDM and ORU are)",
+            "MSH-9",
+        )
     if header.trigger not in triggers:
-        raise Reject(header, "AR", UNSUPPORTED_EVENT, f"trigger {header.message_type}^{header.trigger or '(empty)'} "
-                     f"is not read here ({', '.join(triggers)} are)", "MSH-9")  # fmt: skip
+        raise Reject(
+            header,
+            "AR",
+            UNSUPPORTED_EVENT,
+            f"trigger {header.message_type}^{header.trigger or '(empty)'} "
+            f"is not read here ({', '.join(triggers)} are)",
+            "MSH-9",
+        )
     reader = _Reader(parsed, options)
     source = (
         "hl7:" + reader.unescape(header.sending_app.split(header.separators[2])[0])
@@ -499,9 +516,15 @@ def _text(reader: _Reader, segments: Sequence[Any]) -> str:
 def _check_size(reader: _Reader, text: str) -> None:
     size = len(text.encode("utf-8"))
     if size > reader.options.max_text_bytes:
-        raise Reject(reader.header, "AE", DATA_TYPE, f"the note text has {size} UTF-8 bytes, over the limit of "
-                     f"{reader.options.max_text_bytes} (the max_note_bytes setting)", "OBX-5",
-                     reason="text_too_large")  # fmt: skip
+        raise Reject(
+            reader.header,
+            "AE",
+            DATA_TYPE,
+            f"the note text has {size} UTF-8 bytes, over the limit of "
+            f"{reader.options.max_text_bytes} (the max_note_bytes setting)",
+            "OBX-5",
+            reason="text_too_large",
+        )
 
 
 def _category(reader: _Reader, name: str) -> str:
@@ -524,8 +547,13 @@ def _mdm(reader: _Reader, hadm: str, subject: str, source: str) -> NoteEvent:
         revision = revision_of(edited)
     text = "" if retract else _text(reader, list(reader.parsed.message))
     if not retract and not text:
-        raise Reject(reader.header, "AE", REQUIRED_MISSING, "the document has no text OBX-5 (value type TX, FT or "
-                     "ST); other types (ED, RP) are not read", "OBX-5")  # fmt: skip
+        raise Reject(
+            reader.header,
+            "AE",
+            REQUIRED_MISSING,
+            "the document has no text OBX-5 (value type TX, FT or ST); other types (ED, RP) are not read",
+            "OBX-5",
+        )
     _check_size(reader, text)
     chart = reader.time("chart_time")
     fm = reader.options.fields

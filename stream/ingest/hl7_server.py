@@ -83,8 +83,12 @@ class Hl7Handler:
                 header, "AR", Hl7Reject("AR", INTERNAL_ERROR, "Kafka did not take the events; resend")
             )
         if not events:
-            log.info("HL7 message %s (%s^%s) holds no text results: acknowledged, nothing produced",
-                     _control(header), header.message_type, header.trigger)  # fmt: skip
+            log.info(
+                "HL7 message %s (%s^%s) holds no text results: acknowledged, nothing produced",
+                _control(header),
+                header.message_type,
+                header.trigger,
+            )
         return self._answer(header, "AA", None)
 
     async def _reject(self, raw: bytes, error: Hl7Reject, header: Header | None) -> Answer:

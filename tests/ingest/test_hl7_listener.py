@@ -187,7 +187,7 @@ def test_file_backfill_from_the_command_line(kafka_settings: Settings, tmp_path:
             kafka_settings.broker,
             "--topic-prefix",
             kafka_settings.topic_prefix,
-        ],  # fmt: skip
+        ],
         capture_output=True,
         env=env,
         timeout=300,
