@@ -63,6 +63,43 @@ def ingest_hl7(
     typer.echo(json.dumps(counts))
 
 
+@ingest_app.command("fhir")
+def ingest_fhir(
+    listen: str = typer.Option(None, help="HOST:PORT of the FHIR endpoint (base URL http://HOST:PORT/fhir)."),
+    ndjson: Path = typer.Option(None, help="Folder of a Bulk Data export (*.ndjson, *.ndjson.gz)."),
+    broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
+    topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
+    config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
+) -> None:
+    """FHIR R4 Encounter and DocumentReference to the admissions and notes topics."""
+    if (listen is None) == (ndjson is None):
+        raise ConfigError("Pass exactly one of --listen HOST:PORT or --ndjson DIR.")
+    settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
+    if listen is not None:
+        from stream.ingest.fhir_server import serve_fhir
+
+        host, port = _listen(listen)
+        counts = asyncio.run(serve_fhir(settings, host, port, announce=lambda url: typer.echo(url)))
+    else:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from stream.ingest.fhir_ndjson import load_ndjson
+
+        if not ndjson.is_dir():
+            raise ConfigError(f"--ndjson {ndjson} is not a folder.")
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("resources", total=None)
+            result = asyncio.run(
+                load_ndjson(
+                    settings, ndjson, on_line=lambda n: progress.update(task, description=f"{n} resources")
+                )
+            )
+        counts = result.as_dict()
+    typer.echo(json.dumps(counts))
+
+
 def register_ingest(app: typer.Typer) -> None:
     """Add ``ingest`` and ``export`` to the top-level app."""
     app.add_typer(ingest_app, name="ingest")

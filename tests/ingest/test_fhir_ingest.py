@@ -1,0 +1,108 @@
+"""FHIR in end to end: the HTTP endpoint and Bulk Data NDJSON files -> embedded Kafka topics."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+
+from notestream.settings import Settings
+from stream.events import AdmissionEvent, DeadLetter, NoteEvent
+from stream.ingest.fhir_ndjson import load_ndjson
+from stream.ingest.fhir_server import start_fhir
+from stream.ingest.producer import EventSink
+from tests.fixtures.kafka import read_topic
+from tests.ingest.resources import bundle, document, encounter
+
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+async def endpoint(kafka_settings: Settings) -> AsyncIterator[tuple[str, EventSink]]:
+    async with EventSink(kafka_settings) as sink:
+        runner, url = await start_fhir(kafka_settings, sink, "127.0.0.1", 0)
+        yield url, sink
+        await runner.cleanup()
+
+
+async def read(settings: Settings, topic: str, n: int) -> list[Any]:
+    messages = await asyncio.to_thread(read_topic, settings, topic, until=lambda m: len(m) >= n, timeout_s=60)
+    assert len(messages) == n, f"{topic}: {len(messages)} messages, expected {n}"
+    return messages
+
+
+async def test_http_endpoint_answers_after_kafka_holds_the_events(
+    endpoint: tuple[str, EventSink], kafka_settings: Settings
+) -> None:
+    url, sink = endpoint
+    async with httpx.AsyncClient(timeout=60) as client:
+        ok = await client.post(f"{url}/Encounter", json=encounter(), headers=FHIR)
+        assert ok.status_code == 200, ok.text
+        assert OperationOutcome.model_validate(ok.json()).issue[0].diagnostics == "1 events written"
+        status = {"resourceType": "SubscriptionStatus", "status": "active", "type": "event-notification"}
+        note = await client.post(
+            url, json=bundle("subscription-notification", status, document("doc-5")), headers=FHIR
+        )
+        assert note.status_code == 200, note.text
+        put = await client.put(f"{url}/DocumentReference/doc-6", json=document("doc-6"), headers=FHIR)
+        assert put.status_code == 200, put.text
+
+        bad = await client.post(url, json=document("doc-7", encounter_ref=""), headers=FHIR)
+        assert bad.status_code == 422
+        issue = OperationOutcome.model_validate(bad.json()).issue[0]
+        assert (issue.code, issue.expression) == ("required", ["DocumentReference.context.encounter"])
+        garbage = await client.post(url, content=b"{not json", headers=FHIR)
+        assert garbage.status_code == 400
+        xml = await client.post(
+            url, content=b"<Encounter/>", headers={"Content-Type": "application/fhir+xml"}
+        )
+        assert xml.status_code == 415
+        wrong = await client.post(f"{url}/Encounter", json=document("doc-8"), headers=FHIR)
+        assert wrong.status_code == 400
+        meta = await client.get(f"{url}/metadata")
+        assert meta.json()["resourceType"] == "CapabilityStatement"
+
+    [admit] = [AdmissionEvent.from_bytes(m.value()) for m in await read(kafka_settings, "admissions", 1)]
+    assert admit.kind == "admit"
+    notes = [NoteEvent.from_bytes(m.value()) for m in await read(kafka_settings, "notes", 2)]
+    assert sorted(n.note_id for n in notes) == ["doc-5", "doc-6"]
+    letters = [DeadLetter.from_bytes(m.value()) for m in await read(kafka_settings, "notes-dlq", 3)]
+    assert sorted(letter.reason for letter in letters) == ["invalid_json", "missing_admission_id", "schema"]
+    assert {letter.topic for letter in letters} == {"fhir"}
+    assert sink.counts.accepted == 3
+
+
+async def test_bulk_ndjson_export_streams_encounters_first(kafka_settings: Settings, tmp_path: Path) -> None:
+    lines = [document(f"doc-{i}", f"Note {i}.", encounter_ref=f"Encounter/{100 + i % 3}") for i in range(30)]
+    (tmp_path / "DocumentReference.000.ndjson").write_text(
+        "\n".join(json.dumps(d) for d in lines) + "\n{broken\n", encoding="utf-8"
+    )
+    with gzip.open(tmp_path / "Encounter.000.ndjson.gz", "wt", encoding="utf-8") as f:
+        for hadm in (100, 101, 102):
+            f.write(json.dumps(encounter(str(hadm), "finished", end="2026-03-04T12:00:00-05:00")) + "\n")
+    (tmp_path / "Patient.000.ndjson").write_text(
+        json.dumps({"resourceType": "Patient", "id": "22532"}) + "\n"
+    )
+
+    counts = await load_ndjson(kafka_settings, tmp_path, window=4)
+    assert counts.received == 35
+    assert counts.events == {"admissions": 6, "notes": 30}
+    assert counts.ignored == 1
+    assert counts.rejected == {"invalid_json": 1}
+
+    admissions = [AdmissionEvent.from_bytes(m.value()) for m in await read(kafka_settings, "admissions", 6)]
+    assert {a.hadm_id for a in admissions} == {100, 101, 102}
+    notes = [NoteEvent.from_bytes(m.value()) for m in await read(kafka_settings, "notes", 30)]
+    assert sorted(n.produced_at for n in notes)[0] > max(a.produced_at for a in admissions), (
+        "encounters first"
+    )
+    [letter] = [DeadLetter.from_bytes(m.value()) for m in await read(kafka_settings, "notes-dlq", 1)]
+    assert letter.original == b"{broken"
+    assert "DocumentReference.000.ndjson line 31" in letter.detail
