@@ -100,6 +100,44 @@ def ingest_fhir(
     typer.echo(json.dumps(counts))
 
 
+@export_app.command("fhir")
+def export_fhir(
+    out: Path = typer.Option(None, help="NDJSON file to write (default: stdout)."),
+    model_dir: Path = typer.Option(
+        None, help="Model folder whose fingerprint goes into method.coding.version."
+    ),
+    group: str = typer.Option(None, help="Consumer group (default: none, read the topic from its start)."),
+    max_updates: int = typer.Option(None, "--max", help="Stop after this many risk updates."),
+    idle_timeout: float = typer.Option(None, help="Stop after this many seconds without an update."),
+    broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
+    topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
+    config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
+) -> None:
+    """Risk updates as FHIR R4 RiskAssessment resources, one JSON line each."""
+    import sys
+
+    from stream.ingest.fhir_export import export_fhir as run_export
+
+    settings = load_settings(config, broker=broker, topic_prefix=topic_prefix, model_dir=model_dir)
+    fingerprint = None
+    if settings.model_dir is not None:
+        from models.fingerprint import model_fingerprint
+
+        fingerprint = model_fingerprint(settings.model_dir)
+    options = {
+        "fingerprint": fingerprint,
+        "group_id": group,
+        "max_updates": max_updates,
+        "idle_timeout_s": idle_timeout,
+    }
+    if out is None:
+        counts = asyncio.run(run_export(settings, sys.stdout, **options))
+    else:
+        with out.open("w", encoding="utf-8") as stream:
+            counts = asyncio.run(run_export(settings, stream, **options))
+    typer.echo(json.dumps(counts), err=True)
+
+
 def register_ingest(app: typer.Typer) -> None:
     """Add ``ingest`` and ``export`` to the top-level app."""
     app.add_typer(ingest_app, name="ingest")
