@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -124,17 +125,18 @@ def export_fhir(
         from models.fingerprint import model_fingerprint
 
         fingerprint = model_fingerprint(settings.model_dir)
-    options = {
-        "fingerprint": fingerprint,
-        "group_id": group,
-        "max_updates": max_updates,
-        "idle_timeout_s": idle_timeout,
-    }
-    if out is None:
-        counts = asyncio.run(run_export(settings, sys.stdout, **options))
-    else:
-        with out.open("w", encoding="utf-8") as stream:
-            counts = asyncio.run(run_export(settings, stream, **options))
+    with contextlib.ExitStack() as stack:
+        stream = sys.stdout if out is None else stack.enter_context(out.open("w", encoding="utf-8"))
+        counts = asyncio.run(
+            run_export(
+                settings,
+                stream,
+                fingerprint=fingerprint,
+                group_id=group,
+                max_updates=max_updates,
+                idle_timeout_s=idle_timeout,
+            )
+        )
     typer.echo(json.dumps(counts), err=True)
 
 
