@@ -15,6 +15,7 @@ stdout) so it can be loaded with a FHIR server's ``$import`` or posted entry by 
 
 No note text is ever in a risk update, so none can be in a RiskAssessment.
 
+>>> from datetime import UTC, datetime
 >>> from stream.events import RiskUpdate
 >>> update = RiskUpdate(hadm_id=167853, subject_id=22532, task="readmission", model="readmission-v1",
 ...                     score=0.31, p_max=0.4, p_mean=0.2, n_chunks=3, n_notes=2, seq=4, c=2.0,

@@ -42,6 +42,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
 import hl7
+from hl7.parser import _ParsePlan, _split, create_parse_plan
 from pydantic import ValidationError
 
 from stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
@@ -195,6 +196,35 @@ class Parsed:
     message: hl7.Message
 
 
+class _FieldPlan(_ParsePlan):
+    """python-hl7's parse plan, stopped at the field level: segments hold their fields as raw strings.
+
+    The mapping reads raw fields (and unescapes them itself), so the repetition, component and
+    sub-component containers python-hl7 would build for every field are never used; building them is
+    two thirds of a full parse (docs/ehr.md: throughput)."""
+
+    def next(self) -> _ParsePlan | None:
+        if self.containers[0] == self.factory.create_segment:
+            return None  # asked once per field: answered without building a plan
+        deeper = super().next()
+        if deeper is None:
+            return None
+        return _FieldPlan(deeper.separator, deeper.separators, deeper.containers, deeper.esc, deeper.factory)
+
+
+def parse_fields(text: str) -> hl7.Message:
+    r"""Parse a message with python-hl7 down to its fields: ``message[i][n]`` is segment i's field n as
+    written (MSH-n for the MSH segment, as python-hl7 numbers it).
+
+    >>> msg = parse_fields("MSH|^~\\&|EPIC|NORTH\rPID|1||123^^^H^MR~456")
+    >>> str(msg[0][3]), msg[1][3], msg.separators[1:]
+    ('EPIC', '123^^^H^MR~456', '|~^&')
+    """
+    text = text.strip()
+    plan = create_parse_plan(text)
+    return _split(text, _FieldPlan(plan.separator, plan.separators, plan.containers, plan.esc, plan.factory))
+
+
 def _msh_fields(raw: bytes) -> list[str]:
     """The MSH segment's fields as latin-1 text (ASCII-compatible in every charset HL7 allows), so
     MSH-18 can be read before the message is decoded. ``fields[n - 1]`` is MSH-n for n >= 2."""
@@ -245,8 +275,8 @@ def decode(raw: bytes, options: Hl7Options) -> Parsed:
         ) from exc
     text = text.replace("\r\n", "\r").replace("\n", "\r")
     try:
-        message = hl7.parse(text)
-        head = message.segment("MSH")
+        message = parse_fields(text)
+        head = message[0]
     except Exception as exc:  # python-hl7 raises many kinds (ParseException, IndexError...) on garbage
         raise Hl7Reject("AR", SEGMENT_SEQUENCE, "the message is not parsable HL7 v2", location="MSH") from exc
     seps = message.separators.lstrip("\r")
@@ -316,15 +346,16 @@ class _Reader:
         self.options = options
         self.header = parsed.header
         self.group: list[Any] = []
+        self.segments = [list(seg) for seg in parsed.message]  # plain lists: indexing containers is slow
+        self.first: dict[str, list[Any]] = {}
+        for seg in reversed(self.segments):
+            self.first[str(seg[0])] = seg
 
     def segment(self, name: str) -> Any | None:
         for seg in self.group:
             if str(seg[0]) == name:
                 return seg
-        for seg in self.parsed.message:
-            if str(seg[0]) == name:
-                return seg
-        return None
+        return self.first.get(name)
 
     def repetitions(self, path: str) -> list[str]:
         m = _PATH.match(path)
@@ -545,7 +576,7 @@ def _mdm(reader: _Reader, hadm: str, subject: str, source: str) -> NoteEvent:
                 reader.header, "AE", REQUIRED_MISSING, "TXA-8 (edit time) and MSH-7 are empty", "TXA-8"
             )
         revision = revision_of(edited)
-    text = "" if retract else _text(reader, list(reader.parsed.message))
+    text = "" if retract else _text(reader, reader.segments)
     if not retract and not text:
         raise Reject(
             reader.header,
@@ -580,7 +611,7 @@ def _mdm(reader: _Reader, hadm: str, subject: str, source: str) -> NoteEvent:
 
 def _oru(reader: _Reader, hadm: str, subject: str, source: str) -> list[NoteEvent]:
     groups: list[list[Any]] = []
-    for seg in reader.parsed.message:
+    for seg in reader.segments:
         if str(seg[0]) == "OBR":
             groups.append([seg])
         elif groups:
