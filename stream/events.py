@@ -5,7 +5,8 @@ Topics and what travels on them (names get ``settings.topic_prefix`` in front):
 - ``notes``: :class:`NoteEvent`, the only events that carry note text.
 - ``notes-dlq``: :class:`DeadLetter`, a sibling of ``notes``: the original message bytes (base64 in
   JSON, so they may contain note text) with the reason they could not be processed.
-- ``admissions``: :class:`AdmissionEvent` (admit, discharge).
+- ``admissions``: :class:`AdmissionEvent` (admit, discharge; from EHR feeds also update, cancel_admit,
+  cancel_discharge).
 - ``risk-updates``: :class:`RiskUpdate`, one per change of an admission's aggregate. No note text.
 - ``risk-alerts``: :class:`RiskAlert`. No note text.
 

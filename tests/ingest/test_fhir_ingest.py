@@ -106,3 +106,24 @@ async def test_bulk_ndjson_export_streams_encounters_first(kafka_settings: Setti
     [letter] = [DeadLetter.from_bytes(m.value()) for m in await read(kafka_settings, "notes-dlq", 1)]
     assert letter.original == b"{broken"
     assert "DocumentReference.000.ndjson line 31" in letter.detail
+
+
+async def test_503_when_kafka_does_not_take_the_events() -> None:
+    from stream.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker().start()
+    settings = Settings(broker=broker.url, topic_prefix="fdown.")
+    broker.ensure_topics(["fdown.admissions", "fdown.notes-dlq"])
+    async with EventSink(settings, request_timeout_ms=3000) as sink:
+        runner, url = await start_fhir(settings, sink, "127.0.0.1", 0)
+        try:
+            async with httpx.AsyncClient(timeout=60) as client:
+                assert (await client.post(url, json=encounter(), headers=FHIR)).status_code == 200
+                broker.close()  # Kafka goes away
+                lost = await client.post(url, json=encounter("167854"), headers=FHIR)
+            assert lost.status_code == 503
+            assert lost.headers["Retry-After"] == "5"
+            assert OperationOutcome.model_validate(lost.json()).issue[0].code == "transient"
+            assert sink.counts.failed == 1
+        finally:
+            await runner.cleanup()
