@@ -305,7 +305,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"source_timezone must be an IANA time zone name such as UTC or Europe/Paris ({exc})") from exc
+            raise ValueError(
+                f"source_timezone must be an IANA time zone name such as UTC or Europe/Paris ({exc})"
+            ) from exc
         return value
 
     @field_validator("*", mode="before")
