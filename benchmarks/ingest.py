@@ -140,10 +140,10 @@ async def _client(port: int, messages: list[bytes], connections: int) -> dict[st
 
 
 async def _hl7_runs(messages: int, connections: int, rounds: int) -> dict[str, Any]:
-    from notestream.settings import Settings
-    from stream.embedded import EmbeddedBroker
-    from stream.ingest.hl7_server import Hl7Listener
-    from stream.ingest.producer import EventSink
+    from notestream.core.settings import Settings
+    from notestream.stream.embedded import EmbeddedBroker
+    from notestream.stream.ingest.hl7_server import Hl7Listener
+    from notestream.stream.ingest.producer import EventSink
 
     feed = Path(tempfile.mkdtemp()) / "feed.json"
     feed.write_text(json.dumps([m.decode() for m in hl7_feed(messages)]))
@@ -226,9 +226,9 @@ def fhir_export_folder(folder: Path, resources: int, seed: int = 0) -> None:
 
 
 async def _fhir_run(resources: int) -> dict[str, Any]:
-    from notestream.settings import Settings
-    from stream.embedded import EmbeddedBroker
-    from stream.ingest.fhir_ndjson import load_ndjson
+    from notestream.core.settings import Settings
+    from notestream.stream.embedded import EmbeddedBroker
+    from notestream.stream.ingest.fhir_ndjson import load_ndjson
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         fhir_export_folder(Path(tmp), resources)

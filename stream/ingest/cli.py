@@ -1,4 +1,4 @@
-"""The `notestream ingest` and `notestream export` commands (mounted by ``stream.cli.register``)."""
+"""The `notestream ingest` and `notestream export` commands (mounted by ``notestream.stream.cli.register``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from notestream.errors import ConfigError
-from notestream.settings import load_settings
+from notestream.core.errors import ConfigError
+from notestream.core.settings import load_settings
 
 ingest_app = typer.Typer(
     help="Take a hospital's feeds in: HL7 v2 (MLLP or files) and FHIR R4.", no_args_is_help=True
@@ -21,7 +21,7 @@ export_app = typer.Typer(
 
 
 def _listen(value: str) -> tuple[str, int]:
-    from stream.ingest.hl7_server import parse_listen
+    from notestream.stream.ingest.hl7_server import parse_listen
 
     try:
         return parse_listen(value)
@@ -42,7 +42,7 @@ def ingest_hl7(
         raise ConfigError("Pass exactly one of --listen HOST:PORT or --file PATH.")
     settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
     if listen is not None:
-        from stream.ingest.hl7_server import serve_hl7
+        from notestream.stream.ingest.hl7_server import serve_hl7
 
         host, port = _listen(listen)
         counts = asyncio.run(serve_hl7(settings, host, port, announce=lambda url: typer.echo(url)))
@@ -50,7 +50,7 @@ def ingest_hl7(
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
 
-        from stream.ingest.hl7_file import backfill
+        from notestream.stream.ingest.hl7_file import backfill
 
         if not file.is_file():
             raise ConfigError(f"--file {file} does not exist.")
@@ -77,7 +77,7 @@ def ingest_fhir(
         raise ConfigError("Pass exactly one of --listen HOST:PORT or --ndjson DIR.")
     settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
     if listen is not None:
-        from stream.ingest.fhir_server import serve_fhir
+        from notestream.stream.ingest.fhir_server import serve_fhir
 
         host, port = _listen(listen)
         counts = asyncio.run(serve_fhir(settings, host, port, announce=lambda url: typer.echo(url)))
@@ -85,7 +85,7 @@ def ingest_fhir(
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from stream.ingest.fhir_ndjson import load_ndjson
+        from notestream.stream.ingest.fhir_ndjson import load_ndjson
 
         if not ndjson.is_dir():
             raise ConfigError(f"--ndjson {ndjson} is not a folder.")
@@ -117,12 +117,12 @@ def export_fhir(
     """Risk updates as FHIR R4 RiskAssessment resources, one JSON line each."""
     import sys
 
-    from stream.ingest.fhir_export import export_fhir as run_export
+    from notestream.stream.ingest.fhir_export import export_fhir as run_export
 
     settings = load_settings(config, broker=broker, topic_prefix=topic_prefix, model_dir=model_dir)
     fingerprint = None
     if settings.model_dir is not None:
-        from models.fingerprint import model_fingerprint
+        from notestream.models.fingerprint import model_fingerprint
 
         fingerprint = model_fingerprint(settings.model_dir)
     with contextlib.ExitStack() as stack:

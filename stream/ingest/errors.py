@@ -1,4 +1,4 @@
-"""Errors of EHR ingest (a branch of :mod:`stream.errors`).
+"""Errors of EHR ingest (a branch of :mod:`notestream.stream.errors`).
 
 ::
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stream.errors import StreamError
+from notestream.stream.errors import StreamError
 
 
 class IngestError(StreamError):
     """A source message cannot become events.
 
     ``reason`` is the dead-letter reason the rejected message is filed under (one of
-    :data:`stream.events.DEAD_LETTER_REASONS`), ``detail`` says what is wrong in words a person at the
+    :data:`notestream.stream.events.DEAD_LETTER_REASONS`), ``detail`` says what is wrong in words a person at the
     interface engine can act on. Neither ever holds note text.
     """
 

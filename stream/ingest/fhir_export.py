@@ -16,7 +16,7 @@ stdout) so it can be loaded with a FHIR server's ``$import`` or posted entry by 
 No note text is ever in a risk update, so none can be in a RiskAssessment.
 
 >>> from datetime import UTC, datetime
->>> from stream.events import RiskUpdate
+>>> from notestream.stream.events import RiskUpdate
 >>> update = RiskUpdate(hadm_id=167853, subject_id=22532, task="readmission", model="readmission-v1",
 ...                     score=0.31, p_max=0.4, p_mean=0.2, n_chunks=3, n_notes=2, seq=4, c=2.0,
 ...                     top_note_id="doc-1", emitted_at=datetime(2026, 3, 1, 15, 0, tzinfo=UTC))
@@ -36,9 +36,9 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from notestream.settings import Settings
-from stream.errors import EventError, StreamError
-from stream.events import RISK_UPDATES, RiskUpdate
+from notestream.core.settings import Settings
+from notestream.stream.errors import EventError, StreamError
+from notestream.stream.events import RISK_UPDATES, RiskUpdate
 
 MODEL_SYSTEM = "urn:notestream:model"
 UPDATE_SYSTEM = "urn:notestream:risk-update"
@@ -59,7 +59,7 @@ def fhir_id(text: str) -> str:
 def risk_assessment(update: RiskUpdate, *, fingerprint: str | None = None) -> dict[str, Any]:
     """The RiskAssessment (JSON object) of one risk update, validated against FHIR R4 (R4B models).
 
-    ``fingerprint`` is ``<model>@<hash>`` (:func:`models.fingerprint.model_fingerprint`); its hash
+    ``fingerprint`` is ``<model>@<hash>`` (:func:`notestream.models.fingerprint.model_fingerprint`); its hash
     becomes ``method.coding.version`` when its model name is the update's.
     """
     from fhir.resources.R4B.riskassessment import RiskAssessment
@@ -109,8 +109,8 @@ async def export_fhir(
     arrived for ``idle_timeout_s`` seconds (None: until cancelled). Returns the counts."""
     from aiokafka.errors import KafkaError
 
-    from stream.errors import BrokerError
-    from stream.kafka import consumer
+    from notestream.stream.errors import BrokerError
+    from notestream.stream.kafka import consumer
 
     reader = consumer(settings, settings.topic(RISK_UPDATES), group_id=group_id)
     counts = {"written": 0, "invalid": 0}

@@ -1,6 +1,6 @@
 """FHIR R4 resources as notestream events: Encounter -> admission events, DocumentReference -> notes.
 
-Pure: a JSON object in, events out, or a :class:`~stream.ingest.errors.FhirReject` naming the element at
+Pure: a JSON object in, events out, or a :class:`~notestream.stream.ingest.errors.FhirReject` naming the element at
 fault. Resources are validated with fhir.resources' R4B models (R4B is R4 with fixes; the Encounter and
 DocumentReference elements read here are the same in R4).
 
@@ -43,9 +43,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
-from stream.ingest.errors import FhirReject
-from stream.ingest.hl7_values import revision_of
+from notestream.stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
+from notestream.stream.ingest.errors import FhirReject
+from notestream.stream.ingest.hl7_values import revision_of
 
 SUPPORTED = ("Encounter", "DocumentReference")
 OPEN = ("in-progress", "arrived", "triaged", "onleave")

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
-from notestream.settings import Settings
-from stream.events import Event
-from stream.ingest.errors import FhirReject
-from stream.ingest.fhir_map import SUPPORTED, FhirOptions, map_body
-from stream.ingest.producer import EventSink, IngestCounts
+from notestream.core.settings import Settings
+from notestream.stream.events import Event
+from notestream.stream.ingest.errors import FhirReject
+from notestream.stream.ingest.fhir_map import SUPPORTED, FhirOptions, map_body
+from notestream.stream.ingest.producer import EventSink, IngestCounts
 
 _ORDER = {"Encounter": 0, "DocumentReference": 1}
 

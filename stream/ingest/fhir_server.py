@@ -26,11 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
-from notestream.settings import Settings
-from stream.errors import BrokerError
-from stream.ingest.errors import FhirReject
-from stream.ingest.fhir_map import SUPPORTED, FhirOptions, map_body
-from stream.ingest.producer import EventSink
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError
+from notestream.stream.ingest.errors import FhirReject
+from notestream.stream.ingest.fhir_map import SUPPORTED, FhirOptions, map_body
+from notestream.stream.ingest.producer import EventSink
 
 log = logging.getLogger(__name__)
 

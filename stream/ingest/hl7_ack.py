@@ -10,7 +10,7 @@ the events, so a CA means as much as an AA; no separate application ACK is sent 
 An error ACK carries MSA-3 (text, for older engines) and an ERR segment (v2.5: ERR-2 location, ERR-3
 code from HL7 table 0357, ERR-4 severity, ERR-8 the text). Texts name fields, never values.
 
->>> from stream.ingest.errors import Hl7Reject
+>>> from notestream.stream.ingest.errors import Hl7Reject
 >>> ack = build_ack(None, "AR", Hl7Reject("AR", 100, "not HL7"), control_id="ACK1",
 ...                 now=datetime(2026, 3, 1, 15, 0, tzinfo=UTC))
 >>> print(ack.replace("\r", "\n"))
@@ -25,8 +25,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from stream.ingest.errors import Hl7Reject
-from stream.ingest.hl7_map import Header
+from notestream.stream.ingest.errors import Hl7Reject
+from notestream.stream.ingest.hl7_map import Header
 
 Outcome = Literal["AA", "AE", "AR"]
 

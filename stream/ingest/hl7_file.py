@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from notestream.settings import Settings
-from stream.events import Event
-from stream.ingest.errors import Hl7Reject
-from stream.ingest.hl7_map import Hl7Options, Reject, decode, map_message
-from stream.ingest.producer import EventSink, IngestCounts
+from notestream.core.settings import Settings
+from notestream.stream.events import Event
+from notestream.stream.ingest.errors import Hl7Reject
+from notestream.stream.ingest.hl7_map import Hl7Options, Reject, decode, map_message
+from notestream.stream.ingest.producer import EventSink, IngestCounts
 
 _BREAK = re.compile(rb"\r\n|\r|\n")
 _ENVELOPE = (b"FHS", b"BHS", b"BTS", b"FTS")

@@ -1,11 +1,11 @@
 r"""HL7 v2 messages as notestream events: ADT -> admission events, MDM and ORU -> note events.
 
-Pure: bytes in, events out (or an :class:`~stream.ingest.errors.Hl7Reject` that says which ACK to give
+Pure: bytes in, events out (or an :class:`~notestream.stream.ingest.errors.Hl7Reject` that says which ACK to give
 and why). python-hl7 parses; this module only maps. Two steps, so the listener can always answer with
 an ACK built on the message's own header: :func:`decode` (character set from MSH-18, parse, header) and
 :func:`map_message` (the events).
 
-What becomes what (``kind`` of :class:`~stream.events.AdmissionEvent`):
+What becomes what (``kind`` of :class:`~notestream.stream.events.AdmissionEvent`):
 
 =================  ====================================================================================
 ADT^A01, A04       ``admit`` (admit time PV1-44, else the event time EVN-6, EVN-2, MSH-7)
@@ -45,9 +45,9 @@ import hl7
 from hl7.parser import _ParsePlan, _split, create_parse_plan
 from pydantic import ValidationError
 
-from stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
-from stream.ingest.errors import Hl7Reject
-from stream.ingest.hl7_values import codec_of, parse_dtm, revision_of, unescape
+from notestream.stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
+from notestream.stream.ingest.errors import Hl7Reject
+from notestream.stream.ingest.hl7_values import codec_of, parse_dtm, revision_of, unescape
 
 FIELD_MAP_DEFAULTS: dict[str, tuple[str, ...]] = {
     "encounter_id": ("PV1-19.1",),
@@ -148,10 +148,10 @@ class Hl7Options:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Hl7Options:
-        """The options of :class:`notestream.settings.Settings` (``source_timezone``, ``hl7_*``)."""
+        """The options of :class:`notestream.core.settings.Settings` (``source_timezone``, ``hl7_*``)."""
         from zoneinfo import ZoneInfo
 
-        from notestream.errors import ConfigError
+        from notestream.core.errors import ConfigError
 
         try:
             fields = field_map(settings.hl7_field_map)

@@ -1,8 +1,8 @@
 """The MLLP listener of ``notestream ingest hl7 --listen HOST:PORT`` (python-hl7's asyncio server).
 
 Each connection is served in its own task, one message at a time as MLLP wants: read a block
-(``<VT> message <FS><CR>``), map it (:mod:`stream.ingest.hl7_map`), produce its events and wait for
-Kafka, then answer (:mod:`stream.ingest.hl7_ack`):
+(``<VT> message <FS><CR>``), map it (:mod:`notestream.stream.ingest.hl7_map`), produce its events and wait for
+Kafka, then answer (:mod:`notestream.stream.ingest.hl7_ack`):
 
 - AA (CA): Kafka holds every event of the message (an ORU without text results gives none: still AA).
 - AE (CE) / AR (CR) with an ERR segment: the message is wrong (AE) or cannot be processed (AR); it is
@@ -23,11 +23,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from notestream.settings import Settings
-from stream.errors import BrokerError
-from stream.ingest.errors import Hl7Reject
-from stream.ingest.hl7_ack import Outcome, ack_code, build_ack, now_utc
-from stream.ingest.hl7_map import (
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError
+from notestream.stream.ingest.errors import Hl7Reject
+from notestream.stream.ingest.hl7_ack import Outcome, ack_code, build_ack, now_utc
+from notestream.stream.ingest.hl7_map import (
     INTERNAL_ERROR,
     SEGMENT_SEQUENCE,
     Header,
@@ -36,7 +36,7 @@ from stream.ingest.hl7_map import (
     decode,
     map_message,
 )
-from stream.ingest.producer import EventSink
+from notestream.stream.ingest.producer import EventSink
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 :class:`EventSink` wraps one aiokafka producer (``acks=all``). :meth:`EventSink.deliver` returns only
 once Kafka acknowledged every event of one source message, which is when the listener may answer AA
-(HL7) or 2xx (FHIR); a Kafka failure raises :class:`~stream.errors.BrokerError` and the sender is told
+(HL7) or 2xx (FHIR); a Kafka failure raises :class:`~notestream.stream.errors.BrokerError` and the sender is told
 to resend. Events are keyed by their admission id (one admission, one partition) and stamped with
 ``produced_at`` as they are sent. A rejected source message is written to the dead-letter topic with
 its reason (:meth:`EventSink.dead_letter`): its bytes there may hold PHI and are never logged.
@@ -18,10 +18,10 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from notestream.settings import Settings
-from stream.errors import BrokerError
-from stream.events import NOTES_DLQ, DeadLetter, Event, admission_key, utcnow
-from stream.ingest.errors import IngestError
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError
+from notestream.stream.events import NOTES_DLQ, DeadLetter, Event, admission_key, utcnow
+from notestream.stream.ingest.errors import IngestError
 
 
 @dataclass
@@ -54,7 +54,7 @@ class EventSink:
     """
 
     def __init__(self, settings: Settings, *, linger_ms: int = 0, **overrides: Any) -> None:
-        from stream.kafka import producer
+        from notestream.stream.kafka import producer
 
         self.settings = settings
         self.counts = IngestCounts()

@@ -11,10 +11,10 @@ import pytest
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from typer.testing import CliRunner
 
-from models.fingerprint import model_fingerprint
-from notestream.settings import Settings
-from stream.events import RiskUpdate, admission_key
-from stream.ingest.fhir_export import export_fhir, risk_assessment
+from notestream.core.settings import Settings
+from notestream.models.fingerprint import model_fingerprint
+from notestream.stream.events import RiskUpdate, admission_key
+from notestream.stream.ingest.fhir_export import export_fhir, risk_assessment
 from tests.fixtures.kafka import produce
 
 
@@ -70,7 +70,7 @@ async def test_export_reads_the_topic_into_ndjson(kafka_settings: Settings) -> N
 
 def test_export_command_writes_a_file(kafka_settings: Settings, tiny_model_dir: Path, tmp_path: Path) -> None:
     from notestream.cli import app
-    from stream.ingest.cli import register_ingest
+    from notestream.stream.ingest.cli import register_ingest
 
     if not any(group.name == "export" for group in app.registered_groups):
         register_ingest(app)

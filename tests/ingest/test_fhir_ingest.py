@@ -13,11 +13,11 @@ import httpx
 import pytest
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from notestream.settings import Settings
-from stream.events import AdmissionEvent, DeadLetter, NoteEvent
-from stream.ingest.fhir_ndjson import load_ndjson
-from stream.ingest.fhir_server import start_fhir
-from stream.ingest.producer import EventSink
+from notestream.core.settings import Settings
+from notestream.stream.events import AdmissionEvent, DeadLetter, NoteEvent
+from notestream.stream.ingest.fhir_ndjson import load_ndjson
+from notestream.stream.ingest.fhir_server import start_fhir
+from notestream.stream.ingest.producer import EventSink
 from tests.fixtures.kafka import read_topic
 from tests.ingest.resources import bundle, document, encounter
 
@@ -109,7 +109,7 @@ async def test_bulk_ndjson_export_streams_encounters_first(kafka_settings: Setti
 
 
 async def test_503_when_kafka_does_not_take_the_events() -> None:
-    from stream.embedded import EmbeddedBroker
+    from notestream.stream.embedded import EmbeddedBroker
 
     broker = EmbeddedBroker().start()
     settings = Settings(broker=broker.url, topic_prefix="fdown.")

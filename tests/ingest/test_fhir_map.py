@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stream.ingest.errors import FhirReject
-from stream.ingest.fhir_map import FhirOptions, map_body, map_resource
-from stream.ingest.hl7_values import revision_of
+from notestream.stream.ingest.errors import FhirReject
+from notestream.stream.ingest.fhir_map import FhirOptions, map_body, map_resource
+from notestream.stream.ingest.hl7_values import revision_of
 from tests.ingest.resources import bundle, document, encounter
 
 EST = timezone(timedelta(hours=-5))

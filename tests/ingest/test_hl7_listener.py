@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from notestream.settings import Settings
-from stream.embedded import EmbeddedBroker
-from stream.events import AdmissionEvent, DeadLetter, NoteEvent
-from stream.ingest.hl7_server import Hl7Listener
-from stream.ingest.producer import EventSink
+from notestream.core.settings import Settings
+from notestream.stream.embedded import EmbeddedBroker
+from notestream.stream.events import AdmissionEvent, DeadLetter, NoteEvent
+from notestream.stream.ingest.hl7_server import Hl7Listener
+from notestream.stream.ingest.producer import EventSink
 from tests.fixtures.kafka import read_topic
 from tests.ingest.messages import (
     MLLP_END,

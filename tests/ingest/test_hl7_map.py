@@ -8,14 +8,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from models.spec import ModelSpec
-from stream.events import AdmissionEvent, NoteEvent
-from stream.ingest.errors import Hl7Reject
-from stream.ingest.hl7_ack import ack_code, build_ack
-from stream.ingest.hl7_map import Hl7Options, decode, field_map, map_message
-from stream.ingest.hl7_values import revision_of
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore
+from notestream.models.spec import ModelSpec
+from notestream.stream.events import AdmissionEvent, NoteEvent
+from notestream.stream.ingest.errors import Hl7Reject
+from notestream.stream.ingest.hl7_ack import ack_code, build_ack
+from notestream.stream.ingest.hl7_map import Hl7Options, decode, field_map, map_message
+from notestream.stream.ingest.hl7_values import revision_of
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore
 from tests.ingest.messages import adt, evn, mdm, message, msh, obr, obx, pid, pv1, segment, txa
 
 EST = timezone(timedelta(hours=-5))
