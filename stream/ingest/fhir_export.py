@@ -37,8 +37,9 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from notestream.core.settings import Settings
+from notestream.core.topics import RISK_UPDATES
 from notestream.stream.errors import EventError, StreamError
-from notestream.stream.events import RISK_UPDATES, RiskUpdate
+from notestream.stream.events import RiskUpdate
 
 MODEL_SYSTEM = "urn:notestream:model"
 UPDATE_SYSTEM = "urn:notestream:risk-update"

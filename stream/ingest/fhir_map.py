@@ -43,7 +43,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from notestream.stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
+from notestream.core.topics import ADMISSIONS, NOTES
+from notestream.stream.events import AdmissionEvent, Event, NoteEvent
 from notestream.stream.ingest.errors import FhirReject
 from notestream.stream.ingest.hl7_values import revision_of
 

@@ -45,7 +45,8 @@ import hl7
 from hl7.parser import _ParsePlan, _split, create_parse_plan
 from pydantic import ValidationError
 
-from notestream.stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent
+from notestream.core.topics import ADMISSIONS, NOTES
+from notestream.stream.events import AdmissionEvent, Event, NoteEvent
 from notestream.stream.ingest.errors import Hl7Reject
 from notestream.stream.ingest.hl7_values import codec_of, parse_dtm, revision_of, unescape
 

@@ -19,8 +19,9 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from notestream.core.settings import Settings
+from notestream.core.topics import NOTES_DLQ
 from notestream.stream.errors import BrokerError
-from notestream.stream.events import NOTES_DLQ, DeadLetter, Event, admission_key, utcnow
+from notestream.stream.events import DeadLetter, Event, admission_key, utcnow
 from notestream.stream.ingest.errors import IngestError
 
 
