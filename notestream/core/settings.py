@@ -295,6 +295,17 @@ class Settings(BaseSettings):
         description="Document type codes of EHR notes (HL7 TXA-2 / OBR-4, FHIR DocumentReference.type) "
         "renamed to the model's note categories; other codes pass through as they are.",
     )
+    ingest_tls_certfile: Path | None = Field(
+        None,
+        description="Certificate (PEM, chain included) of the MLLP and FHIR listeners; with "
+        "`ingest_tls_keyfile` they speak TLS (MLLP over TLS, HTTPS).",
+    )
+    ingest_tls_keyfile: Path | None = Field(None, description="Private key (PEM) of `ingest_tls_certfile`.")
+    fhir_bearer_token: SecretStr | None = Field(
+        None,
+        description="When set, the FHIR endpoint answers 401 to requests without `Authorization: Bearer "
+        "<token>` (secret); `/fhir/metadata` stays open.",
+    )
 
     @field_validator("source_timezone")
     @classmethod
@@ -371,7 +382,12 @@ class Settings(BaseSettings):
         """The plain text of every secret held here, for log masking. Never print what this returns."""
         values = [
             secret.get_secret_value()
-            for secret in (self.kafka_sasl_password, self.kafka_ssl_keyfile_password, self.redis_password)
+            for secret in (
+                self.kafka_sasl_password,
+                self.kafka_ssl_keyfile_password,
+                self.redis_password,
+                self.fhir_bearer_token,
+            )
             if secret is not None
         ]
         values += [pw for pw in (url_password(self.broker), url_password(self.store)) if pw]

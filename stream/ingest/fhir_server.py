@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from typing import Any
@@ -31,6 +32,7 @@ from notestream.stream.errors import BrokerError
 from notestream.stream.ingest.errors import FhirReject
 from notestream.stream.ingest.fhir_map import SUPPORTED, FhirOptions, map_body
 from notestream.stream.ingest.producer import EventSink
+from notestream.stream.ingest.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +150,29 @@ class FhirEndpoint:
         return _respond(200, body)
 
 
-def make_app(sink: EventSink, options: FhirOptions, *, max_body_bytes: int) -> web.Application:
-    """The aiohttp application of the FHIR endpoint under ``/fhir``."""
+def bearer_guard(token: str) -> Any:
+    """Middleware: 401 for a request without ``Authorization: Bearer <token>`` (metadata stays open)."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode()
+        if request.path != "/fhir/metadata" and not hmac.compare_digest(given, expected):
+            body = outcome("error", "login", "a valid bearer token is required (Authorization: Bearer ...)")
+            return _respond(401, body, **{"WWW-Authenticate": 'Bearer realm="notestream"'})
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
+
+
+def make_app(
+    sink: EventSink, options: FhirOptions, *, max_body_bytes: int, bearer_token: str | None = None
+) -> web.Application:
+    """The aiohttp application of the FHIR endpoint under ``/fhir`` (bearer token: see :func:`bearer_guard`)."""
     endpoint = FhirEndpoint(sink, options)
-    app = web.Application(client_max_size=max_body_bytes)
+    middlewares = [bearer_guard(bearer_token)] if bearer_token else []
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app.router.add_post("/fhir", endpoint.receive)
     app.router.add_post("/fhir/{type}", endpoint.receive)
     app.router.add_put("/fhir/{type}/{id}", endpoint.receive)
@@ -166,15 +187,19 @@ def body_limit(settings: Settings) -> int:
 
 async def start_fhir(settings: Settings, sink: EventSink, host: str, port: int) -> tuple[web.AppRunner, str]:
     """Start the endpoint; returns the runner (``await runner.cleanup()`` stops it) and its base URL."""
-    app = make_app(sink, FhirOptions.from_settings(settings), max_body_bytes=body_limit(settings))
+    token = settings.fhir_bearer_token.get_secret_value() if settings.fhir_bearer_token else None
+    app = make_app(
+        sink, FhirOptions.from_settings(settings), max_body_bytes=body_limit(settings), bearer_token=token
+    )
+    context = server_ssl_context(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=context)
     await site.start()
     server = site._server
     assert server is not None
     bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-    return runner, f"http://{bound[0]}:{bound[1]}/fhir"
+    return runner, f"{'https' if context else 'http'}://{bound[0]}:{bound[1]}/fhir"
 
 
 async def serve_fhir(

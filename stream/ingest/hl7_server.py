@@ -37,6 +37,7 @@ from notestream.stream.ingest.hl7_map import (
     map_message,
 )
 from notestream.stream.ingest.producer import EventSink
+from notestream.stream.ingest.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ class Hl7Listener:
     async def start(self, host: str, port: int) -> Hl7Listener:
         from hl7.mllp import start_hl7_server
 
-        self.server = await start_hl7_server(self._serve, host, port, limit=message_limit(self.settings))
+        self.server = await start_hl7_server(
+            self._serve, host, port, limit=message_limit(self.settings), ssl=server_ssl_context(self.settings)
+        )
         return self
 
     async def close(self) -> None:
@@ -240,7 +243,8 @@ async def serve_hl7(
     async with EventSink(settings) as sink:
         listener = await Hl7Listener(settings, sink, options).start(host, port)
         bound_host, bound_port = listener.address
-        announce(f"mllp://{bound_host}:{bound_port}")
+        scheme = "mllps" if settings.ingest_tls_certfile else "mllp"
+        announce(f"{scheme}://{bound_host}:{bound_port}")
         try:
             await stop.wait()
         finally:

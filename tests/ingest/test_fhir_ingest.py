@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from pydantic import SecretStr
 
 from notestream.core.settings import Settings
 from notestream.stream.events import AdmissionEvent, DeadLetter, NoteEvent
@@ -127,3 +129,38 @@ async def test_503_when_kafka_does_not_take_the_events() -> None:
             assert sink.counts.failed == 1
         finally:
             await runner.cleanup()
+
+
+async def test_https_and_bearer_token(kafka_settings: Settings, tmp_path: Path) -> None:
+    from tests.ingest.messages import self_signed
+
+    cert, key = self_signed(tmp_path)
+    settings = kafka_settings.model_copy(
+        update={
+            "ingest_tls_certfile": cert,
+            "ingest_tls_keyfile": key,
+            "fhir_bearer_token": SecretStr("s3cret"),
+        }
+    )
+    async with EventSink(settings) as sink:
+        runner, url = await start_fhir(settings, sink, "127.0.0.1", 0)
+        try:
+            assert url.startswith("https://")
+            async with httpx.AsyncClient(
+                timeout=60, verify=ssl.create_default_context(cafile=str(cert))
+            ) as client:
+                anonymous = await client.post(url, json=encounter(), headers=FHIR)
+                assert anonymous.status_code == 401
+                assert OperationOutcome.model_validate(anonymous.json()).issue[0].code == "login"
+                wrong = await client.post(
+                    url, json=encounter(), headers={**FHIR, "Authorization": "Bearer nope"}
+                )
+                assert wrong.status_code == 401
+                assert (await client.get(f"{url}/metadata")).status_code == 200, "metadata stays open"
+                ok = await client.post(
+                    url, json=encounter(), headers={**FHIR, "Authorization": "Bearer s3cret"}
+                )
+                assert ok.status_code == 200, ok.text
+        finally:
+            await runner.cleanup()
+    assert sink.counts.received == 1, "refused requests are not read"

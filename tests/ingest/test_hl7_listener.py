@@ -32,6 +32,7 @@ from tests.ingest.messages import (
     obx,
     pid,
     pv1,
+    self_signed,
     txa,
 )
 
@@ -200,3 +201,23 @@ def test_file_backfill_from_the_command_line(kafka_settings: Settings, tmp_path:
     assert counts["rejected"] == {"schema": 1}
     notes = read_topic(kafka_settings, "notes", until=lambda m: len(m) >= 2)
     assert len(notes) == 2
+
+
+async def test_mllp_over_tls(kafka_settings: Settings, tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    settings = kafka_settings.model_copy(update={"ingest_tls_certfile": cert, "ingest_tls_keyfile": key})
+    async with EventSink(settings) as sink:
+        server = await Hl7Listener(settings, sink).start("127.0.0.1", 0)
+        try:
+            client = ssl.create_default_context(cafile=str(cert))
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1], ssl=client)
+            writer.write(MLLP_START + adt("A01", "TLS-1", admit="20260301") + MLLP_END)
+            await writer.drain()
+            ack = await asyncio.wait_for(reader.readuntil(MLLP_END), 60)
+            assert _msa(ack.strip(MLLP_START + MLLP_END))[1:3] == ["AA", "TLS-1"]
+            writer.close()
+        finally:
+            await server.close()
+    await read(kafka_settings, "admissions", 1)
