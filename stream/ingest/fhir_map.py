@@ -399,6 +399,10 @@ class Mapped:
 
     events: list[tuple[str, Event]] = field(default_factory=list)
     skipped: int = 0
+    bundle_type: str | None = None
+    """The posted Bundle's type (None for a single resource)."""
+    entries: list[int] = field(default_factory=list)
+    """Events per Bundle entry, in entry order (-1: a resource of another type, skipped)."""
 
 
 def map_body(obj: Any, options: FhirOptions) -> Mapped:
@@ -410,7 +414,7 @@ def map_body(obj: Any, options: FhirOptions) -> Mapped:
 
     >>> map_body({"resourceType": "Bundle", "type": "subscription-notification", "entry": [
     ...     {"resource": {"resourceType": "SubscriptionStatus", "type": "heartbeat"}}]}, FhirOptions())
-    Mapped(events=[], skipped=0)
+    Mapped(events=[], skipped=0, bundle_type='subscription-notification', entries=[0])
     """
     if not isinstance(obj, Mapping) or obj.get("resourceType") != "Bundle":
         return Mapped(map_resource(obj, options))
@@ -432,7 +436,7 @@ def map_body(obj: Any, options: FhirOptions) -> Mapped:
             if isinstance(url, str) and url:
                 rid = res.get("id") if isinstance(res.get("id"), str) else None
                 refs[url] = rid or url.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
-    out = Mapped()
+    out = Mapped(bundle_type=kind)
     for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
         if not isinstance(resource, Mapping):
@@ -447,12 +451,16 @@ def map_body(obj: Any, options: FhirOptions) -> Mapped:
             raise _reject(400, "structure", "a Bundle entry holds no resource", f"Bundle.entry[{i}].resource")
         rtype = resource.get("resourceType")
         if rtype in STATUS_TYPES and kind in ("subscription-notification", "history"):
+            out.entries.append(0)
             continue
         if rtype not in SUPPORTED:
             out.skipped += 1
+            out.entries.append(-1)
             continue
         try:
-            out.events.extend(map_resource(resource, options, full_url=entry.get("fullUrl"), refs=refs))
+            events = map_resource(resource, options, full_url=entry.get("fullUrl"), refs=refs)
+            out.events.extend(events)
+            out.entries.append(len(events))
         except FhirReject as exc:
             rest = exc.expression.partition(".")[2]
             exc.expression = f"Bundle.entry[{i}].resource" + (f".{rest}" if rest else "")

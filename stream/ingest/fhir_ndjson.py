@@ -110,7 +110,7 @@ async def load_ndjson(
                             reject.detail = f"{path.name} line {line_no}: {reject.detail}"
                             await sink.dead_letter(raw, reject, source="fhir")
                             continue
-                        sink.counts.ignored += mapped.skipped
+                        sink.counts.skipped += mapped.skipped
                         pending.append((await sink.send(mapped.events), mapped.events))
                         if len(pending) >= window:
                             await flush()

@@ -52,6 +52,23 @@ def outcome(severity: str, code: str, text: str, expression: str = "") -> dict[s
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
+def response_bundle(kind: str, entries: list[int]) -> dict[str, Any]:
+    """The ``transaction-response`` / ``batch-response`` Bundle of an accepted Bundle: an entry per
+    request entry, ``200 OK`` with an OperationOutcome saying how many events it gave (or that its
+    resource type is not read and was skipped).
+
+    >>> response_bundle("batch", [1, -1])["entry"][1]["response"]["outcome"]["issue"][0]["diagnostics"]
+    'resource type not read here: skipped'
+    """
+    out = []
+    for n in entries:
+        text = "resource type not read here: skipped" if n < 0 else f"{n} events written"
+        out.append(
+            {"response": {"status": "200 OK", "outcome": outcome("information", "informational", text)}}
+        )
+    return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": out}
+
+
 def _respond(status: int, body: dict[str, Any], **headers: str) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type=FHIR_JSON, headers=headers or None)
 
@@ -107,10 +124,12 @@ class FhirEndpoint:
                 outcome("error", "transient", "Kafka did not take the events; resend"),
                 **{"Retry-After": "5"},
             )
-        self.sink.counts.ignored += mapped.skipped
+        self.sink.counts.skipped += mapped.skipped
         text = f"{len(mapped.events)} events written"
         if mapped.skipped:
             text += f"; {mapped.skipped} resources of other types skipped"
+        if mapped.bundle_type in ("transaction", "batch"):
+            return _respond(200, response_bundle(mapped.bundle_type, mapped.entries))
         return _respond(200, outcome("information", "informational", text))
 
     async def _reject(self, raw: bytes, reject: FhirReject) -> web.Response:

@@ -27,11 +27,15 @@ from notestream.stream.ingest.errors import IngestError
 
 @dataclass
 class IngestCounts:
-    """What one ingest process received, produced and rejected (by dead-letter reason)."""
+    """What one ingest process received, produced and rejected (by dead-letter reason).
+
+    ``ignored``: source messages accepted that give no event (an ORU without text, a Patient line of
+    a bulk export); ``skipped``: resources of other types inside accepted FHIR Bundles."""
 
     received: int = 0
     accepted: int = 0
     ignored: int = 0
+    skipped: int = 0
     events: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     failed: int = 0
@@ -41,6 +45,7 @@ class IngestCounts:
             "received": self.received,
             "accepted": self.accepted,
             "ignored": self.ignored,
+            "skipped": self.skipped,
             "events": dict(self.events),
             "rejected": dict(self.rejected),
             "failed": self.failed,

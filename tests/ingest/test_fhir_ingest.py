@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import SecretStr
 
@@ -55,6 +56,11 @@ async def test_http_endpoint_answers_after_kafka_holds_the_events(
         assert note.status_code == 200, note.text
         put = await client.put(f"{url}/DocumentReference/doc-6", json=document("doc-6"), headers=FHIR)
         assert put.status_code == 200, put.text
+        patient = {"resourceType": "Patient", "id": "22532"}
+        tx = await client.post(url, json=bundle("transaction", patient), headers=FHIR)
+        reply = Bundle.model_validate(tx.json())
+        assert (tx.status_code, reply.type) == (200, "transaction-response")
+        assert [e.response.status for e in reply.entry] == ["200 OK"]
 
         bad = await client.post(url, json=document("doc-7", encounter_ref=""), headers=FHIR)
         assert bad.status_code == 422
@@ -78,7 +84,8 @@ async def test_http_endpoint_answers_after_kafka_holds_the_events(
     letters = [DeadLetter.from_bytes(m.value()) for m in await read(kafka_settings, "notes-dlq", 3)]
     assert sorted(letter.reason for letter in letters) == ["invalid_json", "missing_admission_id", "schema"]
     assert {letter.topic for letter in letters} == {"fhir"}
-    assert sink.counts.accepted == 3
+    assert sink.counts.accepted == 4
+    assert (sink.counts.ignored, sink.counts.skipped) == (1, 1), "the Patient-only transaction"
 
 
 async def test_bulk_ndjson_export_streams_encounters_first(kafka_settings: Settings, tmp_path: Path) -> None:
