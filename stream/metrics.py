@@ -175,6 +175,20 @@ class Metrics:
             registry=r,
         )
         self._replay_seen: dict[str, int] = {}
+        # EHR ingest (`notestream ingest hl7|fhir`)
+        self.ingest_answers = Counter(
+            "notestream_ingest_answers",
+            "Source messages ingest answered, by source (hl7, fhir) and answer (AA, AE, AR; 200, 400, "
+            "422, 503...). AE/AR and 4xx were dead-lettered; AR 207 and 503 were not kept (resend).",
+            ["source", "answer"],
+            registry=r,
+        )
+        self.ingest_events = Counter(
+            "notestream_ingest_events",
+            "Events ingest produced (Kafka acknowledged), by topic.",
+            ["topic"],
+            registry=r,
+        )
 
     # --- helpers for the common cases -------------------------------------------------------------
     def dead_letter(self, reason: str) -> None:

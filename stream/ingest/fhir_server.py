@@ -31,7 +31,7 @@ from notestream.core.settings import Settings
 from notestream.stream.errors import BrokerError
 from notestream.stream.ingest.errors import FhirReject
 from notestream.stream.ingest.fhir_map import SUPPORTED, FhirOptions, map_body
-from notestream.stream.ingest.producer import EventSink
+from notestream.stream.ingest.producer import EventSink, serve_ingest_metrics
 from notestream.stream.ingest.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ class FhirEndpoint:
         self.options = options
 
     async def receive(self, request: web.Request) -> web.Response:
+        response = await self._receive(request)
+        self.sink.answered("fhir", str(response.status))
+        return response
+
+    async def _receive(self, request: web.Request) -> web.Response:
         kind = request.match_info.get("type")
         if kind is not None and kind not in SUPPORTED:
             return _respond(
@@ -232,11 +237,14 @@ async def serve_fhir(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with EventSink(settings) as sink:
+    metrics, server = await serve_ingest_metrics(settings, "ingest-fhir")
+    async with EventSink(settings, metrics=metrics) as sink:
         runner, url = await start_fhir(settings, sink, host, port)
         announce(url)
         try:
             await stop.wait()
         finally:
             await runner.cleanup()
+            if server is not None:
+                await server.close()
         return sink.counts.as_dict()

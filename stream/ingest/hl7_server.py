@@ -36,7 +36,7 @@ from notestream.stream.ingest.hl7_map import (
     decode,
     map_message,
 )
-from notestream.stream.ingest.producer import EventSink
+from notestream.stream.ingest.producer import EventSink, serve_ingest_metrics
 from notestream.stream.ingest.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class Hl7Handler:
 
     def _answer(self, header: Header | None, outcome: Outcome, error: Hl7Reject | None) -> Answer:
         code = ack_code(header, outcome)
+        self.sink.answered("hl7", code or outcome)
         codec = header.codec if header is not None else "ascii"
         if code is None:
             return Answer(None, outcome, codec)
@@ -240,7 +241,8 @@ async def serve_hl7(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with EventSink(settings) as sink:
+    metrics, server = await serve_ingest_metrics(settings, "ingest-hl7")
+    async with EventSink(settings, metrics=metrics) as sink:
         listener = await Hl7Listener(settings, sink, options).start(host, port)
         bound_host, bound_port = listener.address
         scheme = "mllps" if settings.ingest_tls_certfile else "mllp"
@@ -249,5 +251,7 @@ async def serve_hl7(
             await stop.wait()
         finally:
             await listener.close()
+            if server is not None:
+                await server.close()
         log.info("HL7 listener stopped: %s", sink.counts.as_dict())
         return sink.counts.as_dict()

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaError
 
@@ -23,6 +23,9 @@ from notestream.core.topics import NOTES_DLQ
 from notestream.stream.errors import BrokerError
 from notestream.stream.events import DeadLetter, Event, admission_key, utcnow
 from notestream.stream.ingest.errors import IngestError
+
+if TYPE_CHECKING:
+    from notestream.stream.metrics import Metrics
 
 
 @dataclass
@@ -59,11 +62,14 @@ class EventSink:
     would add its wait to every message. ``overrides`` go to the aiokafka producer.
     """
 
-    def __init__(self, settings: Settings, *, linger_ms: int = 0, **overrides: Any) -> None:
+    def __init__(
+        self, settings: Settings, *, linger_ms: int = 0, metrics: Metrics | None = None, **overrides: Any
+    ) -> None:
         from notestream.stream.kafka import producer
 
         self.settings = settings
         self.counts = IngestCounts()
+        self.metrics = metrics
         self._producer = producer(settings, linger_ms=linger_ms, **overrides)
 
     async def __aenter__(self) -> EventSink:
@@ -117,6 +123,13 @@ class EventSink:
             self.counts.ignored += 1
         for topic, _ in items:
             self.counts.events[topic] = self.counts.events.get(topic, 0) + 1
+            if self.metrics is not None:
+                self.metrics.ingest_events.labels(topic=topic).inc()
+
+    def answered(self, source: str, answer: str) -> None:
+        """Count the answer a source message got (``AA``, ``AE``, ``AR``, ``CA``...; ``200``, ``422``...)."""
+        if self.metrics is not None:
+            self.metrics.ingest_answers.labels(source=source, answer=answer).inc()
 
     async def dead_letter(self, raw: bytes, error: IngestError, *, source: str) -> None:
         """File a rejected source message on the dead-letter topic and wait for Kafka to hold it.
@@ -137,3 +150,16 @@ class EventSink:
                 f"Kafka did not take the dead letter ({type(exc).__name__}); resend later."
             ) from exc
         self.counts.rejected[error.reason] = self.counts.rejected.get(error.reason, 0) + 1
+        if self.metrics is not None:
+            self.metrics.dead_letter(error.reason)
+
+
+async def serve_ingest_metrics(settings: Settings, role: str) -> tuple[Metrics | None, Any]:
+    """With ``metrics_port`` set: the process's metrics and its /metrics, /healthz, /readyz server
+    (``await server.close()`` stops it); else (None, None)."""
+    if settings.metrics_port is None:
+        return None, None
+    from notestream.stream.metrics import Metrics, start_http_server
+
+    metrics = Metrics(role=role)
+    return metrics, await start_http_server(settings, metrics, {})

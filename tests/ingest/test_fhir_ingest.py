@@ -21,6 +21,7 @@ from notestream.stream.events import AdmissionEvent, DeadLetter, NoteEvent
 from notestream.stream.ingest.fhir_ndjson import load_ndjson
 from notestream.stream.ingest.fhir_server import start_fhir
 from notestream.stream.ingest.producer import EventSink
+from notestream.stream.metrics import Metrics
 from tests.fixtures.kafka import read_topic
 from tests.ingest.resources import bundle, document, encounter
 
@@ -29,7 +30,7 @@ FHIR = {"Content-Type": "application/fhir+json"}
 
 @pytest.fixture
 async def endpoint(kafka_settings: Settings) -> AsyncIterator[tuple[str, EventSink]]:
-    async with EventSink(kafka_settings) as sink:
+    async with EventSink(kafka_settings, metrics=Metrics(role="ingest-fhir")) as sink:
         runner, url = await start_fhir(kafka_settings, sink, "127.0.0.1", 0)
         yield url, sink
         await runner.cleanup()
@@ -86,6 +87,14 @@ async def test_http_endpoint_answers_after_kafka_holds_the_events(
     assert {letter.topic for letter in letters} == {"fhir"}
     assert sink.counts.accepted == 4
     assert (sink.counts.ignored, sink.counts.skipped) == (1, 1), "the Patient-only transaction"
+    assert sink.metrics is not None
+    answers = {
+        code: sink.metrics.registry.get_sample_value(
+            "notestream_ingest_answers_total", {"source": "fhir", "answer": code}
+        )
+        for code in ("200", "400", "415", "422")
+    }
+    assert answers == {"200": 4, "400": 2, "415": 1, "422": 1}
 
 
 async def test_bulk_ndjson_export_streams_encounters_first(kafka_settings: Settings, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from notestream.stream.embedded import EmbeddedBroker
 from notestream.stream.events import AdmissionEvent, DeadLetter, NoteEvent
 from notestream.stream.ingest.hl7_server import Hl7Listener
 from notestream.stream.ingest.producer import EventSink
+from notestream.stream.metrics import Metrics
 from tests.fixtures.kafka import read_topic
 from tests.ingest.messages import (
     MLLP_END,
@@ -61,7 +62,7 @@ FEED = [
 
 @pytest.fixture
 async def listener(kafka_settings: Settings) -> AsyncIterator[Hl7Listener]:
-    async with EventSink(kafka_settings) as sink:
+    async with EventSink(kafka_settings, metrics=Metrics(role="ingest-hl7")) as sink:
         server = await Hl7Listener(kafka_settings, sink).start("127.0.0.1", 0)
         yield server
         await server.close()
@@ -125,6 +126,13 @@ async def test_a_real_mllp_client_feeds_the_topics(
     assert sorted(letter.original for letter in letters) == sorted(sent), "the bytes received, kept exactly"
     assert {letter.topic for letter in letters} == {"hl7"}
     assert listener.handler.sink.counts.accepted == 6
+    metrics = listener.handler.sink.metrics
+    assert metrics is not None
+    sample = metrics.registry.get_sample_value
+    assert sample("notestream_ingest_answers_total", {"source": "hl7", "answer": "AA"}) == 6
+    assert sample("notestream_ingest_answers_total", {"source": "hl7", "answer": "AR"}) == 2
+    assert sample("notestream_ingest_events_total", {"topic": "notes"}) == 4
+    assert sample("notestream_dead_letters_total", {"reason": "schema"}) == 2
 
 
 async def test_garbage_gets_ar_and_other_connections_keep_being_served(
