@@ -15,9 +15,8 @@
    streamed vs offline scores, the spread of the scores (``score_p10/p50/p90`` of admissions,
    ``chunk_prob_p10/p50/p90`` of chunks), alerts with their precision and recall, latencies at the
    replay rate used, and ``engine_load``: the in-window chunks' arrival rate over the engine's batched
-   offline rate (chunks/s), a lower bound of the worker's load since it scores note by note (on 2 idle
-   cores: ~500 chunks/s offline, ~85 chunks/s streamed through a backlog with ``rate=0``; the default
-   rate brings ~9 chunks/s).
+   offline rate (chunks/s), a lower bound of the worker's load since it scores note by note (measured
+   figures: README, "What the demo shows").
 
 The worker's in-memory store lives in the worker process, so the demo reads final states from the
 ``risk-updates`` topic: the update with the highest ``seq`` per admission. The store journals every
@@ -55,7 +54,7 @@ console = Console(stderr=True)
 
 DEFAULT_RATE = 20.0
 """Events per second the demo replays at by default (admits, notes and discharges; about a quarter are
-notes inside the window, i.e. ~5 notes/s, a small part of the worker's capacity on 2 CPU cores)."""
+notes inside the window): a small part of the worker's capacity, so latencies are the service's."""
 LOG_EVERY_S = 5.0
 """Seconds between the one-line progress reports when stderr is not a terminal."""
 
