@@ -10,8 +10,10 @@ Kafka, then answer (:mod:`notestream.stream.ingest.hl7_ack`):
 - AR with ERR code 207 when Kafka does not take the events or the dead letter: nothing was kept, the
   engine should resend (its usual behaviour on AR/AE with a retry count).
 
-Bytes that are not MLLP-framed, not HL7, or over the size limit get an AR too; the connection stays
-open and every other connection keeps being served. Message bytes are never logged.
+Bytes that are not MLLP-framed, not HL7, or over the size limit (:func:`message_limit`) get an AR too;
+the connection stays open and every other connection keeps being served. An oversize block is counted
+(rejected as ``text_too_large``) but not kept: a dead letter could not hold it either. Message bytes
+are never logged.
 """
 
 from __future__ import annotations

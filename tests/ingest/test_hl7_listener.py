@@ -229,3 +229,25 @@ async def test_mllp_over_tls(kafka_settings: Settings, tmp_path: Path) -> None:
         finally:
             await server.close()
     await read(kafka_settings, "admissions", 1)
+
+
+async def test_an_oversize_block_gets_ar_and_the_connection_goes_on(kafka_settings: Settings) -> None:
+    from notestream.stream.ingest.hl7_server import message_limit
+
+    settings = kafka_settings.model_copy(update={"max_note_bytes": 1000})
+    async with EventSink(settings) as sink:
+        server = await Hl7Listener(settings, sink).start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection(*server.address)
+            huge = mdm("T02", "BIG-1", "DOC-9", "x" * (message_limit(settings) + 10))
+            writer.write(
+                MLLP_START + huge + MLLP_END + MLLP_START + adt("A01", "NEXT-1", admit="20260301") + MLLP_END
+            )
+            await writer.drain()
+            first, second = [await asyncio.wait_for(reader.readuntil(MLLP_END), 60) for _ in range(2)]
+            assert _msa(first.strip(MLLP_START + MLLP_END))[1] == "AR"
+            assert _msa(second.strip(MLLP_START + MLLP_END))[1:3] == ["AA", "NEXT-1"]
+            writer.close()
+        finally:
+            await server.close()
+    assert sink.counts.rejected == {"text_too_large": 1}
