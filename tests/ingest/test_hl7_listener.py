@@ -177,33 +177,20 @@ async def test_enhanced_mode_and_no_aa_when_kafka_does_not_take_the_events(tmp_p
 
 
 def test_file_backfill_from_the_command_line(kafka_settings: Settings, tmp_path: Path) -> None:
-    import subprocess
+    from typer.testing import CliRunner
 
+    from notestream.cli import app
+    from notestream.stream.ingest.cli import register_ingest
+
+    if not any(group.name == "ingest" for group in app.registered_groups):
+        register_ingest(app)
     batch = b"FHS|^~\\&|EPIC\rBHS|^~\\&|EPIC\r" + b"".join(FEED[:3]) + b"BTS|3\rFTS|1\r"
     path = tmp_path / "backfill.hl7"
     path.write_bytes(FEED[3] + b"\n" + batch.replace(b"\r", b"\r\n") + FEED[7])  # garbage first
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "notestream.cli",
-            "ingest",
-            "hl7",
-            "--file",
-            str(path),
-            "--broker",
-            kafka_settings.broker,
-            "--topic-prefix",
-            kafka_settings.topic_prefix,
-        ],
-        capture_output=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    counts = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    args = ["ingest", "hl7", "--file", str(path), "--broker", kafka_settings.broker]
+    done = CliRunner().invoke(app, [*args, "--topic-prefix", kafka_settings.topic_prefix])
+    assert done.exit_code == 0, done.output[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts["received"] == 5
     assert counts["events"] == {"admissions": 2, "notes": 2}
     assert counts["rejected"] == {"schema": 1}
