@@ -119,6 +119,15 @@ class FhirEndpoint:
             mapped = map_body(obj, self.options)
         except FhirReject as reject:
             return await self._reject(raw, reject)
+        except Exception as exc:  # a mapping bug must not lose the body: keep it, tell the sender
+            log.error("FHIR body could not be mapped (%s); dead-lettered", type(exc).__name__)
+            internal = FhirReject(
+                500,
+                "exception",
+                "notestream could not map this body (internal error); it is kept on the dead-letter topic",
+                reason="processing_error",
+            )
+            return await self._reject(raw, internal)
         try:
             await self.sink.deliver(mapped.events)
         except BrokerError as exc:

@@ -77,6 +77,17 @@ class Hl7Handler:
         except Hl7Reject as exc:
             header = exc.header if isinstance(exc, Reject) else header
             return await self._reject(raw, exc, header)
+        except Exception as exc:  # a mapping bug must not lose the message: keep it, tell the sender
+            log.error(
+                "HL7 message %s could not be mapped (%s); dead-lettered", _control(header), type(exc).__name__
+            )
+            error = Hl7Reject(
+                "AE",
+                INTERNAL_ERROR,
+                "notestream could not map this message (internal error); it is kept on the dead-letter topic",
+                reason="processing_error",
+            )
+            return await self._reject(raw, error, header)
         try:
             await self.sink.deliver(events)
         except BrokerError as exc:

@@ -238,3 +238,24 @@ async def test_an_oversize_block_gets_ar_and_the_connection_goes_on(kafka_settin
         finally:
             await server.close()
     assert sink.counts.rejected == {"text_too_large": 1}
+
+
+async def test_a_mapping_bug_keeps_the_message_and_says_so(
+    listener: Hl7Listener, kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import notestream.stream.ingest.hl7_server as server
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server, "map_message", broken)  # the one seam: the mapping fails unexpectedly
+    reader, writer = await asyncio.open_connection(*listener.address)
+    raw = adt("A01", "BUG-1", admit="20260301")
+    writer.write(MLLP_START + raw + MLLP_END)
+    await writer.drain()
+    msa = _msa((await asyncio.wait_for(reader.readuntil(MLLP_END), 60)).strip(MLLP_START + MLLP_END))
+    writer.close()
+    assert msa[1:3] == ["AE", "BUG-1"]
+    assert "207^Application internal error" in msa[-1]
+    [letter] = [DeadLetter.from_bytes(m.value()) for m in await read(kafka_settings, "notes-dlq", 1)]
+    assert (letter.reason, letter.original) == ("processing_error", raw)
