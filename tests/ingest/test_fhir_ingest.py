@@ -180,3 +180,22 @@ async def test_https_and_bearer_token(kafka_settings: Settings, tmp_path: Path) 
         finally:
             await runner.cleanup()
     assert sink.counts.received == 1, "refused requests are not read"
+
+
+async def test_a_mapping_bug_keeps_the_body_and_answers_500(
+    endpoint: tuple[str, EventSink], kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import notestream.stream.ingest.fhir_server as server
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server, "map_body", broken)  # the one seam: the mapping fails unexpectedly
+    url, _ = endpoint
+    async with httpx.AsyncClient(timeout=60) as client:
+        reply = await client.post(url, json=encounter(), headers=FHIR)
+    assert reply.status_code == 500
+    assert OperationOutcome.model_validate(reply.json()).issue[0].code == "exception"
+    [letter] = [DeadLetter.from_bytes(m.value()) for m in await read(kafka_settings, "notes-dlq", 1)]
+    assert letter.reason == "processing_error"
+    assert json.loads(letter.original) == encounter()
