@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from pathlib import Path
 
 import typer
 
 from notestream.core.errors import ConfigError
-from notestream.core.settings import load_settings
 
 ingest_app = typer.Typer(
     help="Take a hospital's feeds in: HL7 v2 (MLLP or files) and FHIR R4.", no_args_is_help=True
@@ -38,6 +34,11 @@ def ingest_hl7(
     config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
 ) -> None:
     """HL7 v2 (ADT, MDM, ORU) to the admissions and notes topics; ACK after Kafka holds the events."""
+    import asyncio
+    import json
+
+    from notestream.core.settings import load_settings
+
     if (listen is None) == (file is None):
         raise ConfigError("Pass exactly one of --listen HOST:PORT or --file PATH.")
     settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
@@ -73,6 +74,11 @@ def ingest_fhir(
     config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
 ) -> None:
     """FHIR R4 Encounter and DocumentReference to the admissions and notes topics."""
+    import asyncio
+    import json
+
+    from notestream.core.settings import load_settings
+
     if (listen is None) == (ndjson is None):
         raise ConfigError("Pass exactly one of --listen HOST:PORT or --ndjson DIR.")
     settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
@@ -115,8 +121,12 @@ def export_fhir(
     config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
 ) -> None:
     """Risk updates as FHIR R4 RiskAssessment resources, one JSON line each."""
+    import asyncio
+    import contextlib
+    import json
     import sys
 
+    from notestream.core.settings import load_settings
     from notestream.stream.ingest.fhir_export import export_fhir as run_export
 
     settings = load_settings(config, broker=broker, topic_prefix=topic_prefix, model_dir=model_dir)
