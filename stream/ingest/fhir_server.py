@@ -246,7 +246,7 @@ async def serve_fhir(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    metrics, server = await serve_ingest_metrics(settings, "ingest-fhir")
+    metrics, server = await serve_ingest_metrics(settings, "ingest")
     async with EventSink(settings, metrics=metrics) as sink:
         runner, url = await start_fhir(settings, sink, host, port)
         announce(url)

@@ -254,7 +254,7 @@ async def serve_hl7(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    metrics, server = await serve_ingest_metrics(settings, "ingest-hl7")
+    metrics, server = await serve_ingest_metrics(settings, "ingest")
     async with EventSink(settings, metrics=metrics) as sink:
         listener = await Hl7Listener(settings, sink, options).start(host, port)
         bound_host, bound_port = listener.address

@@ -30,7 +30,7 @@ FHIR = {"Content-Type": "application/fhir+json"}
 
 @pytest.fixture
 async def endpoint(kafka_settings: Settings) -> AsyncIterator[tuple[str, EventSink]]:
-    async with EventSink(kafka_settings, metrics=Metrics(role="ingest-fhir")) as sink:
+    async with EventSink(kafka_settings, metrics=Metrics(role="ingest")) as sink:
         runner, url = await start_fhir(kafka_settings, sink, "127.0.0.1", 0)
         yield url, sink
         await runner.cleanup()

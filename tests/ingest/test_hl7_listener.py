@@ -62,7 +62,7 @@ FEED = [
 
 @pytest.fixture
 async def listener(kafka_settings: Settings) -> AsyncIterator[Hl7Listener]:
-    async with EventSink(kafka_settings, metrics=Metrics(role="ingest-hl7")) as sink:
+    async with EventSink(kafka_settings, metrics=Metrics(role="ingest")) as sink:
         server = await Hl7Listener(kafka_settings, sink).start("127.0.0.1", 0)
         yield server
         await server.close()
