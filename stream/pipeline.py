@@ -13,7 +13,9 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    offline scoring use, so a streamed score equals the offline score of the same notes.
 4. The chunks of all notes of the batch go to the engine in ONE call.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
-   notes of one admission in batch order, admissions concurrently.
+   notes of one admission in batch order, admissions concurrently. The store keeps the sha256 of each
+   note's text (never the text): a note with the id and revision of a held one but other content is
+   rejected as ``conflict`` (the app dead-letters it) and the held one stays.
 6. One :class:`~stream.events.RiskUpdate` per applied change (``change`` = new | revision |
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
@@ -40,6 +42,7 @@ from models.errors import BatchFailed
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from stream.store.records import content_hash
 
 if TYPE_CHECKING:
     from stream.store import AdmissionState, RiskStore
@@ -278,8 +281,12 @@ class Pipeline:
                         is_error=note.is_error,
                         chunk_probs=w.probs,
                         note_time=note.event_time(),
+                        content_hash=None if note.is_error else content_hash(note.text),
                     )
                 result.outcomes[res.reason] += 1
+                if res.reason == "conflict":
+                    result.rejected.append(Rejected(note, "conflict", conflict_detail(note)))
+                    continue
                 if res.state is None:
                     continue
                 if res.applied:
@@ -321,6 +328,19 @@ class Pipeline:
             produced_at=event.produced_at,
             subject_id=event.subject_id,
         )
+
+
+def conflict_detail(note: NoteEvent) -> str:
+    """The dead-letter detail of a note whose id and revision the store holds with other content
+    (ids and the revision only, never text).
+
+    >>> conflict_detail(NoteEvent(note_id="7", subject_id=1, hadm_id=2, revision=3, text="x"))
+    'admission 2 already holds note 7 revision 3 with different content; send a higher revision to replace it'
+    """
+    return (
+        f"admission {note.hadm_id} already holds note {note.note_id} revision {note.revision} with "
+        "different content; send a higher revision to replace it"
+    )
 
 
 def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -> bool:

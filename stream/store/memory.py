@@ -35,7 +35,9 @@ from stream.store.records import (
     ApplyReason,
     ApplyResult,
     NoteProbs,
+    check_digest,
     check_probs,
+    check_revision,
     exact_add,
     exact_to_float,
 )
@@ -159,13 +161,17 @@ class MemoryRiskStore:
         is_error: bool,
         chunk_probs: Sequence[float],
         note_time: datetime | None = None,
+        content_hash: str | None = None,
     ) -> ApplyResult:
         probs = () if is_error else tuple(check_probs(chunk_probs))
+        revision = check_revision(revision)
+        digest = "" if is_error else check_digest(content_hash)
         with self._lock:
-            result = self._apply(hadm_id, subject_id, note_id, revision, is_error, probs)
+            result = self._apply(hadm_id, subject_id, note_id, revision, is_error, probs, digest)
             if result.applied or result.reason == "retracted":
                 self._log({"op": "note", "t": self._time(), "hadm_id": hadm_id, "subject_id": subject_id,
-                           "note_id": note_id, "revision": revision, "is_error": is_error, "probs": list(probs)})  # fmt: skip
+                           "note_id": note_id, "revision": revision, "is_error": is_error, "probs": list(probs),
+                           "digest": digest})  # fmt: skip
             return result
 
     def _apply(
@@ -176,6 +182,7 @@ class MemoryRiskStore:
         revision: int,
         is_error: bool,
         probs: tuple[float, ...],
+        digest: str = "",
     ) -> ApplyResult:
         adm = self._get(hadm_id)
         if adm is None:
@@ -185,6 +192,8 @@ class MemoryRiskStore:
             reason: ApplyReason = (
                 "duplicate" if (revision, is_error) == (old.revision, old.is_error) else "stale"
             )
+            if reason == "duplicate" and not is_error and digest and old.digest and digest != old.digest:
+                reason = "conflict"
             self._touch(adm)
             return ApplyResult(False, reason, self._state(hadm_id, adm))
         live_old = old is not None and not old.is_error
@@ -208,7 +217,7 @@ class MemoryRiskStore:
             adm.n_notes += 1
             if probs:
                 adm.add_max(note_id, probs[top])
-            adm.notes[note_id] = Note(revision, False, top, probs)
+            adm.notes[note_id] = Note(revision, False, top, probs, digest)
             reason = "new" if old is None else "revision"
         adm.seq += 1
         adm.has_record = True
@@ -296,7 +305,7 @@ class MemoryRiskStore:
                     self._model = op["model"]
                 elif op["op"] == "note":
                     self._apply(op["hadm_id"], op["subject_id"], op["note_id"], op["revision"], op["is_error"],
-                                tuple(op["probs"]))  # fmt: skip
+                                tuple(op["probs"]), op.get("digest", ""))  # fmt: skip
                 elif op["op"] == "admission":
                     self._record(AdmissionEvent.model_validate(op["event"]))
                 else:

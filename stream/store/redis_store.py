@@ -4,7 +4,8 @@ Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in 
 
 - ``a``: hash of the aggregate and the admission record (subject_id, seq, sum, n_chunks, n_notes,
   admit_time, discharge_time, discharged, expire_at, ...);
-- ``n``: hash note_id -> ``revision|is_error|top_chunk|p1,p2,...`` (probabilities only, never text);
+- ``n``: hash note_id -> ``revision|is_error|top_chunk|p1,p2,...|sha256`` (probabilities and the content
+  hash only, never text; revisions are decimal strings compared exactly at any size);
 - ``m``: sorted set note_id -> the note's largest chunk probability, so the maximum is right again
   after a retraction or a replacement.
 
@@ -33,7 +34,9 @@ from stream.store.records import (
     AdmissionState,
     ApplyResult,
     NoteProbs,
+    check_digest,
     check_probs,
+    check_revision,
     exact_to_float,
 )
 
@@ -226,15 +229,17 @@ class RedisRiskStore:
         is_error: bool,
         chunk_probs: Sequence[float],
         note_time: datetime | None = None,
+        content_hash: str | None = None,
     ) -> ApplyResult:
         probs = "" if is_error else ",".join(repr(p) for p in check_probs(chunk_probs))
         args = [
             str(subject_id),
             note_id,
-            str(int(revision)),
+            str(check_revision(revision)),
             "1" if is_error else "0",
             str(self.idle_ttl_ms),
             probs,
+            "" if is_error else check_digest(content_hash),
         ]
         reply = await self._call(
             f"apply note {note_id} to admission {hadm_id}",
@@ -256,7 +261,7 @@ class RedisRiskStore:
         )
         out: dict[str, NoteProbs] = {}
         for note_id, record in records.items():
-            revision, is_error, _, csv = record.split("|", 3)
+            revision, is_error, _, csv = record.split("|")[:4]
             if is_error == "0":
                 out[note_id] = NoteProbs(int(revision), tuple(float(p) for p in filter(None, csv.split(","))))
         return out

@@ -19,6 +19,7 @@ from models.aggregate import admission_score
 from stream.errors import StoreError
 from stream.events import AdmissionEvent
 from stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
+from stream.store.records import content_hash
 
 StoreFactory = Callable[..., RiskStore]
 
@@ -281,3 +282,40 @@ async def test_the_first_claim_binds_the_store_to_its_model(make_store: StoreFac
     assert await store.claim("v2@bbbb") == "v1@aaaa", "a later model never takes the store over"
     await note(store, "a", [0.5])
     assert await store.claim("v2@bbbb") == "v1@aaaa"
+
+
+@pytest.mark.parametrize("base", [2**53, 2**63, 10**40])
+async def test_revisions_compare_exactly_at_any_size(store: RiskStore, base: int) -> None:
+    """Revisions above 2**53 differ by one where doubles cannot tell them apart."""
+    await note(store, "a", [0.1], rev=base)
+    newer = await note(store, "a", [0.9], rev=base + 1)
+    assert (newer.applied, newer.reason) == (True, "revision")
+    again = await note(store, "a", [0.3], rev=base + 1)
+    older = await note(store, "a", [0.3], rev=base)
+    assert (again.reason, older.reason) == ("duplicate", "stale")
+    shorter = await note(store, "a", [0.3], rev=9)
+    assert shorter.reason == "stale"  # fewer digits is smaller, whatever the digits
+    assert_matches(await current(store), {"a": [0.9]})
+    assert (await store.note_probs(100))["a"].revision == base + 1
+
+
+async def test_same_revision_with_other_content_is_a_conflict(store: RiskStore) -> None:
+    async def hashed(note_id: str, probs: list[float], digest: str | None, rev: int = 0) -> Any:
+        return await store.apply_note(hadm_id=100, subject_id=7, note_id=note_id, revision=rev,
+                                      is_error=False, chunk_probs=probs, content_hash=digest)  # fmt: skip
+
+    first = await hashed("a", [0.4], content_hash("the first text"))
+    same = await hashed("a", [0.4], content_hash("the first text"))
+    other = await hashed("a", [0.8], content_hash("another text"))
+    assert (first.reason, same.reason, other.reason) == ("new", "duplicate", "conflict")
+    assert not other.applied
+    assert other.state.seq == 1
+    assert_matches(await current(store), {"a": [0.4]})  # the held note stays
+    unknown = await hashed("a", [0.8], None)  # a caller that knows no hash cannot tell: duplicate
+    assert unknown.reason == "duplicate"
+    newer = await hashed("a", [0.8], content_hash("another text"), rev=1)
+    assert (newer.applied, newer.reason) == (True, "revision")
+    assert_matches(await current(store), {"a": [0.8]})
+    assert (await hashed("a", [0.8], content_hash("a third text"), rev=0)).reason == "stale"
+    with pytest.raises(StoreError, match="hex digest"):
+        await hashed("b", [0.2], "not hex")

@@ -36,7 +36,7 @@ async def test_keys_share_the_hash_tag_and_hold_no_text(redis_url: str) -> None:
         assert keys == ["ns:{555}:a", "ns:{555}:m", "ns:{555}:n"]
         for key in keys:
             assert 0 < await client.pttl(key) <= 600_000
-        assert await client.hget("ns:{555}:n", "n1") == "0|0|1|0.1,0.7"
+        assert await client.hget("ns:{555}:n", "n1") == "0|0|1|0.1,0.7|"
         await client.aclose()
     finally:
         await store.close()
