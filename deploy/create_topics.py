@@ -4,8 +4,8 @@ Run with the same settings as the workers (environment or TOML)::
 
     NOTESTREAM_BROKER=kafka://kafka:9092 NOTESTREAM_PARTITIONS=12 python deploy/create_topics.py
 
-It creates ``notes``, ``admissions``, ``risk-updates``, ``risk-alerts`` and ``notes-dlq`` (with
-``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
+It creates ``notes``, ``admissions``, ``risk-updates``, ``risk-alerts``, ``notes-dlq`` and
+``store-changelog`` (compacted, see ``stream.store.heal``) (with ``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
 is keyed by admission id, so one admission always lands on one partition and is scored by one worker
 at a time. Topics that already exist are left alone (an existing topic's partition count is reported:
 adding partitions later remaps admission ids to partitions, see docs/operations.md). It waits up to
@@ -45,6 +45,8 @@ def topic_plan(settings: Settings) -> list[TopicSpec]:
     for short, full in settings.topic_names().items():
         hours = settings.dlq_retention_hours if short == "notes-dlq" else settings.topic_retention_hours
         configs = {"retention.ms": str(int(hours * HOUR_MS)), "cleanup.policy": "delete"}
+        if short == "store-changelog":  # the store's changes, kept per key for a rebuild (stream.store.heal)
+            configs = {"cleanup.policy": "compact"}
         if settings.replication_factor > 1:
             configs["min.insync.replicas"] = str(min(2, settings.replication_factor))
         plan.append(TopicSpec(full, settings.partitions, settings.replication_factor, configs))

@@ -45,6 +45,7 @@ ADMISSIONS = "admissions"
 RISK_UPDATES = "risk-updates"
 RISK_ALERTS = "risk-alerts"
 NOTES_DLQ = "notes-dlq"
+STORE_CHANGELOG = "store-changelog"  # compacted: the store's changes, to rebuild it (stream.store.heal)
 TopicKind = Literal["notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq"]
 
 DeadLetterReason = Literal[

@@ -42,6 +42,7 @@ from models.errors import BatchFailed
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from stream.store.changelog import AdmissionChange, NoteChange
 from stream.store.records import content_hash
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class BatchResult:
     """Store outcomes of the batch's notes: new, revision, retracted, duplicate, stale, ..."""
     chunks: int = 0
     engine_s: float = 0.0
+    changes: list[NoteChange | AdmissionChange] = field(default_factory=list)
+    """What the store now holds of each note of the batch (for the store changelog, stream.store.heal)."""
 
 
 @dataclass
@@ -272,6 +275,7 @@ class Pipeline:
             out = []
             for w in items:  # batch order within one admission: revisions stay ordered
                 note = w.note
+                digest = None if note.is_error else content_hash(note.text)
                 with self._timed("apply_note"):
                     res = await self.store.apply_note(
                         hadm_id=note.hadm_id,
@@ -281,9 +285,13 @@ class Pipeline:
                         is_error=note.is_error,
                         chunk_probs=w.probs,
                         note_time=note.event_time(),
-                        content_hash=None if note.is_error else content_hash(note.text),
+                        content_hash=digest,
                     )
                 result.outcomes[res.reason] += 1
+                if res.reason in CHANGELOG_REASONS:
+                    result.changes.append(
+                        note_change(note, w.probs, digest, res.state.seq if res.state else 0)
+                    )
                 if res.reason == "conflict":
                     result.rejected.append(Rejected(note, "conflict", conflict_detail(note)))
                     continue
@@ -308,16 +316,25 @@ class Pipeline:
         return self.metrics.store_timer(op) if self.metrics is not None else contextlib.nullcontext()
 
     # --- admissions -------------------------------------------------------------------------------
-    async def admission(self, event: AdmissionEvent) -> RiskUpdate | None:
+    async def admission(
+        self, event: AdmissionEvent, changes: list[NoteChange | AdmissionChange] | None = None
+    ) -> RiskUpdate | None:
         """Record an admit or discharge; the first discharge of an admission with notes gives its final
-        update (the store raised its ``seq``); a repeated discharge gives nothing."""
+        update (the store raised its ``seq``); a repeated discharge gives nothing. ``changes``, when
+        given, receives the :class:`~stream.store.changelog.AdmissionChange` for the store changelog."""
         with self._timed("record_admission"):
             info = await self.store.record_admission(event)
         self.counters[f"admission_{event.kind}"] += 1
-        if event.kind != "discharge" or not info.applied:
+        if event.kind != "discharge" or (not info.applied and changes is None):
+            if changes is not None:
+                changes.append(AdmissionChange(event, 0))  # an admit leaves seq alone
             return None
         with self._timed("state"):
             state = await self.store.state(event.hadm_id)
+        if changes is not None:
+            changes.append(AdmissionChange(event, state.seq if state is not None else 0))
+        if not info.applied:
+            return None
         if state is None or state.n_notes == 0:
             return None
         return update_from_state(
@@ -328,6 +345,25 @@ class Pipeline:
             produced_at=event.produced_at,
             subject_id=event.subject_id,
         )
+
+
+CHANGELOG_REASONS = frozenset({"new", "revision", "retracted", "duplicate"})
+"""Store outcomes after which the store holds the note as it came: each gives a changelog record."""
+
+
+def note_change(note: NoteEvent, probs: Sequence[float], digest: str | None, seq: int) -> NoteChange:
+    """The changelog's view of a note the store holds (probabilities and content hash, never text)."""
+    return NoteChange(
+        hadm_id=note.hadm_id,
+        subject_id=note.subject_id,
+        note_id=note.note_id,
+        revision=note.revision,
+        is_error=note.is_error,
+        probs=() if note.is_error else tuple(probs),
+        digest=digest or "",
+        note_time=note.event_time(),
+        seq=seq,
+    )
 
 
 def conflict_detail(note: NoteEvent) -> str:

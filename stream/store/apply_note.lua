@@ -3,6 +3,7 @@
 -- KEYS[2] notes hash: note_id -> "revision|is_error|top_chunk|p1,p2,...|sha256" (probabilities and the
 --         content hash only, never text; records written before the hash existed end at the probabilities)
 -- KEYS[3] sorted set: note_id -> the note's largest chunk probability (live notes with chunks)
+-- KEYS[4] (optional) the store epoch key: checked first by the prefix of redis_store.py (EPOCH_CHECK)
 -- ARGV: subject_id, note_id, revision (decimal digits, no leading zero), is_error (0/1), idle_ttl_ms,
 --       probabilities (comma-separated), content hash ('' = unknown)
 -- Revisions are compared as decimal strings (length, then digits): exact at any size, where Lua
@@ -62,7 +63,7 @@ end
 
 local function touch()
   local at = redis.call('HGET', A, 'expire_at')
-  for _, k in ipairs(KEYS) do
+  for _, k in ipairs({A, N, M}) do
     if at then redis.call('PEXPIREAT', k, at) else redis.call('PEXPIRE', k, idle) end
   end
 end

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from stream.errors import StoreError
 from stream.events import AdmissionEvent
+from stream.store.changelog import AdmissionRebuild
 from stream.store.memory_state import Admission, Note, dump_admissions, load_admissions, write_atomically
 from stream.store.records import (
     AdmissionInfo,
@@ -249,6 +250,32 @@ class MemoryRiskStore:
                 self._model = model
                 self._log({"op": "model", "t": self._time(), "model": model})
             return self._model
+
+    async def restore_admissions(
+        self, plans: Sequence[AdmissionRebuild], *, now_ms: int | None = None
+    ) -> int:
+        """Write the admissions a changelog rebuild planned, as :meth:`RedisRiskStore.restore` does
+        (a merge: notes at their recorded times, admission events, then the ``seq`` floor)."""
+        written = 0
+        with self._lock:
+            try:
+                for plan in plans:
+                    self._now = plan.last_ms / 1000.0
+                    for n in plan.notes:
+                        probs = () if n.is_error else tuple(check_probs(n.probs))
+                        self._apply(plan.hadm_id, n.subject_id, n.note_id, n.revision, n.is_error, probs,
+                                    "" if n.is_error else n.digest)  # fmt: skip
+                        written += 1
+                    for record in plan.events:
+                        self._now = record.t_ms / 1000.0
+                        self._record(record.change.event)
+                    self._now = None
+                    adm = self._get(plan.hadm_id)
+                    if adm is not None and adm.has_record and adm.seq < plan.seq:
+                        adm.seq = plan.seq
+            finally:
+                self._now = None
+        return written
 
     async def ping(self) -> bool:
         return True

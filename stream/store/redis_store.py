@@ -17,9 +17,11 @@ bit for bit.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,8 +29,9 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis import exceptions as rex
 
-from stream.errors import StoreError, StoreUnavailable
+from stream.errors import StoreError, StoreLost, StoreRebuilding, StoreUnavailable
 from stream.events import AdmissionEvent
+from stream.store.changelog import AdmissionRebuild
 from stream.store.records import (
     AdmissionInfo,
     AdmissionState,
@@ -43,6 +46,18 @@ from stream.store.records import (
 _HERE = Path(__file__).parent
 T = TypeVar("T")
 
+EPOCH_CHECK = """
+if #KEYS > 3 then
+  local epoch = redis.call('GET', KEYS[#KEYS])
+  if not epoch then return redis.error_reply('NSLOST the store epoch key is gone') end
+  if string.sub(epoch, 1, 11) == 'rebuilding:' then
+    return redis.error_reply('NSREBUILDING the store is being rebuilt from its changelog')
+  end
+end
+"""
+"""The prefix of every admission script: with the epoch key as the last of more than three keys, fail
+with ``NSLOST`` when it is gone (the store lost its data) and ``NSREBUILDING`` during a rebuild."""
+
 _READ_STATE = """
 local s = redis.call('HMGET', KEYS[1], 'subject_id', 'sum', 'n_chunks', 'n_notes', 'seq', 'discharged')
 local top = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')
@@ -55,6 +70,18 @@ return {0, '', s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', s[6] 
         top_note, top_max, top_chunk}
 """
 
+
+_READ_ADMISSION = """
+return redis.call('HMGET', KEYS[1], 'subject_id', 'admit_time', 'discharge_time', 'admission_type',
+                  'death_time', 'discharged')
+"""
+
+_RAISE_SEQ = """
+if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1])
+end
+return 1
+"""
 
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
@@ -132,15 +159,117 @@ class RedisRiskStore:
         self.namespace = namespace
         self.idle_ttl_ms = max(1, round(idle_ttl_s * 1000))
         self.retention_ms = max(0, round(retention_s * 1000))
-        self._apply = self._redis.register_script((_HERE / "apply_note.lua").read_text())
-        self._admit = self._redis.register_script((_HERE / "record_admission.lua").read_text())
-        self._read = self._redis.register_script(_READ_STATE)
+        self.epoch_required = False
+        """Set by :meth:`require_epoch`: every admission script then checks the store epoch first."""
+        self._apply = self._redis.register_script(EPOCH_CHECK + (_HERE / "apply_note.lua").read_text())
+        self._admit = self._redis.register_script(EPOCH_CHECK + (_HERE / "record_admission.lua").read_text())
+        self._read = self._redis.register_script(EPOCH_CHECK + _READ_STATE)
+        self._read_admission = self._redis.register_script(EPOCH_CHECK + _READ_ADMISSION)
+        self._raise_seq = self._redis.register_script(_RAISE_SEQ)
         self._claim = self._redis.register_script(_CLAIM)
 
     def keys(self, hadm_id: int) -> list[str]:
         """The admission's keys: aggregate hash, notes hash, maxima sorted set."""
         base = f"{self.namespace}:{{{int(hadm_id)}}}"
         return [f"{base}:a", f"{base}:n", f"{base}:m"]
+
+    def _checked_keys(self, hadm_id: int) -> list[str]:
+        """The admission's keys, and its epoch key once :meth:`require_epoch` was called."""
+        keys = self.keys(hadm_id)
+        return [*keys, self.epoch_key(hadm_id)] if self.epoch_required else keys
+
+    # --- the store epoch (lost-data detection, stream.store.heal) -----------------------------------
+    def epoch_key(self, hadm_id: int) -> str:
+        """The epoch key an admission's scripts check (one key for the whole store)."""
+        return f"{self.namespace}:epoch"
+
+    def epoch_keys(self) -> list[str]:
+        """Every epoch key of the store."""
+        return [f"{self.namespace}:epoch"]
+
+    def require_epoch(self) -> None:
+        """From now on every admission script fails with :class:`StoreLost` when the epoch is gone."""
+        self.epoch_required = True
+
+    async def epoch(self) -> str | None:
+        """``ready:<token>``, ``rebuilding:<token>``, or None when an epoch key is gone."""
+        keys = self.epoch_keys()
+        values = await self._call("read the store epoch", lambda: self._redis.mget(keys))
+        if any(v is None for v in values):
+            return None
+        return str(min(values, key=lambda v: not v.startswith("rebuilding:")))
+
+    async def begin_rebuild(self, token: str, lease_ms: int) -> bool:
+        """Take the rebuild lease (one rebuilder at a time) and mark the store as being rebuilt (admission
+        scripts then fail with :class:`StoreRebuilding`); False when another worker holds the lease."""
+        lease = f"{self.namespace}:rebuild-lease"
+        taken = await self._call(
+            "take the store rebuild lease", lambda: self._redis.set(lease, token, nx=True, px=lease_ms)
+        )
+        if not taken:
+            return False
+        await self._set_epoch(f"rebuilding:{token}", lease_ms)
+        return True
+
+    async def renew_rebuild(self, token: str, lease_ms: int) -> None:
+        """Extend the rebuild lease (a rebuilder that died lets its lease, and the mark, expire)."""
+        lease = f"{self.namespace}:rebuild-lease"
+        await self._call("renew the store rebuild lease", lambda: self._redis.set(lease, token, px=lease_ms))
+        await self._set_epoch(f"rebuilding:{token}", lease_ms)
+
+    async def finish_rebuild(self, token: str) -> None:
+        """Mark the store whole again (epoch ``ready:<token>``, no expiry) and drop the lease."""
+        await self._set_epoch(f"ready:{token}", None)
+        await self._call(
+            "drop the store rebuild lease", lambda: self._redis.delete(f"{self.namespace}:rebuild-lease")
+        )
+
+    async def _set_epoch(self, value: str, px: int | None) -> None:
+        keys = self.epoch_keys()
+
+        async def write() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, value, px=px)
+            await pipe.execute()
+
+        await self._call("write the store epoch", write)
+
+    async def restore_admissions(
+        self, plans: Sequence[AdmissionRebuild], *, now_ms: int | None = None
+    ) -> int:
+        """Write the admissions a changelog rebuild planned (:func:`stream.store.changelog.plan_rebuild`):
+        notes through the same script as live notes, admission events, then the ``seq`` floor. Idempotent
+        and a merge: a note the store holds at a higher revision stays. Returns the notes written."""
+        now = round(time.time() * 1000) if now_ms is None else now_ms
+
+        async def one(plan: AdmissionRebuild) -> int:
+            keys = self.keys(plan.hadm_id)  # no epoch check: the epoch says "rebuilding" meanwhile
+            expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + self.idle_ttl_ms
+            idle = str(max(1, expires - now))
+            for n in plan.notes:
+                probs = "" if n.is_error else ",".join(repr(p) for p in check_probs(n.probs))
+                args = [str(n.subject_id), n.note_id, str(check_revision(n.revision)),
+                        "1" if n.is_error else "0", idle, probs, "" if n.is_error else n.digest]  # fmt: skip
+                await self._apply(keys=keys, args=args)
+            for record in plan.events:
+                event = record.change.event
+                args = [event.kind, str(event.subject_id), _iso(event.admit_time), _iso(event.discharge_time),
+                        event.admission_type or "", _iso(event.death_time), str(record.t_ms), idle,
+                        str(self.retention_ms)]  # fmt: skip
+                await self._admit(keys=keys, args=args)
+            await self._raise_seq(keys=keys[:1], args=[str(plan.seq)])
+            return len(plan.notes)
+
+        async def all_of(chunk: Sequence[AdmissionRebuild]) -> int:
+            return sum(await asyncio.gather(*(one(p) for p in chunk)))
+
+        written = 0
+        step = max(1, self._pool.max_connections)
+        for start in range(0, len(plans), step):
+            chunk = plans[start : start + step]
+            written += await self._call("restore admissions from the changelog", partial(all_of, chunk))
+        return written
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -150,6 +279,17 @@ class RedisRiskStore:
                 f"Redis did not answer while trying to {what} ({exc}); check that it is up and that "
                 "the store URL, password and TLS settings are right."
             ) from exc
+        except rex.ResponseError as exc:
+            if str(exc).startswith("NSLOST"):
+                raise StoreLost(
+                    f"The store lost its data (its epoch key is gone) while trying to {what}: Redis was "
+                    "restarted without persistence, flushed, or failed over to an empty replica."
+                ) from exc
+            if str(exc).startswith("NSREBUILDING"):
+                raise StoreRebuilding(
+                    f"The store is being rebuilt from its changelog; cannot {what} yet."
+                ) from exc
+            raise StoreError(f"Redis failed to {what}: {exc}.") from exc
         except rex.RedisError as exc:
             raise StoreError(f"Redis failed to {what}: {exc}.") from exc
 
@@ -186,7 +326,7 @@ class RedisRiskStore:
         ]
         reply = await self._call(
             f"record admission {event.hadm_id}",
-            lambda: self._admit(keys=self.keys(event.hadm_id), args=args),  # type: ignore[arg-type]
+            lambda: self._admit(keys=self._checked_keys(event.hadm_id), args=args),  # type: ignore[arg-type]
         )
         applied, subject, admit, discharge, kind, death, discharged = reply
         return AdmissionInfo(
@@ -201,10 +341,9 @@ class RedisRiskStore:
         )
 
     async def admission(self, hadm_id: int) -> AdmissionInfo | None:
-        fields = ["subject_id", "admit_time", "discharge_time", "admission_type", "death_time", "discharged"]
         values = await self._call(
             f"read admission {hadm_id}",
-            lambda: self._redis.hmget(self.keys(hadm_id)[0], fields),  # type: ignore[arg-type]
+            lambda: self._read_admission(keys=self._checked_keys(hadm_id), args=[]),  # type: ignore[arg-type]
         )
         subject, admit, discharge, kind, death, discharged = values
         if not admit and discharged != "1":
@@ -243,14 +382,14 @@ class RedisRiskStore:
         ]
         reply = await self._call(
             f"apply note {note_id} to admission {hadm_id}",
-            lambda: self._apply(keys=self.keys(hadm_id), args=args),  # type: ignore[arg-type]
+            lambda: self._apply(keys=self._checked_keys(hadm_id), args=args),  # type: ignore[arg-type]
         )
         return ApplyResult(bool(reply[0]), reply[1], self._state(hadm_id, reply))
 
     async def state(self, hadm_id: int) -> AdmissionState | None:
         reply = await self._call(
             f"read the state of admission {hadm_id}",
-            lambda: self._read(keys=self.keys(hadm_id), args=[]),  # type: ignore[arg-type]
+            lambda: self._read(keys=self._checked_keys(hadm_id), args=[]),  # type: ignore[arg-type]
         )
         return self._state(hadm_id, reply)
 
