@@ -211,8 +211,8 @@ async def read_changelog(settings: Settings, *, timeout_s: float = 600.0) -> dic
     messages: list[tuple[bytes, bytes | None]] = []
     try:
         await client.start()
-        await client.topics()  # metadata, so that partitions_for_topic knows the topic
-        partitions = client.partitions_for_topic(topic) or set()
+        metadata = await client._client.fetch_all_metadata()  # the consumer's own view may lack the topic
+        partitions = metadata.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
             return {}

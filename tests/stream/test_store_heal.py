@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from notestream.settings import Settings
+from stream import kafka
 from stream.errors import StoreLost, StoreRebuilding
-from stream.events import AdmissionEvent
+from stream.events import STORE_CHANGELOG, AdmissionEvent
 from stream.pipeline import CHANGELOG_REASONS
 from stream.store import MemoryRiskStore, RedisRiskStore
 from stream.store.changelog import AdmissionChange, NoteChange, latest
-from stream.store.heal import StoreHealer
+from stream.store.heal import StoreHealer, read_changelog
 from stream.store.records import content_hash
 
 
@@ -147,3 +149,19 @@ async def test_two_workers_meeting_a_lost_store_rebuild_it_once(
     assert (state.n_notes, state.seq) == (1, 1)
     assert (await apply(other_store, 5, "b")).state.seq == 2
     await other_store.close()
+
+
+async def test_the_changelog_is_read_back_compacted_from_the_broker(kafka_settings: Settings) -> None:
+    """read_changelog over the real broker: every partition to its end, the last value per key."""
+    topic = kafka_settings.topic(STORE_CHANGELOG)
+    assert await read_changelog(kafka_settings) == {}
+    producer = kafka.producer(kafka_settings)
+    await producer.start()
+    try:
+        for i in range(40):
+            await producer.send_and_wait(topic, key=f"ns/{i % 10}/n/a".encode(), value=str(i).encode())
+        await producer.send_and_wait(topic, key=b"ns/3/n/a", value=None)  # a tombstone
+    finally:
+        await producer.stop()
+    read = await read_changelog(kafka_settings)
+    assert read == {f"ns/{i}/n/a".encode(): str(30 + i).encode() for i in range(10) if i != 3}
