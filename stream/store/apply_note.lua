@@ -5,7 +5,7 @@
 -- KEYS[3] sorted set: note_id -> the note's largest chunk probability (live notes with chunks)
 -- KEYS[4] (optional) the store epoch key: checked first by the prefix of redis_store.py (EPOCH_CHECK)
 -- ARGV: subject_id, note_id, revision (decimal digits, no leading zero), is_error (0/1), idle_ttl_ms,
---       probabilities (comma-separated), content hash ('' = unknown)
+--       probabilities (comma-separated), content hash ('' = unknown), 'quiet' (optional: reply applied only)
 -- Revisions are compared as decimal strings (length, then digits): exact at any size, where Lua
 -- numbers (doubles) would round revisions above 2^53.
 -- The sum is exact: integer limbs of 24 bits, in units of 2^-1200, rounded to a float in Python.
@@ -70,6 +70,7 @@ end
 
 local function reply(applied, reason)
   touch()
+  if ARGV[8] == 'quiet' then return applied end -- a changelog rebuild reads no state
   local s = redis.call('HMGET', A, 'subject_id', 'sum', 'n_chunks', 'n_notes', 'seq', 'discharged')
   local top = redis.call('ZREVRANGE', M, 0, 0, 'WITHSCORES')
   local top_note, top_max, top_chunk = '', '', ''

@@ -243,33 +243,40 @@ class RedisRiskStore:
         and a merge: a note the store holds at a higher revision stays. Returns the notes written."""
         now = round(time.time() * 1000) if now_ms is None else now_ms
 
-        async def one(plan: AdmissionRebuild) -> int:
+        async def queue(pipe: Any, plan: AdmissionRebuild) -> None:
             keys = self.keys(plan.hadm_id)  # no epoch check: the epoch says "rebuilding" meanwhile
             expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + self.idle_ttl_ms
             idle = str(max(1, expires - now))
             for n in plan.notes:
                 probs = "" if n.is_error else ",".join(repr(p) for p in check_probs(n.probs))
                 args = [str(n.subject_id), n.note_id, str(check_revision(n.revision)),
-                        "1" if n.is_error else "0", idle, probs, "" if n.is_error else n.digest]  # fmt: skip
-                await self._apply(keys=keys, args=args)
+                        "1" if n.is_error else "0", idle, probs, "" if n.is_error else n.digest, "quiet"]  # fmt: skip
+                await self._apply(keys=keys, args=args, client=pipe)
             for record in plan.events:
                 event = record.change.event
                 args = [event.kind, str(event.subject_id), _iso(event.admit_time), _iso(event.discharge_time),
                         event.admission_type or "", _iso(event.death_time), str(record.t_ms), idle,
                         str(self.retention_ms)]  # fmt: skip
-                await self._admit(keys=keys, args=args)
-            await self._raise_seq(keys=keys[:1], args=[str(plan.seq)])
-            return len(plan.notes)
+                await self._admit(keys=keys, args=args, client=pipe)
+            await self._raise_seq(keys=keys[:1], args=[str(plan.seq)], client=pipe)
 
-        async def all_of(chunk: Sequence[AdmissionRebuild]) -> int:
-            return sum(await asyncio.gather(*(one(p) for p in chunk)))
+        async def write(chunk: Sequence[AdmissionRebuild]) -> None:
+            # one pipeline per chunk (commands of one connection run in order: an admission's notes,
+            # then its events, then its seq floor); a few chunks at a time
+            pipe = self._redis.pipeline(transaction=False)
+            for plan in chunk:
+                await queue(pipe, plan)
+            await pipe.execute()
 
-        written = 0
-        step = max(1, self._pool.max_connections)
-        for start in range(0, len(plans), step):
-            chunk = plans[start : start + step]
-            written += await self._call("restore admissions from the changelog", partial(all_of, chunk))
-        return written
+        step = 200
+        chunks = [plans[i : i + step] for i in range(0, len(plans), step)]
+        for i in range(0, len(chunks), 4):
+            group = chunks[i : i + 4]
+            await self._call(
+                "restore admissions from the changelog",
+                partial(asyncio.gather, *(write(c) for c in group)),
+            )
+        return sum(len(p.notes) for p in plans)
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
