@@ -110,8 +110,10 @@ class Settings(BaseSettings):
     )
     store: str = Field(
         "memory://",
-        description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, or "
-        "`memory://` for the in-process store of the embedded mode.",
+        description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, "
+        "`redis+sentinel://host:port[,host:port...]/SERVICE[/DB]` for a Sentinel-managed primary, "
+        "`redis+cluster://host:port[,host:port...]` for a Redis Cluster, or `memory://` for the "
+        "in-process store of the embedded mode.",
     )
     store_namespace: str = Field(
         "notestream",
@@ -290,8 +292,13 @@ class Settings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _check_store(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "memory://", "unix://")):
-            raise ValueError("store must start with redis://, rediss://, unix:// or memory://")
+        if not value.startswith(
+            ("redis://", "rediss://", "redis+sentinel://", "redis+cluster://", "memory://", "unix://")
+        ):
+            raise ValueError(
+                "store must start with redis://, rediss://, redis+sentinel://, redis+cluster://, unix:// "
+                "or memory://"
+            )
         return value
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ bit for bit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -25,9 +26,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis import exceptions as rex
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
 
 from stream.errors import StoreError, StoreLost, StoreRebuilding, StoreUnavailable
 from stream.events import AdmissionEvent
@@ -42,8 +44,16 @@ from stream.store.records import (
     check_revision,
     exact_to_float,
 )
+from stream.store.redis_clients import connect
 
 _HERE = Path(__file__).parent
+FAILOVER_ERRORS: tuple[type[Exception], ...] = (
+    rex.ReadOnlyError,  # a primary demoted to replica (Sentinel) still answers the old connections
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.MasterDownError,
+)
+"""Replies of a Redis in the middle of a failover: transient, retried like an unreachable Redis."""
 T = TypeVar("T")
 
 EPOCH_CHECK = """
@@ -89,6 +99,26 @@ if current then return current end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each Redis Cluster slot, a short hash tag whose keys land in it (found once, by search).
+
+    >>> tags = slot_tags()
+    >>> len(tags), key_slot(tags[5].encode())
+    (16384, 5)
+    """
+    tags: list[str | None] = [None] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        tag = format(n, "x")
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
 
 
 def limbs_to_exact(text: str) -> int:
@@ -150,12 +180,8 @@ class RedisRiskStore:
         if url.startswith("rediss://") and ssl_cafile is not None:
             kwargs["ssl_ca_certs"] = str(ssl_cafile)
         kwargs.update(options or {})
-        kwargs["decode_responses"] = True  # the scripts' replies are read as str
-        try:
-            self._pool: Any = aioredis.BlockingConnectionPool.from_url(url, **kwargs)
-        except ValueError as exc:
-            raise StoreError(f"The Redis store URL is invalid ({exc}); use redis://host:port/db.") from exc
-        self._redis: Any = aioredis.Redis(connection_pool=self._pool)  # the types-redis stubs lag redis-py
+        self._redis: Any  # the types-redis stubs lag redis-py
+        self._redis, self.cluster = connect(url, kwargs)
         self.namespace = namespace
         self.idle_ttl_ms = max(1, round(idle_ttl_s * 1000))
         self.retention_ms = max(0, round(retention_s * 1000))
@@ -180,12 +206,17 @@ class RedisRiskStore:
 
     # --- the store epoch (lost-data detection, stream.store.heal) -----------------------------------
     def epoch_key(self, hadm_id: int) -> str:
-        """The epoch key an admission's scripts check (one key for the whole store)."""
-        return f"{self.namespace}:epoch"
+        """The epoch key an admission's scripts check: one for the whole store, or in a Redis Cluster
+        one per slot, in the slot of the admission's keys (a script touches one slot)."""
+        if not self.cluster:
+            return f"{self.namespace}:epoch"
+        return f"{self.namespace}:epoch:{{{slot_tags()[key_slot(str(int(hadm_id)).encode())]}}}"
 
     def epoch_keys(self) -> list[str]:
-        """Every epoch key of the store."""
-        return [f"{self.namespace}:epoch"]
+        """Every epoch key of the store (16,384 in a Redis Cluster: one per slot)."""
+        if not self.cluster:
+            return [f"{self.namespace}:epoch"]
+        return [f"{self.namespace}:epoch:{{{tag}}}" for tag in slot_tags()]
 
     def require_epoch(self) -> None:
         """From now on every admission script fails with :class:`StoreLost` when the epoch is gone."""
@@ -194,7 +225,8 @@ class RedisRiskStore:
     async def epoch(self) -> str | None:
         """``ready:<token>``, ``rebuilding:<token>``, or None when an epoch key is gone."""
         keys = self.epoch_keys()
-        values = await self._call("read the store epoch", lambda: self._redis.mget(keys))
+        read = self._redis.mget_nonatomic if self.cluster else self._redis.mget
+        values = await self._call("read the store epoch", lambda: read(keys))
         if any(v is None for v in values):
             return None
         return str(min(values, key=lambda v: not v.startswith("rebuilding:")))
@@ -244,6 +276,7 @@ class RedisRiskStore:
         now = round(time.time() * 1000) if now_ms is None else now_ms
 
         async def queue(pipe: Any, plan: AdmissionRebuild) -> None:
+            client = pipe if pipe is not self._redis else None
             keys = self.keys(plan.hadm_id)  # no epoch check: the epoch says "rebuilding" meanwhile
             expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + self.idle_ttl_ms
             idle = str(max(1, expires - now))
@@ -251,18 +284,22 @@ class RedisRiskStore:
                 probs = "" if n.is_error else ",".join(repr(p) for p in check_probs(n.probs))
                 args = [str(n.subject_id), n.note_id, str(check_revision(n.revision)),
                         "1" if n.is_error else "0", idle, probs, "" if n.is_error else n.digest, "quiet"]  # fmt: skip
-                await self._apply(keys=keys, args=args, client=pipe)
+                await self._apply(keys=keys, args=args, client=client)
             for record in plan.events:
                 event = record.change.event
                 args = [event.kind, str(event.subject_id), _iso(event.admit_time), _iso(event.discharge_time),
                         event.admission_type or "", _iso(event.death_time), str(record.t_ms), idle,
                         str(self.retention_ms)]  # fmt: skip
-                await self._admit(keys=keys, args=args, client=pipe)
-            await self._raise_seq(keys=keys[:1], args=[str(plan.seq)], client=pipe)
+                await self._admit(keys=keys, args=args, client=client)
+            await self._raise_seq(keys=keys[:1], args=[str(plan.seq)], client=client)
 
         async def write(chunk: Sequence[AdmissionRebuild]) -> None:
             # one pipeline per chunk (commands of one connection run in order: an admission's notes,
-            # then its events, then its seq floor); a few chunks at a time
+            # then its events, then its seq floor); a few chunks at a time. A cluster client routes
+            # each script call itself: the admissions of a chunk run concurrently, each in order.
+            if self.cluster:
+                await asyncio.gather(*(queue(self._redis, plan) for plan in chunk))
+                return
             pipe = self._redis.pipeline(transaction=False)
             for plan in chunk:
                 await queue(pipe, plan)
@@ -281,6 +318,11 @@ class RedisRiskStore:
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
+        except FAILOVER_ERRORS as exc:
+            raise StoreUnavailable(
+                f"Redis is failing over while trying to {what} ({type(exc).__name__}); retrying until "
+                "the new primary answers."
+            ) from exc
         except (rex.ConnectionError, rex.TimeoutError) as exc:
             raise StoreUnavailable(
                 f"Redis did not answer while trying to {what} ({exc}); check that it is up and that "
@@ -428,4 +470,5 @@ class RedisRiskStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
-        await self._pool.disconnect()
+        if not self.cluster:
+            await self._redis.connection_pool.disconnect()

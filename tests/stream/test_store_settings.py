@@ -16,7 +16,7 @@ from stream.store import RedisRiskStore, open_store
 
 def _pool(store: Any) -> Any:
     assert isinstance(store, RedisRiskStore)
-    return store._pool
+    return store._redis.connection_pool
 
 
 async def test_open_store_passes_user_password_and_client_certificate(tmp_path: Path) -> None:
