@@ -66,6 +66,8 @@ class HealableStore(Protocol):
 
     async def finish_rebuild(self, token: str) -> None: ...
 
+    async def rebuild_running(self) -> bool: ...
+
     async def restore_admissions(
         self, plans: Sequence[AdmissionRebuild], *, now_ms: int | None = None
     ) -> int: ...
@@ -118,8 +120,8 @@ class StoreHealer:
             return
         self.store.require_epoch()
         state = await self.store.epoch()
-        if state is None:
-            await self.heal()
+        if state is None or (state.startswith("rebuilding:") and not await self.store.rebuild_running()):
+            await self.heal()  # lost, or a rebuild whose worker died: (re)build it
         elif state.startswith("rebuilding:"):
             await self._wait_ready()
 
@@ -132,6 +134,11 @@ class StoreHealer:
                 if self.store is None:
                     raise
                 log.error("%s Rebuilding it from the changelog topic.", exc)
+                await self.heal()
+            except StoreRebuilding:
+                if self.store is None or await self.store.rebuild_running():
+                    raise  # another worker rebuilds: retried (stream.guard) until it is done
+                log.error("A store rebuild was left unfinished (its worker stopped); taking it over.")
                 await self.heal()
         return await step()
 
@@ -186,13 +193,12 @@ class StoreHealer:
         return len(plans)
 
     async def _wait_ready(self) -> None:
-        """Wait while another worker rebuilds; a lease that lapses (its rebuilder died) ends the wait
-        and the next write finds the epoch gone and heals again."""
+        """Wait while another worker rebuilds (holds the lease); when the lease ends the next write
+        finds the store ready, or lost or left half-built, and :meth:`guard` heals it."""
         assert self.store is not None
         deadline = time.monotonic() + 2 * self.lease_ms / 1000
         while time.monotonic() < deadline:
-            state = await self.store.epoch()
-            if state is None or state.startswith("ready:"):
+            if not await self.store.rebuild_running():
                 return
             await asyncio.sleep(0.2)
         raise StoreRebuilding("Another worker has been rebuilding the store for too long; retrying.")

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 from redis import exceptions as rex
+from redis.asyncio import BlockingConnectionPool
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
 from redis.crc import key_slot
 
@@ -182,6 +183,14 @@ class RedisRiskStore:
         kwargs.update(options or {})
         self._redis: Any  # the types-redis stubs lag redis-py
         self._redis, self.cluster = connect(url, kwargs)
+        pool = getattr(self._redis, "connection_pool", None)
+        self._limit = (
+            None
+            if isinstance(pool, BlockingConnectionPool)
+            else asyncio.Semaphore(int(kwargs.get("max_connections", pool_size)))
+        )
+        """Sentinel and Cluster pools refuse a connection over their size instead of waiting: calls wait
+        here for a free one, as they do in the standalone store's blocking pool."""
         self.namespace = namespace
         self.idle_ttl_ms = max(1, round(idle_ttl_s * 1000))
         self.retention_ms = max(0, round(retention_s * 1000))
@@ -234,38 +243,42 @@ class RedisRiskStore:
     async def begin_rebuild(self, token: str, lease_ms: int) -> bool:
         """Take the rebuild lease (one rebuilder at a time) and mark the store as being rebuilt (admission
         scripts then fail with :class:`StoreRebuilding`); False when another worker holds the lease."""
-        lease = f"{self.namespace}:rebuild-lease"
         taken = await self._call(
-            "take the store rebuild lease", lambda: self._redis.set(lease, token, nx=True, px=lease_ms)
+            "take the store rebuild lease", lambda: self._redis.set(self._lease, token, nx=True, px=lease_ms)
         )
         if not taken:
             return False
-        await self._set_epoch(f"rebuilding:{token}", lease_ms)
+        await self._set_epoch(f"rebuilding:{token}")
         return True
 
     async def renew_rebuild(self, token: str, lease_ms: int) -> None:
-        """Extend the rebuild lease (a rebuilder that died lets its lease, and the mark, expire)."""
-        lease = f"{self.namespace}:rebuild-lease"
-        await self._call("renew the store rebuild lease", lambda: self._redis.set(lease, token, px=lease_ms))
-        await self._set_epoch(f"rebuilding:{token}", lease_ms)
-
-    async def finish_rebuild(self, token: str) -> None:
-        """Mark the store whole again (epoch ``ready:<token>``, no expiry) and drop the lease."""
-        await self._set_epoch(f"ready:{token}", None)
+        """Extend the rebuild lease. A rebuilder that died lets its lease lapse: the next worker that meets
+        the store being rebuilt without a lease takes the rebuild over (:mod:`stream.store.heal`)."""
         await self._call(
-            "drop the store rebuild lease", lambda: self._redis.delete(f"{self.namespace}:rebuild-lease")
+            "renew the store rebuild lease", lambda: self._redis.set(self._lease, token, px=lease_ms)
         )
 
-    async def _set_epoch(self, value: str, px: int | None) -> None:
+    async def rebuild_running(self) -> bool:
+        """Whether a worker holds the rebuild lease now."""
+        return bool(await self._call("read the store rebuild lease", lambda: self._redis.exists(self._lease)))
+
+    async def finish_rebuild(self, token: str) -> None:
+        """Mark the store whole again (epoch ``ready:<token>``) and drop the lease."""
+        await self._set_epoch(f"ready:{token}")
+        await self._call("drop the store rebuild lease", lambda: self._redis.delete(self._lease))
+
+    @property
+    def _lease(self) -> str:
+        return f"{self.namespace}:rebuild-lease"
+
+    async def _set_epoch(self, value: str) -> None:
         keys = self.epoch_keys()
-
-        async def write() -> None:
-            pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.set(key, value, px=px)
-            await pipe.execute()
-
-        await self._call("write the store epoch", write)
+        if self.cluster:
+            await self._call(
+                "write the store epoch", lambda: self._redis.mset_nonatomic(dict.fromkeys(keys, value))
+            )
+        else:
+            await self._call("write the store epoch", lambda: self._redis.set(keys[0], value))
 
     async def restore_admissions(
         self, plans: Sequence[AdmissionRebuild], *, now_ms: int | None = None
@@ -293,12 +306,18 @@ class RedisRiskStore:
                 await self._admit(keys=keys, args=args, client=client)
             await self._raise_seq(keys=keys[:1], args=[str(plan.seq)], client=client)
 
+        limit = asyncio.Semaphore(8)  # cluster: 4 chunks x 8 admissions in flight, under the pool size
+
+        async def queue_limited(plan: AdmissionRebuild) -> None:
+            async with limit:
+                await queue(self._redis, plan)
+
         async def write(chunk: Sequence[AdmissionRebuild]) -> None:
             # one pipeline per chunk (commands of one connection run in order: an admission's notes,
             # then its events, then its seq floor); a few chunks at a time. A cluster client routes
             # each script call itself: the admissions of a chunk run concurrently, each in order.
             if self.cluster:
-                await asyncio.gather(*(queue(self._redis, plan) for plan in chunk))
+                await asyncio.gather(*(queue_limited(plan) for plan in chunk))
                 return
             pipe = self._redis.pipeline(transaction=False)
             for plan in chunk:
@@ -317,7 +336,10 @@ class RedisRiskStore:
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await call()
+            if self._limit is None:
+                return await call()
+            async with self._limit:
+                return await call()
         except FAILOVER_ERRORS as exc:
             raise StoreUnavailable(
                 f"Redis is failing over while trying to {what} ({type(exc).__name__}); retrying until "

@@ -1,4 +1,5 @@
-"""The RiskStore contract: the in-memory store and the Redis store (a real redis-server) must agree.
+"""The RiskStore contract: the in-memory store and the Redis store (real redis-servers: standalone,
+Sentinel, Cluster) must agree.
 
 Every test here runs against both implementations; aggregates are compared with the batch reference
 (``models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
@@ -34,11 +35,15 @@ from stream.store.records import content_hash
 StoreFactory = Callable[..., RiskStore]
 
 
-@pytest.fixture(params=["memory", "redis"])
+URL_FIXTURES = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "cluster": "redis_cluster_url"}
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    """A factory of fresh stores of one kind (keyword arguments: TTLs, pool size)."""
+    """A factory of fresh stores of one kind (keyword arguments: TTLs, pool size): in memory, or on a
+    standalone Redis, a Sentinel-managed primary or a Redis Cluster (tests/fixtures/redis_ha.py)."""
     made: list[RiskStore] = []
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    url = request.getfixturevalue(URL_FIXTURES[request.param]) if request.param in URL_FIXTURES else None
 
     def factory(*, pool_size: int = 8, namespace: str = "notestream", **kwargs: Any) -> RiskStore:
         if url:

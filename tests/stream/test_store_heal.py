@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from notestream.settings import Settings
 from stream import kafka
@@ -40,6 +39,29 @@ class ListTopic:
 
     async def read(self) -> dict[bytes, bytes]:
         return latest(self.messages)
+
+
+@pytest.fixture(params=["redis", "sentinel", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A flushed standalone Redis, Sentinel-managed primary or Redis Cluster (store URL)."""
+    name = {"redis": "redis_server", "sentinel": "redis_sentinel", "cluster": "redis_cluster"}[request.param]
+    server = request.getfixturevalue(name)
+    url = server if isinstance(server, str) else server.url
+    asyncio.run(flushall(url))
+    return str(url)
+
+
+async def flushall(url: str) -> None:
+    """FLUSHALL on every primary behind ``url`` (as a restart without persistence would leave them)."""
+    store = RedisRiskStore(url)
+    client: Any = store._redis
+    try:
+        if store.cluster:
+            await client.flushall(target_nodes=client.get_primaries())
+        else:
+            await client.flushall()
+    finally:
+        await store.close()
 
 
 @pytest.fixture
@@ -70,9 +92,7 @@ async def test_a_flushed_store_refuses_every_admission_call(store: RedisRiskStor
     await store.finish_rebuild("t1")
     assert await store.epoch() == "ready:t1"
     assert (await apply(store, 1, "b")).reason == "new"
-    client: Any = aioredis.Redis.from_url(redis_url)
-    await client.flushall()
-    await client.aclose()
+    await flushall(redis_url)
     admit = AdmissionEvent(kind="admit", subject_id=7, hadm_id=1, admit_time=datetime(2150, 1, 1))
     for call in (
         apply(store, 1, "c"),
@@ -95,10 +115,9 @@ async def test_a_store_flushed_mid_stream_is_rebuilt_exactly(store: RedisRiskSto
     reference = MemoryRiskStore()
     rng = random.Random(3)
     emitted: dict[int, list[int]] = {}
-    client: Any = aioredis.Redis.from_url(redis_url)
     for batch in range(40):
         if batch in (13, 29):
-            await client.flushall()
+            await flushall(redis_url)
         notes = [(rng.randrange(12), f"n{rng.randrange(6)}", rng.choice((0, 1, 2**60))) for _ in range(8)]
 
         async def run(notes: list[tuple[int, str, int]] = notes) -> list[Any]:
@@ -117,7 +136,6 @@ async def test_a_store_flushed_mid_stream_is_rebuilt_exactly(store: RedisRiskSto
                                           content_hash(f"{note_id}/{rev}"), None, result.state.seq))  # fmt: skip
             emitted.setdefault(hadm, []).append(result.state.seq)
         await heal.record(topic.send, changes)
-    await client.aclose()
     assert heal.rebuilds == 3
     for hadm, seqs in emitted.items():
         assert seqs == sorted(seqs), f"seq went backwards for admission {hadm}: {seqs}"
@@ -127,6 +145,7 @@ async def test_a_store_flushed_mid_stream_is_rebuilt_exactly(store: RedisRiskSto
     assert await store.claim("other@2") == "m@1", "the model binding was claimed again"
 
 
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 async def test_two_workers_meeting_a_lost_store_rebuild_it_once(
     store: RedisRiskStore, redis_url: str
 ) -> None:
@@ -139,9 +158,7 @@ async def test_two_workers_meeting_a_lost_store_rebuild_it_once(
     second = healer(other_store, topic)
     await second.start()
     assert second.rebuilds == 0, "the epoch is there: nothing to rebuild"
-    client: Any = aioredis.Redis.from_url(redis_url)
-    await client.flushall()
-    await client.aclose()
+    await flushall(redis_url)
     rebuilt = await asyncio.gather(first.heal(), second.heal())
     assert sorted(rebuilt) == [0, 1]
     state = await other_store.state(5)
@@ -151,7 +168,10 @@ async def test_two_workers_meeting_a_lost_store_rebuild_it_once(
     await other_store.close()
 
 
-async def test_the_changelog_is_read_back_compacted_from_the_broker(kafka_settings: Settings) -> None:
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
+async def test_the_changelog_is_read_back_compacted_from_the_broker(
+    kafka_settings: Settings, redis_url: str
+) -> None:
     """read_changelog over the real broker: every partition to its end, the last value per key."""
     topic = kafka_settings.topic(STORE_CHANGELOG)
     assert await read_changelog(kafka_settings) == {}
