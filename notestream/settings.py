@@ -177,6 +177,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to wait for a Redis connection or reply before failing."
     )
     redis_username: str | None = Field(None, description="Redis ACL user name (Redis 6+).")
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must confirm each store write (Redis `WAIT`, up to `redis_timeout_s`) "
+        "before the batch is acknowledged; 1 with Sentinel, so a failover loses no acknowledged write. "
+        "Ignored for Redis Cluster (`CLUSTER FAILOVER` waits for the replica itself).",
+    )
     redis_ssl_cafile: Path | None = Field(None, description="CA bundle for `rediss://` stores.")
     redis_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS to Redis.")
     redis_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS to Redis.")

@@ -169,6 +169,8 @@ class RedisRiskStore:
         password: SecretStr | None = None,
         ssl_cafile: Path | None = None,
         options: Mapping[str, Any] | None = None,
+        min_replicas: int = 0,
+        replica_timeout_s: float = 1.0,
     ) -> None:
         kwargs: dict[str, Any] = {
             "max_connections": pool_size,
@@ -191,6 +193,9 @@ class RedisRiskStore:
         )
         """Sentinel and Cluster pools refuse a connection over their size instead of waiting: calls wait
         here for a free one, as they do in the standalone store's blocking pool."""
+        self.min_replicas = 0 if self.cluster else min_replicas
+        """Replicas that must hold each write before it returns (``WAIT``; not in a Redis Cluster)."""
+        self.replica_timeout_ms = max(1, round(replica_timeout_s * 1000))
         self.namespace = namespace
         self.idle_ttl_ms = max(1, round(idle_ttl_s * 1000))
         self.retention_ms = max(0, round(retention_s * 1000))
@@ -364,6 +369,23 @@ class RedisRiskStore:
         except rex.RedisError as exc:
             raise StoreError(f"Redis failed to {what}: {exc}.") from exc
 
+    async def _write(self, script: Any, keys: list[str], args: list[str]) -> Any:
+        """Run a write script; with ``min_replicas``, on the same connection ``WAIT`` until that many
+        replicas hold it, else raise :class:`StoreUnavailable` (the batch is retried, nothing acked): a
+        Sentinel failover then never loses a write the worker acknowledged."""
+        if not self.min_replicas:
+            return await script(keys=keys, args=args)
+        pipe = self._redis.pipeline(transaction=False)
+        await script(keys=keys, args=args, client=pipe)
+        pipe.wait(self.min_replicas, self.replica_timeout_ms)
+        reply, acked = await pipe.execute()
+        if acked < self.min_replicas:
+            raise StoreUnavailable(
+                f"Only {acked} of the {self.min_replicas} replicas required (redis_min_replicas) confirmed "
+                f"a store write within {self.replica_timeout_ms} ms; retrying."
+            )
+        return reply
+
     @staticmethod
     def _state(hadm_id: int, reply: list[Any]) -> AdmissionState | None:
         _, _, subject, limbs, n_chunks, n_notes, seq, discharged, top_note, top_max, top_chunk = reply
@@ -397,7 +419,7 @@ class RedisRiskStore:
         ]
         reply = await self._call(
             f"record admission {event.hadm_id}",
-            lambda: self._admit(keys=self._checked_keys(event.hadm_id), args=args),  # type: ignore[arg-type]
+            lambda: self._write(self._admit, self._checked_keys(event.hadm_id), args),
         )
         applied, subject, admit, discharge, kind, death, discharged = reply
         return AdmissionInfo(
@@ -453,7 +475,7 @@ class RedisRiskStore:
         ]
         reply = await self._call(
             f"apply note {note_id} to admission {hadm_id}",
-            lambda: self._apply(keys=self._checked_keys(hadm_id), args=args),  # type: ignore[arg-type]
+            lambda: self._write(self._apply, self._checked_keys(hadm_id), args),
         )
         return ApplyResult(bool(reply[0]), reply[1], self._state(hadm_id, reply))
 
