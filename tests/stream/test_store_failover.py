@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -65,13 +66,13 @@ async def test_a_replay_through_a_primary_failover_ends_exact(
         failover = lambda: cluster_failover(ha, key_slot(str(first).encode()))  # noqa: E731
     try:
         for batch in batches[:3]:
-            await retried(lambda batch=batch: pipeline.process(batch))
+            await retried(partial(pipeline.process, batch))
         switching = asyncio.create_task(asyncio.to_thread(failover))  # writes keep coming meanwhile
         for batch in batches[3:6]:
-            await retried(lambda batch=batch: pipeline.process(batch))
+            await retried(partial(pipeline.process, batch))
         await switching
         for batch in batches[6:]:
-            await retried(lambda batch=batch: pipeline.process(batch))
+            await retried(partial(pipeline.process, batch))
         expected = offline.scores(notes)
         counts = Counter(n.hadm_id for n in notes)
         for hadm, count in counts.items():
