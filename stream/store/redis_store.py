@@ -43,6 +43,7 @@ from stream.store.records import (
     check_digest,
     check_probs,
     check_revision,
+    exact_add,
     exact_to_float,
 )
 from stream.store.redis_clients import connect
@@ -120,6 +121,43 @@ def slot_tags() -> tuple[str, ...]:
             missing -= 1
         n += 1
     return tuple(t for t in tags if t is not None)
+
+
+def exact_to_limbs(total: int) -> str:
+    """The Lua scripts' ``index:value`` limbs of 24 bits of a non-negative exact sum.
+
+    >>> exact_to_limbs((1 << 48) + 5), limbs_to_exact(exact_to_limbs(12345678901234567890))
+    ('0:5,2:1', 12345678901234567890)
+    """
+    parts, index = [], 0
+    while total:
+        total, digit = divmod(total, 1 << 24)
+        if digit:
+            parts.append(f"{index}:{digit}")
+        index += 1
+    return ",".join(parts)
+
+
+def bulk_args(plan: AdmissionRebuild, idle_ms: str) -> list[str]:
+    """ARGV of restore_admission.lua: the admission's aggregate, computed exactly, and its notes'
+    records as apply_note.lua writes them (top chunk: the first largest)."""
+    total, n_chunks, n_notes, subject = 0, 0, 0, ""
+    groups: list[str] = []
+    for n in plan.notes:
+        revision = str(check_revision(n.revision))
+        if n.is_error:
+            groups += [n.note_id, f"{revision}|1|0||", ""]
+            continue
+        probs = check_probs(n.probs)
+        top = max(range(len(probs)), key=lambda i: (probs[i], -i), default=0)
+        for p in probs:
+            total = exact_add(total, p)
+        n_chunks += len(probs)
+        n_notes += 1
+        subject = subject or str(n.subject_id)
+        csv = ",".join(repr(p) for p in probs)
+        groups += [n.note_id, f"{revision}|0|{top}|{csv}|{n.digest}", f"{probs[top]:.17g}" if probs else ""]
+    return [subject, exact_to_limbs(total), str(n_chunks), str(n_notes), idle_ms, *groups]
 
 
 def limbs_to_exact(text: str) -> int:
@@ -206,6 +244,7 @@ class RedisRiskStore:
         self._read = self._redis.register_script(EPOCH_CHECK + _READ_STATE)
         self._read_admission = self._redis.register_script(EPOCH_CHECK + _READ_ADMISSION)
         self._raise_seq = self._redis.register_script(_RAISE_SEQ)
+        self._restore = self._redis.register_script((_HERE / "restore_admission.lua").read_text())
         self._claim = self._redis.register_script(_CLAIM)
 
     def keys(self, hadm_id: int) -> list[str]:
@@ -293,12 +332,15 @@ class RedisRiskStore:
         and a merge: a note the store holds at a higher revision stays. Returns the notes written."""
         now = round(time.time() * 1000) if now_ms is None else now_ms
 
-        async def queue(pipe: Any, plan: AdmissionRebuild) -> None:
+        def idle_ms(plan: AdmissionRebuild) -> str:
+            expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + self.idle_ttl_ms
+            return str(max(1, expires - now))
+
+        async def queue(pipe: Any, plan: AdmissionRebuild, *, notes: bool = True) -> None:
             client = pipe if pipe is not self._redis else None
             keys = self.keys(plan.hadm_id)  # no epoch check: the epoch says "rebuilding" meanwhile
-            expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + self.idle_ttl_ms
-            idle = str(max(1, expires - now))
-            for n in plan.notes:
+            idle = idle_ms(plan)
+            for n in plan.notes if notes else ():
                 probs = "" if n.is_error else ",".join(repr(p) for p in check_probs(n.probs))
                 args = [str(n.subject_id), n.note_id, str(check_revision(n.revision)),
                         "1" if n.is_error else "0", idle, probs, "" if n.is_error else n.digest, "quiet"]  # fmt: skip
@@ -318,15 +360,22 @@ class RedisRiskStore:
                 await queue(self._redis, plan)
 
         async def write(chunk: Sequence[AdmissionRebuild]) -> None:
-            # one pipeline per chunk (commands of one connection run in order: an admission's notes,
-            # then its events, then its seq floor); a few chunks at a time. A cluster client routes
-            # each script call itself: the admissions of a chunk run concurrently, each in order.
+            # one pipeline per chunk (commands of one connection run in order): first each admission's
+            # notes in one script where the store holds nothing of it, then, in a second pipeline, the
+            # others note by note (a merge), and every admission's events and seq floor. A cluster
+            # client routes each script call itself: the admissions of a chunk run concurrently.
             if self.cluster:
                 await asyncio.gather(*(queue_limited(plan) for plan in chunk))
                 return
             pipe = self._redis.pipeline(transaction=False)
             for plan in chunk:
-                await queue(pipe, plan)
+                await self._restore(
+                    keys=self.keys(plan.hadm_id), args=bulk_args(plan, idle_ms(plan)), client=pipe
+                )
+            written = await pipe.execute()
+            pipe = self._redis.pipeline(transaction=False)
+            for plan, bulk in zip(chunk, written, strict=True):
+                await queue(pipe, plan, notes=not bulk)
             await pipe.execute()
 
         step = 200
