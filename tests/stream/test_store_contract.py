@@ -35,6 +35,7 @@ from stream.store.records import content_hash
 StoreFactory = Callable[..., RiskStore]
 
 
+STANDALONE = pytest.mark.parametrize("make_store", ["memory", "redis"], indirect=True)
 URL_FIXTURES = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "cluster": "redis_cluster_url"}
 
 
@@ -211,6 +212,7 @@ async def test_admit_and_discharge(store: RiskStore) -> None:
     assert_matches(state, {"a": [0.5]})
 
 
+@STANDALONE  # the same scripts on Sentinel and Cluster; spare their sleeps
 async def test_idle_ttl_slides_with_each_write(make_store: StoreFactory) -> None:
     store = make_store(idle_ttl_s=3.0)
     await note(store, "a", [0.5])
@@ -223,6 +225,7 @@ async def test_idle_ttl_slides_with_each_write(make_store: StoreFactory) -> None
     assert await store.note_probs(100) == {}
 
 
+@STANDALONE  # the same scripts on Sentinel and Cluster; spare their sleeps
 async def test_discharge_expires_after_retention_even_with_later_notes(make_store: StoreFactory) -> None:
     store = make_store(idle_ttl_s=3600, retention_s=0.8)
     await note(store, "a", [0.5])

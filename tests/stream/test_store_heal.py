@@ -115,8 +115,8 @@ async def test_a_store_flushed_mid_stream_is_rebuilt_exactly(store: RedisRiskSto
     reference = MemoryRiskStore()
     rng = random.Random(3)
     emitted: dict[int, list[int]] = {}
-    for batch in range(40):
-        if batch in (13, 29):
+    for batch in range(24):
+        if batch in (8, 17):
             await flushall(redis_url)
         notes = [(rng.randrange(12), f"n{rng.randrange(6)}", rng.choice((0, 1, 2**60))) for _ in range(8)]
 
