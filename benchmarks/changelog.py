@@ -1,4 +1,4 @@
-"""Seconds to rebuild a lost Redis store from the store changelog (stream.store.heal).
+"""Seconds to rebuild a lost Redis store from the store changelog (notestream.stream.store.heal).
 
 Builds the changelog of ``--admissions`` admissions (``--notes`` notes of ``--chunks`` chunk
 probabilities each, plus admit and discharge events), starts its own redis-server on a free port
@@ -31,13 +31,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from notestream.settings import Settings
-from stream import kafka
-from stream.embedded import EmbeddedBroker
-from stream.events import STORE_CHANGELOG, AdmissionEvent
-from stream.store import RedisRiskStore
-from stream.store.changelog import AdmissionChange, NoteChange, encode_changes, latest
-from stream.store.heal import StoreHealer, read_changelog
+from notestream.core.settings import Settings
+from notestream.stream import kafka
+from notestream.stream.embedded import EmbeddedBroker
+from notestream.stream.events import STORE_CHANGELOG, AdmissionEvent
+from notestream.stream.store import RedisRiskStore
+from notestream.stream.store.changelog import AdmissionChange, NoteChange, encode_changes, latest
+from notestream.stream.store.heal import StoreHealer, read_changelog
 
 RESULTS = Path(__file__).parent / "results" / "changelog.json"
 MODEL = "bench@0123abcd"

@@ -5,7 +5,7 @@ Run with the same settings as the workers (environment or TOML)::
     NOTESTREAM_BROKER=kafka://kafka:9092 NOTESTREAM_PARTITIONS=12 python deploy/create_topics.py
 
 It creates ``notes``, ``admissions``, ``risk-updates``, ``risk-alerts``, ``notes-dlq`` and
-``store-changelog`` (compacted, see ``stream.store.heal``) (with ``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
+``store-changelog`` (compacted, see ``notestream.stream.store.heal``) (with ``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
 is keyed by admission id, so one admission always lands on one partition and is scored by one worker
 at a time. Topics that already exist are left alone (an existing topic's partition count is reported:
 adding partitions later remaps admission ids to partitions, see docs/operations.md). It waits up to
@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from notestream.settings import Settings, load_settings
+from notestream.core.settings import Settings, load_settings
 
 HOUR_MS = 3_600_000
 
@@ -45,7 +45,9 @@ def topic_plan(settings: Settings) -> list[TopicSpec]:
     for short, full in settings.topic_names().items():
         hours = settings.dlq_retention_hours if short == "notes-dlq" else settings.topic_retention_hours
         configs = {"retention.ms": str(int(hours * HOUR_MS)), "cleanup.policy": "delete"}
-        if short == "store-changelog":  # the store's changes, kept per key for a rebuild (stream.store.heal)
+        if (
+            short == "store-changelog"
+        ):  # the store's changes, kept per key for a rebuild (notestream.stream.store.heal)
             configs = {"cleanup.policy": "compact"}
         if settings.replication_factor > 1:
             configs["min.insync.replicas"] = str(min(2, settings.replication_factor))

@@ -8,23 +8,23 @@ Both implementations pass the same contract tests (tests/stream/test_store_contr
 
 :func:`open_store` picks one from ``settings.store`` (``memory://``, ``memory:///PATH`` for a
 memory store with a crash-safe journal file, ``redis://``, ``rediss://``, ``unix://``,
-``redis+sentinel://`` and ``redis+cluster://``: see :mod:`stream.store.redis_clients`). A Redis store
-that loses its data is rebuilt from the store changelog (:mod:`stream.store.heal`).
+``redis+sentinel://`` and ``redis+cluster://``: see :mod:`notestream.stream.store.redis_clients`). A Redis store
+that loses its data is rebuilt from the store changelog (:mod:`notestream.stream.store.heal`).
 """
 
 from __future__ import annotations
 
-from notestream.settings import Settings
-from stream.errors import StoreModelMismatch
-from stream.store.memory import MemoryRiskStore
-from stream.store.records import (
+from notestream.core.settings import Settings
+from notestream.stream.errors import StoreModelMismatch
+from notestream.stream.store.memory import MemoryRiskStore
+from notestream.stream.store.records import (
     AdmissionInfo,
     AdmissionState,
     ApplyResult,
     NoteProbs,
     RiskStore,
 )
-from stream.store.redis_store import RedisRiskStore
+from notestream.stream.store.redis_store import RedisRiskStore
 
 __all__ = [
     "AdmissionInfo",

@@ -3,7 +3,7 @@
 As in Kafka Streams, the worker writes one record per store change to ``<prefix>store-changelog``
 (``cleanup.policy=compact``) after the store write and before the batch's offsets commit, so the
 topic always holds at least what the store holds. When the store loses its data (a Redis restart
-without persistence, ``FLUSHALL``, a failover to an empty replica), :mod:`stream.store.heal` rebuilds
+without persistence, ``FLUSHALL``, a failover to an empty replica), :mod:`notestream.stream.store.heal` rebuilds
 it from the topic without running the model again.
 
 Records are keyed ``<namespace>/<hadm_id>/n/<note_id>`` (a note: its latest revision wins under
@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
 
 VERSION = 1
 
@@ -214,7 +214,7 @@ def latest(messages: Iterable[tuple[bytes, bytes | None]]) -> dict[bytes, bytes]
 
 def decode_all(messages: Mapping[bytes, bytes], *, namespace: str, model: str | None) -> list[Record]:
     """The namespace's records of :func:`latest` messages; records of another model are refused."""
-    from stream.store import same_model
+    from notestream.stream.store import same_model
 
     records = []
     for key, value in messages.items():

@@ -2,21 +2,21 @@
 
 Detection. When the worker binds the Redis store it requires the store *epoch* (a key written when
 the store was last built, ``<namespace>:epoch``; in Redis Cluster one per slot): every admission
-script checks it first and fails with ``NSLOST`` (:class:`~stream.errors.StoreLost`) when it is gone,
+script checks it first and fails with ``NSLOST`` (:class:`~notestream.stream.errors.StoreLost`) when it is gone,
 which is what a Redis restart without persistence, ``FLUSHALL`` or a failover to an empty replica
 leave. A store that lost data therefore never takes a write as if it were whole.
 
-Healing. :meth:`StoreHealer.guard` runs a batch; on :class:`~stream.errors.StoreLost` it rebuilds the
+Healing. :meth:`StoreHealer.guard` runs a batch; on :class:`~notestream.stream.errors.StoreLost` it rebuilds the
 store and runs the batch again (nothing was acked meanwhile). The rebuild, as Kafka Streams restores
 a state store: take the rebuild lease (one rebuilder; the others' scripts fail with
-:class:`~stream.errors.StoreRebuilding` and are retried), read the compacted changelog topic
-(:mod:`stream.store.changelog`) from its beginning to its end offsets, leave out the admissions that
+:class:`~notestream.stream.errors.StoreRebuilding` and are retried), read the compacted changelog topic
+(:mod:`notestream.stream.store.changelog`) from its beginning to its end offsets, leave out the admissions that
 expired, write each admission's notes through the same script as live notes (the model does not run
 again), its admission events, and raise its ``seq`` to the largest recorded (so updates continue above
 every ``seq`` already emitted), claim the model binding again, and mark the epoch ready. The rebuild is
 a merge, so a concurrent worker's newer writes stay.
 
-Writing. The worker sends the batch's :attr:`~stream.pipeline.BatchResult.changes` with
+Writing. The worker sends the batch's :attr:`~notestream.stream.pipeline.BatchResult.changes` with
 :meth:`StoreHealer.record` after the store write and before the batch's risk updates and its offset
 commit, so the changelog holds at least every change a risk update announced.
 
@@ -33,10 +33,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from notestream.settings import Settings
-from stream.errors import BrokerError, StoreLost, StoreRebuilding
-from stream.events import STORE_CHANGELOG
-from stream.store.changelog import (
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError, StoreLost, StoreRebuilding
+from notestream.stream.events import STORE_CHANGELOG
+from notestream.stream.store.changelog import (
     AdmissionChange,
     AdmissionRebuild,
     NoteChange,
@@ -54,7 +54,7 @@ Send = Callable[..., Awaitable[Any]]
 
 
 class HealableStore(Protocol):
-    """What healing needs of a store (:class:`~stream.store.redis_store.RedisRiskStore`)."""
+    """What healing needs of a store (:class:`~notestream.stream.store.redis_store.RedisRiskStore`)."""
 
     def require_epoch(self) -> None: ...
 
@@ -137,7 +137,7 @@ class StoreHealer:
                 await self.heal()
             except StoreRebuilding:
                 if self.store is None or await self.store.rebuild_running():
-                    raise  # another worker rebuilds: retried (stream.guard) until it is done
+                    raise  # another worker rebuilds: retried (notestream.stream.guard) until it is done
                 log.error("A store rebuild was left unfinished (its worker stopped); taking it over.")
                 await self.heal()
         return await step()
@@ -178,7 +178,7 @@ class StoreHealer:
                     "Store rebuild: %d of %d admissions written.", min(i + self.chunk, len(plans)), len(plans)
                 )
         if self.model:
-            from stream.store import claim_store
+            from notestream.stream.store import claim_store
 
             await claim_store(self.store, self.model, where="The rebuilt store")  # type: ignore[arg-type]
         await self.store.finish_rebuild(token)
@@ -210,7 +210,7 @@ async def read_changelog(settings: Settings, *, timeout_s: float = 600.0) -> dic
     from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
 
-    from stream.kafka import consumer
+    from notestream.stream.kafka import consumer
 
     topic = settings.topic(STORE_CHANGELOG)
     client = consumer(settings, group_id=None, enable_auto_commit=False)

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-from stream.errors import StoreError
+from notestream.stream.errors import StoreError
 
 SENTINEL = "redis+sentinel://"
 CLUSTER = "redis+cluster://"

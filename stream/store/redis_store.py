@@ -11,7 +11,7 @@ Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in 
 
 Every write slides the keys' TTL (``idle_ttl_s``), or after a discharge pins it to discharge (wall
 clock) + ``retention_s``. Probabilities travel as ``repr`` strings (exact), and the sum is kept exact in
-integer limbs (see :mod:`stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
+integer limbs (see :mod:`notestream.stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
 bit for bit.
 """
 
@@ -32,10 +32,10 @@ from redis.asyncio import BlockingConnectionPool
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
 from redis.crc import key_slot
 
-from stream.errors import StoreError, StoreLost, StoreRebuilding, StoreUnavailable
-from stream.events import AdmissionEvent
-from stream.store.changelog import AdmissionRebuild
-from stream.store.records import (
+from notestream.stream.errors import StoreError, StoreLost, StoreRebuilding, StoreUnavailable
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.store.changelog import AdmissionRebuild
+from notestream.stream.store.records import (
     AdmissionInfo,
     AdmissionState,
     ApplyResult,
@@ -46,7 +46,7 @@ from stream.store.records import (
     exact_add,
     exact_to_float,
 )
-from stream.store.redis_clients import connect
+from notestream.stream.store.redis_clients import connect
 
 _HERE = Path(__file__).parent
 FAILOVER_ERRORS: tuple[type[Exception], ...] = (
@@ -187,10 +187,10 @@ def _iso(value: datetime | None) -> str:
 
 
 class RedisRiskStore:
-    """:class:`~stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
+    """:class:`~notestream.stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
 
     ``options`` are connection keyword arguments for the pool's ``from_url`` that override the ones
-    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`stream.store.open_store`
+    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`notestream.stream.store.open_store`
     passes ``Settings.redis_kwargs()`` (ACL user, client certificate and key, health checks). The pool
     always decodes replies and waits up to ``timeout_s`` for a free connection.
     """
@@ -257,7 +257,7 @@ class RedisRiskStore:
         keys = self.keys(hadm_id)
         return [*keys, self.epoch_key(hadm_id)] if self.epoch_required else keys
 
-    # --- the store epoch (lost-data detection, stream.store.heal) -----------------------------------
+    # --- the store epoch (lost-data detection, notestream.stream.store.heal) -----------------------------------
     def epoch_key(self, hadm_id: int) -> str:
         """The epoch key an admission's scripts check: one for the whole store, or in a Redis Cluster
         one per slot, in the slot of the admission's keys (a script touches one slot)."""
@@ -297,7 +297,7 @@ class RedisRiskStore:
 
     async def renew_rebuild(self, token: str, lease_ms: int) -> None:
         """Extend the rebuild lease. A rebuilder that died lets its lease lapse: the next worker that meets
-        the store being rebuilt without a lease takes the rebuild over (:mod:`stream.store.heal`)."""
+        the store being rebuilt without a lease takes the rebuild over (:mod:`notestream.stream.store.heal`)."""
         await self._call(
             "renew the store rebuild lease", lambda: self._redis.set(self._lease, token, px=lease_ms)
         )
@@ -327,7 +327,7 @@ class RedisRiskStore:
     async def restore_admissions(
         self, plans: Sequence[AdmissionRebuild], *, now_ms: int | None = None
     ) -> int:
-        """Write the admissions a changelog rebuild planned (:func:`stream.store.changelog.plan_rebuild`):
+        """Write the admissions a changelog rebuild planned (:func:`notestream.stream.store.changelog.plan_rebuild`):
         notes through the same script as live notes, admission events, then the ``seq`` floor. Idempotent
         and a merge: a note the store holds at a higher revision stays. Returns the notes written."""
         now = round(time.time() * 1000) if now_ms is None else now_ms

@@ -19,10 +19,10 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from models.spec import ModelSpec
-from notestream.settings import Settings
-from stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
-from stream.replay import ReplaySource, iter_events
+from notestream.core.settings import Settings
+from notestream.models.spec import ModelSpec
+from notestream.stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
+from notestream.stream.replay import ReplaySource, iter_events
 from tests.deploy.flow import assert_matches_offline, await_final_scores, run_replay, synthetic_cohort
 from tests.deploy.test_containers import _store_scores
 from tests.fixtures.deploy import RedisProcess

@@ -2,7 +2,7 @@
 Sentinel, Cluster) must agree.
 
 Every test here runs against both implementations; aggregates are compared with the batch reference
-(``models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
+(``notestream.models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from models.aggregate import admission_score
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
-from stream.pipeline import CHANGELOG_REASONS
-from stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
-from stream.store.changelog import (
+from notestream.models.aggregate import admission_score
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.pipeline import CHANGELOG_REASONS
+from notestream.stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.stream.store.changelog import (
     AdmissionChange,
     NoteChange,
     decode_all,
@@ -30,7 +30,7 @@ from stream.store.changelog import (
     latest,
     plan_rebuild,
 )
-from stream.store.records import content_hash
+from notestream.stream.store.records import content_hash
 
 StoreFactory = Callable[..., RiskStore]
 
@@ -342,7 +342,7 @@ async def test_same_revision_with_other_content_is_a_conflict(store: RiskStore) 
 
 
 async def test_a_store_rebuilt_from_its_changelog_equals_the_original(make_store: StoreFactory) -> None:
-    """Every change recorded as the worker records it (stream.store.heal), then replayed into an empty
+    """Every change recorded as the worker records it (notestream.stream.store.heal), then replayed into an empty
     store: the same aggregates, notes and maxima, and seq continuing from the largest recorded."""
     original, rebuilt = make_store(), make_store(namespace="rebuilt")
     rng = random.Random(9)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from models.engine import InferenceEngine
-from stream.errors import StoreUnavailable
-from stream.pipeline import Pipeline
-from stream.store import RedisRiskStore
+from notestream.models.engine import InferenceEngine
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import RedisRiskStore
 from tests.fixtures.redis_ha import HaRedis, cluster_failover, sentinel_failover
 from tests.stream.feed import OfflineScorer, feed
 
@@ -39,7 +39,7 @@ async def engine(tiny_model_dir: Path) -> AsyncIterator[InferenceEngine]:
 
 
 async def retried(step: Callable[[], Awaitable[object]]) -> int:
-    """Run ``step`` until the store answers (stream.guard.until_done's transient branch); returns retries."""
+    """Run ``step`` until the store answers (notestream.stream.guard.until_done's transient branch); returns retries."""
     for attempt in range(600):
         try:
             await step()

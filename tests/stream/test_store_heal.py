@@ -1,4 +1,4 @@
-"""Lost Redis state is detected (the store epoch) and rebuilt from the changelog (stream.store.heal).
+"""Lost Redis state is detected (the store epoch) and rebuilt from the changelog (notestream.stream.store.heal).
 
 A real redis-server; the changelog topic is the one seam (a list of records, read back compacted):
 the worker path's Kafka round trip is covered by tests/deploy/test_store_heal_worker.py.
@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from notestream.settings import Settings
-from stream import kafka
-from stream.errors import StoreLost, StoreRebuilding
-from stream.events import STORE_CHANGELOG, AdmissionEvent
-from stream.pipeline import CHANGELOG_REASONS
-from stream.store import MemoryRiskStore, RedisRiskStore
-from stream.store.changelog import AdmissionChange, NoteChange, latest
-from stream.store.heal import StoreHealer, read_changelog
-from stream.store.records import content_hash
+from notestream.core.settings import Settings
+from notestream.stream import kafka
+from notestream.stream.errors import StoreLost, StoreRebuilding
+from notestream.stream.events import STORE_CHANGELOG, AdmissionEvent
+from notestream.stream.pipeline import CHANGELOG_REASONS
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore
+from notestream.stream.store.changelog import AdmissionChange, NoteChange, latest
+from notestream.stream.store.heal import StoreHealer, read_changelog
+from notestream.stream.store.records import content_hash
 
 
 class ListTopic:
