@@ -32,9 +32,10 @@ from typing import Any
 from tqdm import tqdm
 
 from notestream.core.settings import Settings
+from notestream.core.topics import STORE_CHANGELOG
 from notestream.stream import kafka
 from notestream.stream.embedded import EmbeddedBroker
-from notestream.stream.events import STORE_CHANGELOG, AdmissionEvent
+from notestream.stream.events import AdmissionEvent
 from notestream.stream.store import RedisRiskStore
 from notestream.stream.store.changelog import AdmissionChange, NoteChange, encode_changes, latest
 from notestream.stream.store.heal import StoreHealer, read_changelog

@@ -39,13 +39,9 @@ import faust
 from faust.types import EventT
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, STORE_CHANGELOG
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
-    ADMISSIONS,
-    NOTES,
-    NOTES_DLQ,
-    RISK_UPDATES,
-    STORE_CHANGELOG,
     AdmissionEvent,
     DeadLetter,
     NoteEvent,
@@ -167,7 +163,6 @@ def create_app(
             for rej in result.rejected:
                 letters.append(dead_letter(source[id(rej.note)], EventError(rej.reason, rej.detail)))
         await emit(updates, letters)
-        runtime.record_engine()
         metrics = runtime.metrics
         if metrics is not None:
             metrics.notes_in.inc(len(events))

@@ -34,8 +34,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from notestream.core.settings import Settings
+from notestream.core.topics import STORE_CHANGELOG
 from notestream.stream.errors import BrokerError, StoreLost, StoreRebuilding
-from notestream.stream.events import STORE_CHANGELOG
 from notestream.stream.store.changelog import (
     AdmissionChange,
     AdmissionRebuild,

@@ -20,8 +20,9 @@ import redis
 from pydantic import SecretStr
 
 from notestream.core.settings import Settings
+from notestream.core.topics import RISK_UPDATES
 from notestream.models.spec import ModelSpec
-from notestream.stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
+from notestream.stream.events import NoteEvent, RiskUpdate
 from notestream.stream.replay import ReplaySource, iter_events
 from tests.deploy.flow import assert_matches_offline, await_final_scores, run_replay, synthetic_cohort
 from tests.deploy.test_containers import _store_scores

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from notestream.core.settings import Settings
+from notestream.core.topics import STORE_CHANGELOG
 from notestream.stream import kafka
 from notestream.stream.errors import StoreLost, StoreRebuilding
-from notestream.stream.events import STORE_CHANGELOG, AdmissionEvent
+from notestream.stream.events import AdmissionEvent
 from notestream.stream.pipeline import CHANGELOG_REASONS
 from notestream.stream.store import MemoryRiskStore, RedisRiskStore
 from notestream.stream.store.changelog import AdmissionChange, NoteChange, latest
