@@ -24,6 +24,7 @@ from notestream.core.topics import RISK_UPDATES
 from notestream.models.spec import ModelSpec
 from notestream.stream.events import NoteEvent, RiskUpdate
 from notestream.stream.replay import ReplaySource, iter_events
+from notestream.stream.store.heal import read_changelog
 from tests.deploy.flow import assert_matches_offline, await_final_scores, run_replay, synthetic_cohort
 from tests.deploy.test_containers import _store_scores
 from tests.fixtures.deploy import RedisProcess
@@ -118,6 +119,12 @@ def test_a_store_that_loses_its_data_mid_replay_is_rebuilt_exactly(
         seqs.setdefault(update.hadm_id, []).append(update.seq)
     for hadm, order in seqs.items():
         assert order == sorted(order), f"seq went backwards for admission {hadm}: {order}"
+    changelog = asyncio.run(read_changelog(settings))
+    assert len(changelog) >= sum(held.values()), "a record per held note"
+    stored = b"".join(changelog.values()).decode()
+    texts = [n.text for n in notes_until(source, spec, None) if len(n.text) > 40]
+    assert texts
+    assert not [t for t in texts if t[:40] in stored], "note text in the store changelog"
     output = worker.output()
     assert output.count("Store rebuilt from the changelog") >= 1, output[-4000:]
     assert worker.stop() == 0, output[-3000:]
