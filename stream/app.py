@@ -140,6 +140,25 @@ def create_app(
             key=msg.key,
         )
 
+    def record_lag(events: Sequence[EventT]) -> None:
+        """This worker's lag per partition after a batch: high watermark minus the next offset."""
+        metrics = runtime.metrics
+        if metrics is None:
+            return
+        last: dict[Any, int] = {}
+        for event in events:
+            msg = event.message
+            last[msg.tp] = max(last.get(msg.tp, -1), msg.offset)
+        for tp, offset in last.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.observe_consumer_lag(tp.topic, tp.partition, highwater - offset - 1)
+
+    async def forget_lag(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        if runtime.metrics is not None:
+            for tp in revoked:
+                runtime.metrics.forget_partition(tp.topic, tp.partition)
+
     async def notes_batch(events: Sequence[EventT]) -> None:
         pipeline = await runtime.ready()
         letters: list[DeadLetter] = []
@@ -170,6 +189,7 @@ def create_app(
                 metrics.dead_letter(letter.reason)
             for reason, n in (result.dropped if result else {}).items():
                 metrics.notes_dropped.labels(reason=reason).inc(n)
+            record_lag(events)
 
     async def admission_event(event: EventT) -> None:
         pipeline = await runtime.ready()
@@ -186,6 +206,7 @@ def create_app(
         final = await runtime.healer.guard(partial(pipeline.admission, admission, changes))
         await runtime.healer.record(changelog_topic.send, changes)
         await emit([final] if final is not None else [], [])
+        record_lag([event])
 
     @app.agent(notes_topic, name="notes")
     async def notes_agent(stream: faust.StreamT) -> None:
@@ -222,6 +243,7 @@ def create_app(
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(runtime.broker_check.assigned)  # type: ignore[arg-type]
     app.on_partitions_revoked.connect(runtime.broker_check.revoked)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(forget_lag)  # type: ignore[arg-type]
 
     async def close_runtime(sender: Any, *args: Any, **kwargs: Any) -> None:
         await runtime.close()

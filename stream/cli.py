@@ -9,8 +9,6 @@ from pathlib import Path
 
 import typer
 
-from notestream.core.settings import load_settings
-
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the top-level app."""
@@ -25,6 +23,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
+        from notestream.core.settings import load_settings
         from notestream.stream.worker import run_worker
 
         settings = load_settings(
