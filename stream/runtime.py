@@ -120,7 +120,7 @@ class Runtime:
             # --- store healing (stream/store/heal.py): epoch check on every write, rebuild from the changelog
             from notestream.stream.store.heal import open_healer
 
-            self.healer = await open_healer(self.settings, self.store, self._fingerprint or "")
+            self.healer = await open_healer(self.settings, self.store, self._fingerprint or "", self.metrics)
             if self.engine is None:
                 from notestream.models.engine import InferenceEngine
 

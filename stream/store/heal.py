@@ -92,6 +92,7 @@ class StoreHealer:
         retention_s: float = 72 * 3600.0,
         lease_s: float = 60.0,
         chunk: int = 2000,
+        on_rebuild: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.read = read
@@ -103,6 +104,8 @@ class StoreHealer:
         self.chunk = chunk
         self.rebuilds = 0
         """Rebuilds this process made (and logged)."""
+        self.on_rebuild = on_rebuild
+        """Called after each rebuild (the worker counts ``notestream_store_rebuilds_total``)."""
 
     @classmethod
     def off(cls) -> StoreHealer:
@@ -183,6 +186,8 @@ class StoreHealer:
             await claim_store(self.store, self.model, where="The rebuilt store")  # type: ignore[arg-type]
         await self.store.finish_rebuild(token)
         self.rebuilds += 1
+        if self.on_rebuild is not None:
+            self.on_rebuild()
         log.warning(
             "Store rebuilt from the changelog: %d admissions, %d notes, from %d records, in %.2f s.",
             len(plans),
@@ -243,7 +248,7 @@ async def read_changelog(settings: Settings, *, timeout_s: float = 600.0) -> dic
     return latest(messages)
 
 
-async def open_healer(settings: Settings, store: Any, model: str) -> StoreHealer:
+async def open_healer(settings: Settings, store: Any, model: str, metrics: Any = None) -> StoreHealer:
     """The worker's healer for ``store`` (off for a store without an epoch), started: a store that lost
     its data while no worker ran is rebuilt now, before the first batch."""
     if not hasattr(store, "require_epoch"):
@@ -255,6 +260,7 @@ async def open_healer(settings: Settings, store: Any, model: str) -> StoreHealer
         model=model,
         idle_ttl_s=settings.idle_ttl_hours * 3600.0,
         retention_s=settings.retention_hours * 3600.0,
+        on_rebuild=metrics.store_rebuilds.inc if metrics is not None else None,
     )
     await healer.start()
     return healer
