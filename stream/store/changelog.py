@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from notestream.stream.errors import StoreError
+from notestream.stream.errors import StoreError, StoreModelMismatch
 from notestream.stream.events import AdmissionEvent
 
 VERSION = 1
@@ -222,7 +222,7 @@ def decode_all(messages: Mapping[bytes, bytes], *, namespace: str, model: str | 
         if record is None:
             continue
         if model is not None and not same_model(record.model, model):
-            raise StoreError(
+            raise StoreModelMismatch(
                 f"The store changelog holds records of model {record.model} in namespace {namespace}, "
                 f"not of the model this worker serves ({model}); a namespace holds one model's "
                 "probabilities (docs/operations.md, 'Upgrading a model')."

@@ -17,11 +17,11 @@ import pytest
 from notestream.core.settings import Settings
 from notestream.core.topics import STORE_CHANGELOG
 from notestream.stream import kafka
-from notestream.stream.errors import StoreLost, StoreRebuilding
+from notestream.stream.errors import StoreLost, StoreModelMismatch, StoreRebuilding
 from notestream.stream.events import AdmissionEvent
 from notestream.stream.pipeline import CHANGELOG_REASONS
 from notestream.stream.store import MemoryRiskStore, RedisRiskStore
-from notestream.stream.store.changelog import AdmissionChange, NoteChange, latest
+from notestream.stream.store.changelog import AdmissionChange, NoteChange, decode_all, encode_changes, latest
 from notestream.stream.store.heal import StoreHealer, read_changelog
 from notestream.stream.store.records import content_hash
 
@@ -187,3 +187,12 @@ async def test_the_changelog_is_read_back_compacted_from_the_broker(
         await producer.stop()
     read = await read_changelog(kafka_settings)
     assert read == {f"ns/{i}/n/a".encode(): str(30 + i).encode() for i in range(10) if i != 3}
+
+
+def test_a_changelog_of_another_model_is_refused() -> None:
+    """A namespace holds one model's probabilities: records of another stop the rebuild (exit 78)."""
+    change = NoteChange(1, 7, "a", 0, False, (0.5,), "", None, 1)
+    messages = dict(encode_changes([change], namespace="ns", model="old@1111", t_ms=0))
+    assert decode_all(messages, namespace="other", model="new@2222") == []  # another namespace's
+    with pytest.raises(StoreModelMismatch, match="old@1111"):
+        decode_all(messages, namespace="ns", model="new@2222")
