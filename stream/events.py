@@ -50,6 +50,7 @@ DeadLetterReason = Literal[
     "text_too_large",  # the text is over settings.max_note_bytes (UTF-8 bytes)
     "admission_unknown",  # no admit time in the note nor in the store (after waiting)
     "processing_error",  # valid, but cleaning / chunking / inference failed for this note
+    "conflict",  # the store holds this note id and revision with other content (sha256 of the text)
 ]
 DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
 

@@ -167,6 +167,11 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        self.store_rebuilds = Counter(
+            "notestream_store_rebuilds",
+            "Rebuilds of a risk store that lost its data, from the store changelog (stream.store.heal).",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "notestream_consumer_lag",
             "Messages behind the end of each partition this worker consumes (high watermark minus the "

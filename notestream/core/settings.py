@@ -109,8 +109,10 @@ class Settings(BaseSettings):
     )
     store: str = Field(
         "memory://",
-        description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, or "
-        "`memory://` for the in-process store of the embedded mode.",
+        description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, "
+        "`redis+sentinel://host:port[,host:port...]/SERVICE[/DB]` for a Sentinel-managed primary, "
+        "`redis+cluster://host:port[,host:port...]` for a Redis Cluster, or `memory://` for the "
+        "in-process store of the embedded mode.",
     )
     store_namespace: str = Field(
         "notestream",
@@ -174,6 +176,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to wait for a Redis connection or reply before failing."
     )
     redis_username: str | None = Field(None, description="Redis ACL user name (Redis 6+).")
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must confirm each store write (Redis `WAIT`, up to `redis_timeout_s`) "
+        "before the batch is acknowledged; 1 with Sentinel, so a failover loses no acknowledged write. "
+        "Ignored for Redis Cluster (`CLUSTER FAILOVER` waits for the replica itself).",
+    )
     redis_ssl_cafile: Path | None = Field(None, description="CA bundle for `rediss://` stores.")
     redis_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS to Redis.")
     redis_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS to Redis.")
@@ -340,8 +349,13 @@ class Settings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _check_store(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "memory://", "unix://")):
-            raise ValueError("store must start with redis://, rediss://, unix:// or memory://")
+        if not value.startswith(
+            ("redis://", "rediss://", "redis+sentinel://", "redis+cluster://", "memory://", "unix://")
+        ):
+            raise ValueError(
+                "store must start with redis://, rediss://, redis+sentinel://, redis+cluster://, unix:// "
+                "or memory://"
+            )
         return value
 
     @model_validator(mode="after")
