@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -155,6 +156,30 @@ class EmbeddedBroker:
         self._guard = threading.Thread(target=self._watch, name="embedded-broker-guard", daemon=True)
         self._guard.start()
         return self
+
+    def ensure_topics(self, names: Iterable[str], partitions: int = 4) -> dict[str, int]:
+        """Create the topics that do not exist yet (``partitions`` each; existing ones are left as
+        they are) and return every named topic's partition count. Processes that have settings use
+        :func:`notestream.stream.topics.create_topics` (what ``notestream topics`` runs) instead."""
+        import confluent_kafka
+        import confluent_kafka.admin
+
+        if self.pid is None:
+            raise BrokerError("The embedded broker is not running; call start() first.")
+        wanted = list(dict.fromkeys(names))
+        admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": self.address, "log_level": 0})
+        futures = admin.create_topics(
+            [confluent_kafka.admin.NewTopic(name, partitions, 1) for name in wanted],
+            operation_timeout=self._timeout_s,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(self._timeout_s)
+            except confluent_kafka.KafkaException as exc:
+                if exc.args[0].code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(f"The embedded broker could not create topic {name!r}: {exc}.") from exc
+        meta = admin.list_topics(timeout=self._timeout_s)
+        return {name: len(meta.topics[name].partitions) for name in wanted}
 
     def _spawn(self, binary: Path, port: int) -> None:
         listener = f"tcp://{self.host}:{port}"

@@ -157,6 +157,12 @@ def test_start_and_stop_are_clean() -> None:
     assert broker.failure is None
 
 
+def test_ensure_topics_creates_only_what_is_missing() -> None:
+    with EmbeddedBroker() as broker:
+        assert broker.ensure_topics(["a", "b"]) == {"a": 4, "b": 4}
+        assert broker.ensure_topics(["a", "c"], partitions=2) == {"a": 4, "c": 2}
+
+
 def test_a_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(BrokerError, match="could not be started"):
         EmbeddedBroker(binary=tmp_path / "tansu").start()

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from notestream.cli import _mount, app
-from notestream.core.settings import TOPICS, Settings
+from notestream.core.settings import Settings
+from notestream.core.topics import TOPICS
 from notestream.stream.topics import create_topics, run_topics, topic_plan
 from tests.fixtures.kafka import WorkerProcess
 
@@ -27,6 +28,10 @@ def test_plan_names_every_topic_with_prefix_partitions_and_retention() -> None:
     dlq_ms = int(plan["ward7.notes-dlq"].configs["retention.ms"])
     assert dlq_ms == settings.dlq_retention_hours * 3_600_000
     assert plan["ward7.notes"].configs["min.insync.replicas"] == "2"
+    changelog = plan[
+        "ward7.store-changelog"
+    ].configs  # kept per key, never by age: the store rebuilds from it
+    assert (changelog["cleanup.policy"], "retention.ms" in changelog) == ("compact", False)
     assert "min.insync.replicas" not in topic_plan(Settings())[0].configs
 
 
