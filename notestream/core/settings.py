@@ -156,10 +156,12 @@ class Settings(BaseSettings):
         True, description="Check that a broker's certificate names the host connected to."
     )
     kafka_idempotence: bool = Field(
-        True,
-        description="Idempotent Kafka producers (worker, replay, alerts): a retried send is written "
-        "once, in order. Kafka >= 0.11 and the embedded broker support it; turn it off only for a "
-        "broker or ACL set-up that refuses it (it needs IdempotentWrite on clusters before Kafka 2.8).",
+        False,
+        description="Idempotent Kafka producers (worker, replay, alerts, ingest): a retried send is "
+        "written once, in order (Kafka >= 0.11 and the embedded broker support it). Off by default: "
+        "aiokafka 0.14's idempotent producer never fails a send while the broker is unreachable (it "
+        "waits for a new producer id), so ingest could not answer 503 and replay could not fail; turn it "
+        "on where waiting out a broker outage is the wanted behaviour.",
     )
     replication_factor: int = Field(
         1, ge=1, description="Replication factor of the topics notestream creates (3 on a real cluster)."

@@ -74,7 +74,7 @@ async def test_a_replay_far_beyond_5_mib_per_partition_is_kept_whole(
 async def test_producers_are_idempotent_on_the_embedded_broker(kafka_settings: Settings) -> None:
     # aiokafka asks for a producer id with InitProducerId v0, which tansu refuses; notestream.stream.kafka_protocol
     # lets it send v3
-    client = producer(kafka_settings)
+    client = producer(kafka_settings.model_copy(update={"kafka_idempotence": True}))
     await client.start()
     try:
         assert client._sender._txn_manager is not None  # idempotence on
@@ -87,7 +87,7 @@ async def test_producers_are_idempotent_on_the_embedded_broker(kafka_settings: S
 
 async def test_the_workers_faust_producer_is_idempotent(kafka_settings: Settings) -> None:
     # Faust turns idempotence on only inside its transactions; the worker's App does it always
-    app = create_app(kafka_settings)
+    app = create_app(kafka_settings.model_copy(update={"kafka_idempotence": True}))
     assert app.conf.topic_disable_leader is True  # no `<group>-__assignor-__leader` topic to create
     client = app.producer._new_producer()  # type: ignore[attr-defined]
     await client.start()
