@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from notestream.settings import Settings
@@ -107,12 +108,16 @@ async def run_alerts(
     idle_timeout_s: float | None = None,
     sinks: Sequence[AlertSink] = (),
     metrics: Metrics | None = None,
+    model: str | None = None,
 ) -> AlertService:
     """Rebuild the alert state from risk-alerts, then consume risk-updates and emit alerts until
     cancelled, or until ``stop_after`` updates were read or none arrived for ``idle_timeout_s`` seconds
     (tests). ``sinks`` are further required sinks, called after the topic and stdout ones. With
     ``settings.metrics_port`` set, serves /metrics, /healthz and /readyz meanwhile (``metrics``, else a
-    new ``Metrics(role="alerts")``). Returns the service (alerts, counts)."""
+    new ``Metrics(role="alerts")``). ``model`` keeps one model's updates and alerts only (a fingerprint
+    or a folder name, :func:`stream.alerts.matches`). A discharged admission's state is kept
+    ``settings.retention_hours`` (as long as the store keeps it and may still emit for it), then evicted.
+    Returns the service (alerts, counts)."""
     from aiokafka.errors import CommitFailedError
 
     from stream.alerts import (  # imported here: stream.alerts re-exports this module
@@ -137,7 +142,7 @@ async def run_alerts(
     if to_stdout:
         required.append(stdout_sink())
     required.extend(sinks)
-    tracker = AlertTracker(policy)
+    tracker = AlertTracker(policy, model=model, retention=timedelta(hours=settings.retention_hours))
     service = AlertService(tracker, required, [webhook] if webhook else [], metrics=metrics)
     restored = False
     consumer_started = False
@@ -155,8 +160,14 @@ async def run_alerts(
         restored = True
         if metrics is not None:
             metrics.alerts_restored.inc(len(history))
-        log.info("alert state rebuilt from %d alerts: %d admissions, %d raised", len(history), seeded,
-                 tracker.raised_count())  # fmt: skip
+        log.info(
+            "alert state rebuilt from %d alerts: %d admissions, %d raised (model %s, threshold %s)",
+            len(history),
+            seeded,
+            tracker.raised_count(),
+            model or "any",
+            policy.threshold,
+        )
         await producer.start()
         await consumer.start()
         consumer_started = True

@@ -149,6 +149,11 @@ def register_data(app: typer.Typer) -> None:
     def alerts(
         threshold: float = typer.Option(None, help="Alert threshold (default: settings, else the model's)."),
         model_dir: Path = typer.Option(None, help="Model folder whose notestream.json holds the threshold."),
+        model: str = typer.Option(
+            None,
+            help="Only this model's updates and alerts: a model folder (its fingerprint; also the "
+            "threshold's folder unless --model-dir is given), a fingerprint NAME@DIGEST, or a folder name.",
+        ),
         hysteresis: float = typer.Option(
             None, help="Clear only below threshold - hysteresis (default 0.05)."
         ),
@@ -166,6 +171,12 @@ def register_data(app: typer.Typer) -> None:
         """Raise and clear alerts from risk-updates; write them to risk-alerts, stdout and a webhook."""
         from stream.alerts import AlertPolicy, run_alerts
 
+        wanted = model
+        if model is not None and Path(model).is_dir():
+            from models.fingerprint import model_fingerprint
+
+            wanted = model_fingerprint(model)
+            model_dir = model_dir if model_dir is not None else Path(model)
         settings = load_settings(
             config,
             broker=broker,
@@ -183,12 +194,18 @@ def register_data(app: typer.Typer) -> None:
                 group_id=group or None,
                 stop_after=max_updates,
                 idle_timeout_s=idle_timeout,
+                model=wanted,
             )
         )
         summary = {
+            "model": wanted,
+            "threshold": policy.threshold,
             "updates": service.tracker.seen,
             "alerts": len(service.alerts),
             "stale_dropped": service.tracker.dropped_stale,
+            "other_model_skipped": service.tracker.skipped_model,
+            "after_discharge": service.tracker.after_discharge,
+            "evicted": service.tracker.evicted,
             "webhook_failures": service.failed,
         }
         typer.echo(json.dumps(summary), err=True)

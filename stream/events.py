@@ -160,6 +160,11 @@ class RiskUpdate(Event):
     subject_id: int
     task: str
     model: str = Field(description="Model name or folder the score comes from.")
+    model_fingerprint: str | None = Field(
+        default=None,
+        description="The model's fingerprint (name@digest, models.fingerprint): two folders of one name "
+        "with other weights are told apart. None from workers before it was added.",
+    )
     score: float | None = Field(ge=0, le=1, description="None while the admission holds no chunk.")
     p_max: float | None
     p_mean: float | None
@@ -181,13 +186,24 @@ class RiskUpdate(Event):
     final: bool = Field(default=False, description="True once the admission was discharged.")
 
 
+AlertReason = Literal["score", "no_chunks", "discharged"]
+
+
 class RiskAlert(Event):
-    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis)."""
+    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis, the admission
+    holds no chunk any more, or it was discharged)."""
 
     hadm_id: int
     subject_id: int | None = None
     task: str
     model: str | None = None
+    model_fingerprint: str | None = Field(
+        default=None, description="Fingerprint of the model whose score raised or cleared the alert."
+    )
+    reason: AlertReason | None = Field(
+        default=None,
+        description="Why: score (crossed the threshold or the clear level), no_chunks, discharged.",
+    )
     score: float
     threshold: float
     hysteresis: float = 0.0

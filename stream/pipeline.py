@@ -97,6 +97,7 @@ def update_from_state(
     change: str | None = None,
     produced_at: datetime | None = None,
     subject_id: int | None = None,
+    fingerprint: str | None = None,
 ) -> RiskUpdate:
     """The risk update that announces ``state`` (score by ``models.aggregate`` with the spec's c).
 
@@ -112,6 +113,7 @@ def update_from_state(
         subject_id=subject if subject is not None else 0,
         task=spec.task,
         model=model,
+        model_fingerprint=fingerprint,
         score=float(score) if score is not None else 0.0,
         p_max=float(state.p_max) if state.p_max is not None else 0.0,
         p_mean=float(state.p_sum) / n if n > 0 else 0.0,
@@ -143,11 +145,14 @@ class Pipeline:
         tokenizer: Any = None,
         reemit_unchanged: bool = True,
         metrics: StoreTimer | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.spec = spec
         self.model = model
+        self.fingerprint = fingerprint
+        """The model's fingerprint (:func:`models.fingerprint.model_fingerprint`), put on every update."""
         self.admission_wait_s = admission_wait_s
         self.tokenizer = tokenizer
         self.reemit_unchanged = reemit_unchanged
@@ -285,13 +290,26 @@ class Pipeline:
                 if res.applied:
                     out.append(
                         update_from_state(
-                            res.state, spec=self.spec, model=self.model, trigger=note, change=res.reason
+                            res.state,
+                            spec=self.spec,
+                            model=self.model,
+                            trigger=note,
+                            change=res.reason,
+                            fingerprint=self.fingerprint,
                         )
                     )
                 elif self.reemit_unchanged:
                     # a redelivered note (after a crash between store write and emit): announce the
                     # current state again, same seq, so no applied change goes unannounced
-                    out.append(update_from_state(res.state, spec=self.spec, model=self.model, trigger=note))
+                    out.append(
+                        update_from_state(
+                            res.state,
+                            spec=self.spec,
+                            model=self.model,
+                            trigger=note,
+                            fingerprint=self.fingerprint,
+                        )
+                    )
             return out
 
         for updates in await asyncio.gather(*(apply_admission(items) for items in by_admission.values())):
@@ -320,6 +338,7 @@ class Pipeline:
             change="discharge",
             produced_at=event.produced_at,
             subject_id=event.subject_id,
+            fingerprint=self.fingerprint,
         )
 
 

@@ -130,6 +130,7 @@ class Runtime:
                 admission_wait_s=self.settings.admission_wait_s,
                 tokenizer=tokenizer,
                 metrics=self.metrics,
+                fingerprint=self._fingerprint,
             )
             if self.metrics is not None:
                 await self._serve_metrics()
@@ -148,7 +149,7 @@ class Runtime:
 
         fingerprint = self._fingerprint
         if fingerprint is None:
-            fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
+            fingerprint = self._fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
         store_url = self.settings.masked()["store"]
         where = f"The store {store_url} (namespace {self.settings.store_namespace})"
         await claim_store(self.store, fingerprint, where=where)
