@@ -78,9 +78,9 @@ from models.spec import ModelSpec
 from notestream.errors import ConfigError
 from notestream.settings import Settings
 from stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
-from stream.alerts_service import read_alert_log, run_alerts
+from stream.alerts_service import read_alert_log, retire_alerts, run_alerts
 from stream.errors import AlertSinkError
-from stream.events import RiskAlert, RiskUpdate
+from stream.events import RiskAlert, RiskUpdate, utcnow
 
 if TYPE_CHECKING:
     from stream.metrics import Metrics
@@ -92,6 +92,7 @@ __all__ = [
     "AlertTracker",
     "WebhookSink",
     "read_alert_log",
+    "retire_alerts",
     "run_alerts",
     "stdout_sink",
     "topic_sink",
@@ -168,6 +169,8 @@ class _Track:
     raised: bool
     closed: bool = False
     """The admission was discharged: its alert is cleared and no later update raises it again."""
+    last: RiskAlert | None = None
+    """The last alert sent for it (what :meth:`AlertTracker.retire` clears)."""
 
 
 class AlertTracker:
@@ -235,8 +238,8 @@ class AlertTracker:
             if key not in last or alert.seq >= last[key].seq:
                 last[key] = alert
         for key, alert in sorted(last.items(), key=lambda item: item[1].at):
-            closed = alert.reason == "discharged"
-            self._tracks[key] = _Track(alert.seq, alert.state == "raised", closed=closed)
+            closed = alert.reason in ("discharged", "retired")
+            self._tracks[key] = _Track(alert.seq, alert.state == "raised", closed=closed, last=alert)
             if closed:
                 self._closed.append((alert.at, key))
             self._tick(alert.at)
@@ -294,7 +297,7 @@ class AlertTracker:
             state, reason = "cleared", "score" if score is not None else "no_chunks"
         else:
             return None
-        return RiskAlert(
+        track.last = RiskAlert(
             hadm_id=update.hadm_id,
             subject_id=update.subject_id,
             task=update.task,
@@ -307,6 +310,32 @@ class AlertTracker:
             reason=reason,  # type: ignore[arg-type]
             seq=update.seq,
         )
+        return track.last
+
+    def retire(self) -> list[RiskAlert]:
+        """Clear every raised alert with reason ``retired``: the model is no longer served (the cut-over
+        of an upgrade), so its open alerts would otherwise stay raised for ever. The states stay closed
+        (a late update of the retired model raises nothing) and are evicted like discharged ones.
+
+        >>> tracker = AlertTracker(AlertPolicy(threshold=0.5, hysteresis=0.1))
+        >>> _ = tracker.restore([RiskAlert(hadm_id=3, task="readmission", model="v1", model_fingerprint="v1@a",
+        ...                                score=0.8, threshold=0.5, state="raised", seq=4)])
+        >>> [(a.hadm_id, a.state, a.reason, a.seq, a.model_fingerprint) for a in tracker.retire()]
+        [(3, 'cleared', 'retired', 4, 'v1@a')]
+        >>> tracker.raised_count()
+        0
+        """
+        out = []
+        for key, track in sorted(self._tracks.items()):
+            if not track.raised or track.last is None:
+                continue
+            track.raised = False
+            track.closed = True
+            at = utcnow()
+            self._closed.append((self._now or at, key))
+            track.last = track.last.model_copy(update={"state": "cleared", "reason": "retired", "at": at})
+            out.append(track.last)
+        return out
 
 
 class AlertService:

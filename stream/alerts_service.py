@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from stream.alerts import AlertPolicy, AlertService
     from stream.metrics import Metrics
 
-__all__ = ["read_alert_log", "run_alerts"]
+__all__ = ["read_alert_log", "retire_alerts", "run_alerts"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +204,30 @@ async def run_alerts(
         if server is not None:
             await server.close()
     return service
+
+
+async def retire_alerts(settings: Settings, *, model: str, to_stdout: bool = True) -> list[RiskAlert]:
+    """Clear, with reason ``retired``, every alert of ``model`` (a fingerprint or a folder name) still
+    raised on the risk-alerts topic, and return the clears sent. Run it at the cut-over of an upgrade,
+    once the old model's workers and alerts service are stopped (docs/operations.md): without it their
+    open alerts would stay raised for ever. Running it again sends nothing (the clears are on the topic)."""
+    from stream.alerts import AlertPolicy, AlertTracker
+    from stream.kafka import producer as make_producer
+
+    # retire() looks at no score: the policy is never consulted, any valid one will do
+    tracker = AlertTracker(AlertPolicy(threshold=1.0, hysteresis=0.0), model=model)
+    tracker.restore(await read_alert_log(settings))
+    cleared = tracker.retire()
+    producer = make_producer(settings)
+    sinks: list[AlertSink] = [topic_sink(producer.send_and_wait, settings.topic(RISK_ALERTS))]
+    if to_stdout:
+        sinks.append(stdout_sink())
+    await producer.start()
+    try:
+        for alert in cleared:
+            for sink in sinks:
+                await sink(alert)
+    finally:
+        await producer.stop()
+    log.info("retired model %s: %d raised alerts cleared", model, len(cleared))
+    return cleared

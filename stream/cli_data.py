@@ -164,13 +164,20 @@ def register_data(app: typer.Typer) -> None:
         broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
         topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
         group: str = typer.Option("notestream-alerts", help="Consumer group of the alerts service."),
+        retire: bool = typer.Option(
+            False,
+            help="Clear (reason `retired`) every alert of --model still raised, then exit: the cut-over of "
+            "an upgrade, once the old model is out of service.",
+        ),
         max_updates: int = typer.Option(None, help="Stop after this many risk updates (scripts, tests)."),
         idle_timeout: float = typer.Option(None, help="Stop after this many seconds without an update."),
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Raise and clear alerts from risk-updates; write them to risk-alerts, stdout and a webhook."""
-        from stream.alerts import AlertPolicy, run_alerts
+        from stream.alerts import AlertPolicy, retire_alerts, run_alerts
 
+        if retire and model is None:
+            raise ConfigError("--retire needs --model: the model whose open alerts to clear.")
         wanted = model
         if model is not None and Path(model).is_dir():
             from models.fingerprint import model_fingerprint
@@ -185,6 +192,11 @@ def register_data(app: typer.Typer) -> None:
             alert_hysteresis=hysteresis,
             model_dir=model_dir,
         )
+        if retire:
+            assert wanted is not None
+            cleared = asyncio.run(retire_alerts(settings, model=wanted, to_stdout=stdout))
+            typer.echo(json.dumps({"model": wanted, "retired": len(cleared)}), err=True)
+            return
         policy = AlertPolicy.from_settings(settings, threshold=threshold)
         service = asyncio.run(
             run_alerts(

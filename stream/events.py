@@ -186,7 +186,7 @@ class RiskUpdate(Event):
     final: bool = Field(default=False, description="True once the admission was discharged.")
 
 
-AlertReason = Literal["score", "no_chunks", "discharged"]
+AlertReason = Literal["score", "no_chunks", "discharged", "retired"]
 
 
 class RiskAlert(Event):
@@ -202,7 +202,8 @@ class RiskAlert(Event):
     )
     reason: AlertReason | None = Field(
         default=None,
-        description="Why: score (crossed the threshold or the clear level), no_chunks, discharged.",
+        description="Why: score (crossed the threshold or the clear level), no_chunks, discharged, "
+        "retired (the model was taken out of service: `notestream alerts --retire`).",
     )
     score: float
     threshold: float

@@ -136,8 +136,10 @@ def test_two_models_side_by_side_keep_their_own_alerts_and_seq() -> None:
     assert [
         a.state for s in range(1, 10) if (a := tracker.observe(model_update(s, 0.8, fingerprint=old)))
     ] == ["raised"]
-    states = [a.state if (a := tracker.observe(model_update(s, p, fingerprint=new))) else None
-              for s, p in [(1, 0.1), (2, 0.2), (3, 0.7), (4, 0.3), (5, 0.2)]]  # fmt: skip
+    states = [
+        a.state if (a := tracker.observe(model_update(s, p, fingerprint=new))) else None
+        for s, p in [(1, 0.1), (2, 0.2), (3, 0.7), (4, 0.3), (5, 0.2)]
+    ]
     assert states == [None, None, "raised", "cleared", None]  # none of them stale behind the old seq 9
     assert tracker.dropped_stale == 0
     assert tracker.raised_keys() == [(old, 1, "readmission")]  # the new model's low score left it raised
@@ -156,10 +158,18 @@ def test_the_model_filter_keeps_one_model_by_fingerprint_or_name() -> None:
     assert by_fingerprint.skipped_model == 2
     restored = AlertTracker(POLICY, model="readmission@bbbb")
     alerts = [
-        RiskAlert(hadm_id=h, task="readmission", model="readmission", model_fingerprint=f, score=0.9,
-                  threshold=0.6, state="raised", seq=1)
+        RiskAlert(
+            hadm_id=h,
+            task="readmission",
+            model="readmission",
+            model_fingerprint=f,
+            score=0.9,
+            threshold=0.6,
+            state="raised",
+            seq=1,
+        )
         for h, f in [(1, "readmission@aaaa"), (2, "readmission@bbbb")]
-    ]  # fmt: skip
+    ]
     assert restored.restore(alerts) == 1
     assert restored.raised() == [(2, "readmission")]
 
@@ -194,8 +204,18 @@ def test_discharged_states_are_evicted_after_the_retention() -> None:
 
 def test_restore_keeps_a_discharged_admission_closed_then_evicts_it() -> None:
     tracker = AlertTracker(POLICY, retention=timedelta(hours=1))
-    discharged = RiskAlert(hadm_id=1, task="readmission", model="m", model_fingerprint="m@1", score=0.9,
-                           threshold=0.6, state="cleared", reason="discharged", seq=4, at=T0)  # fmt: skip
+    discharged = RiskAlert(
+        hadm_id=1,
+        task="readmission",
+        model="m",
+        model_fingerprint="m@1",
+        score=0.9,
+        threshold=0.6,
+        state="cleared",
+        reason="discharged",
+        seq=4,
+        at=T0,
+    )
     assert tracker.restore([discharged]) == 1
     assert tracker.observe(model_update(5, 0.9, fingerprint="m@1", final=True, hours=0.5)) is None
     assert tracker.after_discharge == 1
