@@ -25,6 +25,12 @@ def prepare_cmd(
         None, "--hours", help="Window of the hours mode (default: days x 24)."
     ),
     split: str = typer.Option("reference", "--split", help="reference (REFERENCE.md §5) | patient."),
+    balance: bool | None = typer.Option(
+        None,
+        "--balance/--no-balance",
+        help="Balance val and test as the reference protocol does (default: only with --mode huang2019); "
+        "else they keep the cohort's prevalence, with val_balanced.csv / test_balanced.csv beside them.",
+    ),
     seed: int = typer.Option(1, "--seed", help="Seed of the patient split."),
     cleaning: str = typer.Option("huang2019", "--cleaning", help="huang2019 | clinical."),
     chunk_words: int = typer.Option(318, "--chunk-words", min=11, help="Words per chunk (reference: 318)."),
@@ -48,6 +54,7 @@ def prepare_cmd(
         mode=mode,  # type: ignore[arg-type]
         hours=hours,
         split=split,  # type: ignore[arg-type]
+        balance=balance,
         seed=seed,
         cleaning=cleaning,  # type: ignore[arg-type]
         chunk_words=chunk_words,

@@ -6,8 +6,12 @@
   DURATION), in the reference's (SUBJECT_ID, ADMITTIME) order;
 - ``chunks.csv``: every chunk of every selected admission before splitting (ID, TEXT, Label), in the
   reference's order (discharge task: by SUBJECT_ID, HADM_ID; early notes: by HADM_ID);
-- ``train.csv``, ``val.csv``, ``test.csv`` (ID, TEXT, Label): the split (REFERENCE.md §5, or by patient);
-  the 2-day task writes only ``test.csv`` (it is scored with the 3-day model);
+- ``train.csv``, ``val.csv``, ``test.csv`` (ID, TEXT, Label): the split (the reference's, or by patient);
+  the 2-day readmission task writes only ``test.csv`` (it is scored with the 3-day model);
+- at natural prevalence (the default outside ``--mode huang2019``; ``balance=False``), ``val.csv`` and
+  ``test.csv`` keep the cohort's share of positives, as a deployed model meets them, and
+  ``val_balanced.csv`` / ``test_balanced.csv`` hold their balanced subsets (the reference protocol, for
+  comparing with the paper). Training stays balanced either way;
 - ``manifest.json``: the configuration, the model description (``spec``: cleaning, chunking, window,
   task) that fine-tuning copies into the model folder, input file sizes, counts, the SHA-256 of every
   output file and ``manifest_hash`` over all of it.
@@ -44,7 +48,14 @@ from training.mimic import (
     load_note_index,
     select_notes,
 )
-from training.split import EXTRA_NEGATIVES, SplitIds, patient_split, reference_split, shuffle_positions
+from training.split import (
+    EXTRA_NEGATIVES,
+    SplitIds,
+    natural_prevalence,
+    patient_split,
+    reference_split,
+    shuffle_positions,
+)
 
 Task = Literal["readmission", "mortality", "prolonged_stay"]
 Notes = Literal["discharge", "early-2d", "early-3d"]
@@ -53,7 +64,7 @@ LABELS = {
     "mortality": "death during the hospital stay",
     "prolonged_stay": "hospital stay longer than 7 days",
 }
-SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
+SPLIT_FILES = ("train.csv", "val.csv", "test.csv", "val_balanced.csv", "test_balanced.csv")
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,23 @@ class PrepareConfig:
     mode: Literal["huang2019", "hours"] = "huang2019"
     hours: float | None = None
     split: Literal["reference", "patient"] = "reference"
+    balance: bool | None = None
+    """Balance val and test (the reference protocol); None: only in the huang2019 mode."""
     seed: int = 1
     cleaning: Literal["huang2019", "clinical"] = "huang2019"
     chunk_words: int = 318
     memory_limit: str = "2GB"
     threads: int | None = None
     temp_dir: str | None = None
+
+    @property
+    def balanced(self) -> bool:
+        """Whether val and test are balanced (the reference protocol) rather than at natural prevalence.
+
+        >>> PrepareConfig().balanced, PrepareConfig(mode="hours").balanced, PrepareConfig(balance=False).balanced
+        (True, False, False)
+        """
+        return self.balance if self.balance is not None else self.mode == "huang2019"
 
     @property
     def days(self) -> int | None:
@@ -206,9 +228,10 @@ def _write_chunks(
 
 def _split(cohort: pd.DataFrame, config: PrepareConfig) -> SplitIds:
     if config.split == "patient":
-        return patient_split(cohort, seed=config.seed)
+        return patient_split(cohort, seed=config.seed, balance_eval=config.balanced)
     extra = EXTRA_NEGATIVES.get(config.notes, 0) if config.task == "readmission" else 0
-    return reference_split(cohort, extra_negatives=extra)
+    split = reference_split(cohort, extra_negatives=extra)
+    return split if config.balanced else natural_prevalence(cohort, split)
 
 
 def _write_splits(
@@ -230,14 +253,22 @@ def _write_splits(
     execute(con, "CREATE OR REPLACE TABLE chunks AS SELECT rowid AS SEQ, * FROM chunks")
     seq = np.arange(len(ids))
     min_days = actionable_days(config)
-    test_ids = set(split.test)
-    if min_days is not None:
-        long_enough = set(cohort.loc[cohort["DURATION"] >= min_days, "HADM_ID"].astype(int))
-        test_ids &= long_enough
+    long_enough = (
+        set(cohort.loc[cohort["DURATION"] >= min_days, "HADM_ID"].astype(int))
+        if min_days is not None
+        else None
+    )
+
+    def actionable(part: list[int]) -> list[int]:
+        return part if long_enough is None else sorted(set(part) & long_enough)
+
     parts: dict[str, np.ndarray] = {
         "val": seq[np.isin(ids, split.val)],
-        "test": seq[np.isin(ids, list(test_ids))],
+        "test": seq[np.isin(ids, actionable(split.test))],
     }
+    if split.val_balanced is not None and split.test_balanced is not None:
+        parts["val_balanced"] = seq[np.isin(ids, split.val_balanced)]
+        parts["test_balanced"] = seq[np.isin(ids, actionable(split.test_balanced))]
     train = np.concatenate([seq[np.isin(ids, split.extra)], seq[np.isin(ids, split.train)]])
     parts["train"] = (
         train[shuffle_positions(len(train))]
@@ -245,9 +276,10 @@ def _write_splits(
         else train[np.random.RandomState(config.seed).permutation(len(train))]
     )
     if config.notes == "early-2d" and config.split == "reference":
-        parts = {"test": parts["test"]}  # the 2-day task is scored with the 3-day model
-    counts: dict[str, dict[str, int]] = {}
-    for name in ("train", "val", "test"):
+        # the 2-day task is scored with the 3-day model
+        parts = {k: v for k, v in parts.items() if k.startswith("test")}
+    counts: dict[str, dict[str, Any]] = {}
+    for name in ("train", "val", "test", "val_balanced", "test_balanced"):
         path = folder / f"{name}.csv"
         if name not in parts:
             path.unlink(missing_ok=True)
@@ -261,11 +293,14 @@ def _write_splits(
             f"TO '{target}' (HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"')",
         )
         con.unregister("positions")
+        admissions = len(np.unique(ids[rows]))
+        positive = len(np.unique(ids[rows][labels[rows] == 1]))
         counts[name] = {
             "chunks": len(rows),
-            "admissions": len(np.unique(ids[rows])),
+            "admissions": admissions,
             "positive_chunks": int(labels[rows].sum()),
-            "positive_admissions": len(np.unique(ids[rows][labels[rows] == 1])),
+            "positive_admissions": positive,
+            "prevalence": round(positive / admissions, 4) if admissions else None,
         }
     counts["chunks"] = {
         "chunks": len(ids),
@@ -301,7 +336,12 @@ def _manifest(
             k: v for k, v in asdict(config).items() if k not in ("temp_dir", "threads", "memory_limit")
         },
         "spec": json.loads(spec.model_dump_json()),
-        "cohort": {"admissions": len(cohort), "positives": int(cohort["OUTPUT_LABEL"].sum())},
+        "cohort": {
+            "admissions": len(cohort),
+            "positives": int(cohort["OUTPUT_LABEL"].sum()),
+            "prevalence": round(float(cohort["OUTPUT_LABEL"].mean()), 4),
+        },
+        "balanced": config.balanced,
         "split": {k: len(v) for k, v in split.labels().items()} | {"notes": split.notes},
         "counts": counts,
         "files": {name: file_sha256(folder / name) for name in outputs},

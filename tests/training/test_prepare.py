@@ -112,3 +112,35 @@ def test_further_tasks_use_early_notes_of_admissions_still_in_hospital(
         assert ((cohort["DURATION"] > 7) == (cohort["OUTPUT_LABEL"] == 1)).all()
     with pytest.raises(CohortError, match="early notes"):
         PrepareConfig(task=task, notes="discharge").window()  # type: ignore[arg-type]
+
+
+def test_natural_prevalence_keeps_the_reference_parts_as_balanced_subsets(
+    mimic_iii: Path, tmp_path: Path
+) -> None:
+    config = PrepareConfig(notes="discharge", balance=False)
+    result = prepare(Source.open(mimic_iii=mimic_iii), tmp_path, config, progress=False)
+    expected = reference_prepare(mimic_iii, "discharge")
+    for name, reference in (("val_balanced", "val"), ("test_balanced", "test")):
+        got = pd.read_csv(tmp_path / f"{name}.csv")
+        pd.testing.assert_frame_equal(got, expected[reference], check_dtype=False)
+    # this small cohort has too few unused negatives: some of the reference's extra training negatives
+    # moved to val and test (a full MIMIC cohort has plenty; its training file stays the reference's)
+    train = set(pd.read_csv(tmp_path / "train.csv")["ID"])
+    assert train < set(expected["train"]["ID"])
+    assert any("moved to" in note for note in result.manifest["split"]["notes"])
+    cohort = pd.read_csv(tmp_path / "cohort.csv")
+    prevalence = cohort["OUTPUT_LABEL"].mean()
+    assert prevalence < 0.4  # the synthetic cohort is far from balanced
+    counts = result.manifest["counts"]
+    for name in ("val", "test"):
+        labels = pd.read_csv(tmp_path / f"{name}.csv").groupby("ID")["Label"].min()
+        balanced = set(pd.read_csv(tmp_path / f"{name}_balanced.csv")["ID"])
+        assert balanced < set(labels.index)
+        # the positives of the balanced part, and the cohort's share of negatives beside them
+        assert labels.sum() == len(balanced) // 2
+        assert abs(labels.mean() - prevalence) < 1.5 / len(labels) + 0.02
+        assert counts[name]["prevalence"] == round(labels.mean(), 4)
+        assert counts[f"{name}_balanced"]["prevalence"] == 0.5
+    assert result.manifest["balanced"] is False
+    assert PrepareConfig(mode="hours").balanced is False
+    assert PrepareConfig(mode="hours", balance=True).balanced is True
