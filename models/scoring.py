@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.aggregate import AggregateState
+from models.calibration import calibrated_risk
 from models.errors import BatchFailed, ModelsError
 from models.prep import note_chunks
 from models.spec import DISCHARGE_CATEGORY
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from models.engine import InferenceEngine
     from models.spec import ModelSpec
 
-SCORE_COLUMNS = ("HADM_ID", "SUBJECT_ID", "score", "p_max", "p_mean", "n_chunks", "n_notes")
+SCORE_COLUMNS = ("HADM_ID", "SUBJECT_ID", "score", "p_max", "p_mean", "n_chunks", "n_notes", "risk")
 MIMIC_IV_CATEGORIES = {
     "DS": DISCHARGE_CATEGORY,
     "AD": DISCHARGE_CATEGORY,
@@ -71,6 +72,8 @@ class AdmissionScore:
     p_mean: float
     n_chunks: int
     n_notes: int
+    risk: float | None = None
+    """The calibrated probability (:func:`models.calibration.calibrated_risk`); None without a calibrator."""
 
 
 @dataclass
@@ -205,7 +208,16 @@ async def score_notes(
         if score is None or p_max is None or p_mean is None:  # pragma: no cover - held chunks
             continue
         run.scores.append(
-            AdmissionScore(hadm_id, adm.subject_id, score, p_max, p_mean, adm.state.n, adm.n_notes)
+            AdmissionScore(
+                hadm_id,
+                adm.subject_id,
+                score,
+                p_max,
+                p_mean,
+                adm.state.n,
+                adm.n_notes,
+                calibrated_risk(spec.calibration, score),
+            )
         )
     return run
 
@@ -232,7 +244,16 @@ def write_scores(scores: Iterable[AdmissionScore], path: str | Path) -> Path:
         writer.writerow(SCORE_COLUMNS)
         for s in scores:
             writer.writerow(
-                [s.hadm_id, s.subject_id, repr(s.score), repr(s.p_max), repr(s.p_mean), s.n_chunks, s.n_notes]
+                [
+                    s.hadm_id,
+                    s.subject_id,
+                    repr(s.score),
+                    repr(s.p_max),
+                    repr(s.p_mean),
+                    s.n_chunks,
+                    s.n_notes,
+                    "" if s.risk is None else repr(s.risk),
+                ]
             )
     return out
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.calibration import Calibrator
 from notestream.errors import ConfigError
 
 SPEC_FILE = "notestream.json"
@@ -124,6 +125,9 @@ class ModelSpec(BaseModel):
     window: Window = Field(default_factory=Window)
     c: float = Field(2.0, gt=0, description="Aggregation constant of the admission score.")
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
+    calibration: Calibrator | None = Field(
+        None, description="Admission score -> probability, fitted by `train evaluate` (models.calibration)."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
 

@@ -88,6 +88,7 @@ def _explain_admission(
     top: int,
     config: Path | None,
 ) -> None:
+    from models.calibration import calibrated_risk
     from models.checkpoint import check_model_folder
     from models.spec import ModelSpec
     from notestream.settings import load_settings
@@ -115,12 +116,14 @@ def _explain_admission(
 
     evidence = asyncio.run(read())
     written = write_evidence(evidence, out, top=max(top, 30)) if out is not None else []
+    risk = calibrated_risk(spec.calibration, evidence.score)
     if as_json:
-        typer.echo(json.dumps(evidence.to_json(), indent=2))
+        typer.echo(json.dumps(evidence.to_json() | {"risk": risk}, indent=2))
         return
     console.print(
         f"Admission [bold]{evidence.hadm_id}[/bold]: score [bold]{evidence.score:.4f}[/bold] "
-        f"(p_max {evidence.p_max:.4f}, {evidence.n_chunks} chunks in {evidence.n_notes} notes, "
+        + (f"(calibrated risk [bold]{risk:.3f}[/bold]) " if risk is not None else "")
+        + f"(p_max {evidence.p_max:.4f}, {evidence.n_chunks} chunks in {evidence.n_notes} notes, "
         f"c = {evidence.c:g}, seq {evidence.seq}{', discharged' if evidence.discharged else ''}). "
         "Share = the part of the score each chunk makes: p/c/(1+n/c), plus p_max/(1+n/c) for the top chunk."
     )

@@ -166,6 +166,13 @@ class RiskUpdate(Event):
         "with other weights are told apart. None from workers before it was added.",
     )
     score: float | None = Field(ge=0, le=1, description="None while the admission holds no chunk.")
+    risk: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Calibrated probability of the outcome (models.calibration) at the prevalence the "
+        "model was calibrated on; None without a calibrator or a chunk.",
+    )
     p_max: float | None
     p_mean: float | None
     n_chunks: int = Field(ge=0)

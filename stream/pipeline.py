@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from models.calibration import calibrated_risk
 from models.errors import BatchFailed
 from models.prep import note_chunks
 from models.spec import ModelSpec
@@ -101,7 +102,8 @@ def update_from_state(
 ) -> RiskUpdate:
     """The risk update that announces ``state`` (score by ``models.aggregate`` with the spec's c).
 
-    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0.
+    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0 (and
+    no ``risk``). ``risk`` is the score under the model's calibrator (:func:`models.calibration.calibrated_risk`).
     """
     score = state.score(spec.c)
     n = state.n_chunks
@@ -115,6 +117,7 @@ def update_from_state(
         model=model,
         model_fingerprint=fingerprint,
         score=float(score) if score is not None else 0.0,
+        risk=calibrated_risk(spec.calibration, float(score) if score is not None else None),
         p_max=float(state.p_max) if state.p_max is not None else 0.0,
         p_mean=float(state.p_sum) / n if n > 0 else 0.0,
         n_chunks=n,
