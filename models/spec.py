@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.calibration import Calibrator
+from models.policy import AlertPolicyChoice
 from notestream.errors import ConfigError
 
 SPEC_FILE = "notestream.json"
@@ -127,6 +128,9 @@ class ModelSpec(BaseModel):
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
     calibration: Calibrator | None = Field(
         None, description="Admission score -> probability, fitted by `train evaluate` (models.calibration)."
+    )
+    alert_policy: AlertPolicyChoice | None = Field(
+        None, description="How `threshold` was chosen and what it should give (models.policy)."
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
