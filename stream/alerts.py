@@ -103,10 +103,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    """Raise at ``score >= threshold``; clear at ``score < threshold - hysteresis``."""
+    """Raise at ``score >= threshold``; clear at ``score < threshold - hysteresis``. ``source`` says
+    where the threshold came from (an option, a setting, or the model's policy with its expected figures)."""
 
     threshold: float
     hysteresis: float = 0.05
+    source: str = "given"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -120,17 +122,32 @@ class AlertPolicy:
     def from_settings(
         cls, settings: Settings, *, model_dir: Path | None = None, threshold: float | None = None
     ) -> AlertPolicy:
-        """``threshold``, else ``settings.alert_threshold``, else the model's notestream.json threshold."""
+        """``threshold``, else ``settings.alert_threshold``, else the model's notestream.json threshold
+        (with the policy `train evaluate` chose it by, when recorded).
+
+        >>> AlertPolicy.from_settings(Settings(alert_threshold=0.4)).source
+        'NOTESTREAM_ALERT_THRESHOLD 0.4'
+        """
         value = threshold if threshold is not None else settings.alert_threshold
+        source = "--threshold" if threshold is not None else "NOTESTREAM_ALERT_THRESHOLD"
+        source = f"{source} {value:g}" if value is not None else source
         folder = model_dir if model_dir is not None else settings.model_dir
         if value is None and folder is not None:
-            value = ModelSpec.read(folder).threshold
+            spec = ModelSpec.read(folder)
+            value = spec.threshold
+            chosen = spec.alert_policy
+            rule = spec.metrics.get("threshold_rule") or "unrecorded rule"
+            source = f"model {Path(folder).name}: " + (
+                chosen.describe()
+                if chosen is not None and chosen.threshold == value
+                else f"{rule}, threshold {value}"
+            )
         if value is None:
             raise ConfigError(
                 "No alert threshold: pass --threshold, set NOTESTREAM_ALERT_THRESHOLD, or point --model-dir "
                 "at a model folder whose notestream.json has a threshold."
             )
-        return cls(threshold=value, hysteresis=min(settings.alert_hysteresis, value))
+        return cls(threshold=value, hysteresis=min(settings.alert_hysteresis, value), source=source)
 
 
 def model_key(model: str | None, fingerprint: str | None) -> str:

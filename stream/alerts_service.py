@@ -161,12 +161,12 @@ async def run_alerts(
         if metrics is not None:
             metrics.alerts_restored.inc(len(history))
         log.info(
-            "alert state rebuilt from %d alerts: %d admissions, %d raised (model %s, threshold %s)",
+            "alert state rebuilt from %d alerts: %d admissions, %d raised (model %s, policy %s)",
             len(history),
             seeded,
             tracker.raised_count(),
             model or "any",
-            policy.threshold,
+            policy.source,
         )
         await producer.start()
         await consumer.start()

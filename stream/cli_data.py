@@ -198,6 +198,9 @@ def register_data(app: typer.Typer) -> None:
             typer.echo(json.dumps({"model": wanted, "retired": len(cleared)}), err=True)
             return
         policy = AlertPolicy.from_settings(settings, threshold=threshold)
+        typer.echo(
+            json.dumps({"model": wanted, "policy": policy.source, "threshold": policy.threshold}), err=True
+        )
         service = asyncio.run(
             run_alerts(
                 settings,
@@ -211,6 +214,7 @@ def register_data(app: typer.Typer) -> None:
         )
         summary = {
             "model": wanted,
+            "policy": policy.source,
             "threshold": policy.threshold,
             "updates": service.tracker.seen,
             "alerts": len(service.alerts),

@@ -14,6 +14,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from models.policy import AlertPolicyChoice
 from models.spec import ModelSpec
 from notestream.errors import ConfigError
 from notestream.settings import Settings
@@ -232,6 +233,23 @@ def test_threshold_comes_from_the_option_the_settings_or_the_model(tmp_path: Pat
     assert AlertPolicy.from_settings(Settings(alert_hysteresis=0.2), threshold=0.1).hysteresis == 0.1
     with pytest.raises(ConfigError, match="threshold"):
         AlertPolicy.from_settings(Settings())
+    chosen = AlertPolicyChoice(
+        kind="budget",
+        target=5,
+        threshold=0.42,
+        precision=0.3,
+        recall=0.4,
+        alerts_per_100=4.9,
+        prevalence=0.07,
+        n=900,
+    )
+    ModelSpec(threshold=0.42, alert_policy=chosen).write(tmp_path)
+    source = AlertPolicy.from_settings(Settings(), model_dir=tmp_path).source
+    assert "at most 5 alerts per 100 admissions" in source
+    assert "precision 0.300" in source
+    assert (
+        AlertPolicy.from_settings(Settings(), model_dir=tmp_path, threshold=0.5).source == "--threshold 0.5"
+    )
 
 
 async def test_stdout_and_topic_sinks() -> None:
