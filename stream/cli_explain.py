@@ -118,7 +118,8 @@ def _explain_admission(
     written = write_evidence(evidence, out, top=max(top, 30)) if out is not None else []
     risk = calibrated_risk(spec.calibration, evidence.score)
     if as_json:
-        typer.echo(json.dumps(evidence.to_json() | {"risk": risk}, indent=2))
+        calibrated = {"risk": risk} if risk is not None else {}  # a model without a calibrator: no risk
+        typer.echo(json.dumps(evidence.to_json() | calibrated, indent=2))
         return
     console.print(
         f"Admission [bold]{evidence.hadm_id}[/bold]: score [bold]{evidence.score:.4f}[/bold] "
