@@ -142,6 +142,9 @@ def evaluate_cmd(
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0, help="Bootstrap resamples of the 95% CIs (0: none)."
     ),
+    subgroup_margin: float = typer.Option(
+        0.05, "--subgroup-margin", help="Flag a subgroup whose AUROC is this much below the whole test set's."
+    ),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Bag-of-words beside the model."),
     c: float = typer.Option(2.0, "--c", help="Aggregation constant for --chunk-scores."),
 ) -> None:
@@ -180,6 +183,8 @@ def evaluate_cmd(
         policy=policy,  # type: ignore[arg-type]
         target=target,
         n_boot=bootstrap,
+        demographics_csv=_data_file(data, None, "demographics.csv", required=False),
+        subgroup_margin=subgroup_margin,
     )
     keys = ("model", "model_balanced", "baseline", "alert_policy")
     typer.echo(json.dumps({k: report[k] for k in keys if k in report}))

@@ -239,13 +239,17 @@ def evaluate_model(
     policy: PolicyKind = "rp80",
     target: float | None = None,
     n_boot: int = 1000,
+    demographics_csv: str | Path | None = None,
+    subgroup_margin: float = 0.05,
 ) -> dict[str, Any]:
     """Evaluate a model folder on ``test_csv`` (and the baseline trained on ``train_csv``) -> report.
 
     With ``val_csv`` the calibrator and the alert threshold are fitted on it first (:func:`calibrate`).
     ``balanced_test_csv`` (the reference protocol's balanced subset of the test admissions) is
     evaluated too, as ``model_balanced``. ``balanced`` says whether ``test_csv`` and ``val_csv`` are
-    the balanced protocol themselves. Returns the report dict (also ``out_dir/report.json``) with
+    the balanced protocol themselves. With ``demographics_csv`` (``prepare``'s) the report gains
+    ``subgroups`` (:func:`training.subgroups.subgroup_report`, gaps over ``subgroup_margin`` flagged) and
+    ``subgroups.png``. Returns the report dict (also ``out_dir/report.json``) with
     ``model`` (every metric with n, prevalence and 95% CIs; ``calibration``: Brier, ECE, bins) and,
     when trained, ``baseline`` metrics.
     """
@@ -320,6 +324,14 @@ def evaluate_model(
             "raw score": (labels, adm["score"].to_numpy()),
         }
         plots.append(plot_reliability(reliability, folder / "reliability.png"))
+    if demographics_csv is not None:
+        from training.subgroups import plot_subgroups, subgroup_report
+
+        demo = pd.read_csv(demographics_csv)
+        report["subgroups"] = subgroup_report(
+            adm, demo, threshold=spec.threshold, n_boot=n_boot, margin=subgroup_margin
+        )
+        plots.append(plot_subgroups(report["subgroups"], folder / "subgroups.png"))
     report["plots"] = [str(p) for p in plots]
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

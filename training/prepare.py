@@ -12,6 +12,8 @@
   ``test.csv`` keep the cohort's share of positives, as a deployed model meets them, and
   ``val_balanced.csv`` / ``test_balanced.csv`` hold their balanced subsets (the reference protocol, for
   comparing with the paper). Training stays balanced either way;
+- ``demographics.csv``: sex, age band, insurance and ethnicity of the cohort's admissions
+  (:mod:`training.subgroups`), when the folder has the patients table;
 - ``manifest.json``: the configuration, the model description (``spec``: cleaning, chunking, window,
   task) that fine-tuning copies into the model folder, input file sizes, counts, the SHA-256 of every
   output file and ``manifest_hash`` over all of it.
@@ -141,6 +143,21 @@ def build_cohort(admissions: pd.DataFrame, config: PrepareConfig) -> pd.DataFram
     return prolonged_stay_cohort(admissions, min_days=min_days)
 
 
+def _write_demographics(source: Source, cohort: pd.DataFrame, path: Path) -> None:
+    """``demographics.csv`` (HADM_ID, sex, age_band, insurance, ethnicity) of the cohort's admissions,
+    for the subgroup report of ``evaluate``; left out when the patients table is not there."""
+    from models.tables import TableError
+    from training.subgroups import load_demographics
+
+    folder = source.admissions.parent
+    try:
+        demo = load_demographics(**{"mimic_iii" if source.kind == "mimic-iii" else "mimic_iv": folder})
+    except TableError:
+        path.unlink(missing_ok=True)
+        return
+    demo[demo["HADM_ID"].isin(cohort["HADM_ID"])].sort_values("HADM_ID").to_csv(path, index=False)
+
+
 def actionable_days(config: PrepareConfig) -> float | None:
     """Test admissions must still be in hospital when the window closes (§5: DURATION >= n)."""
     window = config.window()
@@ -168,6 +185,7 @@ def prepare(
             if cohort.empty:
                 raise CohortError("No admission is left in the cohort; check the ADMISSIONS file.")
             cohort_table(cohort).to_csv(folder / "cohort.csv", index=False)
+            _write_demographics(source, cohort, folder / "demographics.csv")
             con.register(
                 "cohort_df", cohort[["SUBJECT_ID", "HADM_ID", "ADMITTIME", "OUTPUT_LABEL", "DURATION"]]
             )
@@ -327,7 +345,8 @@ def _manifest(
     split: SplitIds,
     counts: dict[str, dict[str, int]],
 ) -> dict[str, Any]:
-    outputs = ["cohort.csv", "chunks.csv", *[f for f in SPLIT_FILES if (folder / f).exists()]]
+    extra = [f for f in ("demographics.csv", *SPLIT_FILES) if (folder / f).exists()]
+    outputs = ["cohort.csv", "chunks.csv", *extra]
     manifest: dict[str, Any] = {
         "kind": "notestream-task-dataset",
         "version": 1,

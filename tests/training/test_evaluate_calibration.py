@@ -95,6 +95,17 @@ async def test_evaluate_writes_calibrator_policy_and_cis_and_everyone_applies_on
     test_chunks.to_csv(test, index=False)
     balanced_ids = list(range(1000, 1010))  # the 5 positives and 5 negatives
     test_chunks[test_chunks["ID"].isin(balanced_ids)].to_csv(tmp_path / "test_balanced.csv", index=False)
+    demographics = tmp_path / "demographics.csv"
+    ids = sorted(set(test_chunks["ID"]))
+    pd.DataFrame(
+        {
+            "HADM_ID": ids,
+            "sex": ["F" if i % 2 else "M" for i in ids],
+            "age_band": "45-64",
+            "insurance": "Medicare",
+            "ethnicity": "white",
+        }
+    ).to_csv(demographics, index=False)
     report = evaluate_model(
         model,
         test,
@@ -106,6 +117,7 @@ async def test_evaluate_writes_calibrator_policy_and_cis_and_everyone_applies_on
         target=20,
         n_boot=50,
         batch_size=16,
+        demographics_csv=demographics,
     )
 
     stored = json.loads((model / SPEC_FILE).read_text())
@@ -126,6 +138,11 @@ async def test_evaluate_writes_calibrator_policy_and_cis_and_everyone_applies_on
     assert {"brier", "ece", "bins"} <= set(model_metrics["calibration"])
     assert model_metrics["at_threshold"]["alerts_per_100"] is not None
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
+    sexes = report["subgroups"]["groups"]["sex"]
+    assert (sexes["F"]["n"], sexes["M"]["n"]) == (25, 25)
+    assert sexes["F"]["prevalence"] + sexes["M"]["prevalence"] == pytest.approx(0.2)
+    assert "ci" in sexes["F"]
+    assert (tmp_path / "report" / "subgroups.png").stat().st_size > 1000
 
     # one calibrated risk: the worker's update, `notestream score` and the spec's calibrator agree
     spec = ModelSpec.read(model)

@@ -142,5 +142,12 @@ def test_natural_prevalence_keeps_the_reference_parts_as_balanced_subsets(
         assert counts[name]["prevalence"] == round(labels.mean(), 4)
         assert counts[f"{name}_balanced"]["prevalence"] == 0.5
     assert result.manifest["balanced"] is False
+    demo = pd.read_csv(tmp_path / "demographics.csv")
+    assert set(demo["HADM_ID"]) == set(cohort["HADM_ID"])
+    assert set(demo["sex"]) == {"F", "M"}
+    assert {"white", "black"} <= set(demo["ethnicity"])
+    assert demo["insurance"].nunique() > 2
+    assert set(demo["age_band"]) <= {"0-17", "18-44", "45-64", "65-79", "80+"}
+    assert "demographics.csv" in result.manifest["files"]
     assert PrepareConfig(mode="hours").balanced is False
     assert PrepareConfig(mode="hours", balance=True).balanced is True
