@@ -95,6 +95,7 @@ def calibrate(
             choice = choose_threshold(labels, scores, "budget", 100.0 * float(np.mean(scores >= threshold)))
     elif choice is not None and not choice.met:
         threshold, rule = choice.threshold, f"{policy} (target not reached: nearest)"
+    metrics["distributions"] = score_distributions(scored, adm)
     calibration = None
     if method is not None and two_classes:
         calibration = fit_calibrator(labels, scores, method=method, file=str(val_csv), balanced=balanced)
@@ -113,6 +114,28 @@ def calibrate(
     )
     new.write(model_dir)
     return metrics
+
+
+def score_distributions(chunks: pd.DataFrame, adm: pd.DataFrame) -> dict[str, Any]:
+    """What ``notestream monitor`` compares live traffic with (population stability index): the share
+    of admissions per tenth of the admission score and of p_max (the top chunk probability), and the
+    mean chunks per admission.
+
+    >>> chunks = pd.DataFrame({"ID": [1, 1, 2], "pred_score": [0.05, 0.95, 0.5]})
+    >>> adm = pd.DataFrame({"ID": [1, 2], "score": [0.62, 0.5], "n_chunks": [2, 1]})
+    >>> d = score_distributions(chunks, adm)
+    >>> d["score"][5:7], d["p_max"][9], d["chunks_per_admission"]
+    ([0.5, 0.5], 0.5, 1.5)
+    """
+    from models.drift import EDGES, shares
+
+    p_max = chunks.groupby("ID")["pred_score"].max().to_numpy()
+    return {
+        "edges": EDGES,
+        "score": shares(adm["score"].to_numpy()),
+        "p_max": shares(p_max),
+        "chunks_per_admission": float(adm["n_chunks"].mean()) if len(adm) else None,
+    }
 
 
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | Path) -> list[Path]:
