@@ -70,5 +70,7 @@ def register(app: typer.Typer) -> None:
         run_demo(cfg)
 
     from stream.cli_data import register_data
+    from stream.cli_monitor import register_monitor
 
     register_data(app)
+    register_monitor(app)
