@@ -26,11 +26,19 @@ def import_legacy_command(
     new_head: bool = typer.Option(
         False, "--new-head", help="Accept a checkpoint without classifier weights (an UNTRAINED head)."
     ),
+    window: str = typer.Option(
+        "all",
+        "--window",
+        help="Which notes the model scores: all | discharge (the discharge-summary release) | days:N | "
+        "hours:N (days:3 for the early-notes release, scored in calendar days as it was trained).",
+    ),
 ) -> None:
     """Convert the original ClinicalBERT release into a model folder with the reference defaults."""
     from models.legacy import import_legacy
+    from models.spec import ModelSpec, parse_window
 
-    out = import_legacy(src, dst, vocab=vocab, new_head=new_head)
+    spec = ModelSpec(window=parse_window(window))
+    out = import_legacy(src, dst, vocab=vocab, new_head=new_head, spec=spec)
     typer.echo(json.dumps({"model_dir": str(out)}))
 
 
@@ -72,8 +80,11 @@ def score(
         write_failures,
         write_scores,
     )
+    from models.spec import ModelSpec, serving_warning
     from notestream.settings import load_settings
 
+    if (warning := serving_warning(ModelSpec.read(model))) is not None:
+        typer.echo(f"warning: {warning}", err=True)
     settings = load_settings(config, devices=devices.split(",") if devices else None)
     admit_times = read_admit_times(admissions) if admissions is not None else None
 

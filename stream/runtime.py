@@ -17,7 +17,7 @@ from typing import Any
 
 import faust
 
-from models.spec import ModelSpec
+from models.spec import ModelSpec, serving_warning
 from notestream.settings import Settings
 from stream.errors import StreamError
 from stream.metrics import Metrics
@@ -108,6 +108,8 @@ class Runtime:
                     "folder (Hugging Face format + notestream.json)."
                 )
             spec = ModelSpec.read(model_dir)
+            if (warning := serving_warning(spec)) is not None:
+                log.warning("%s: %s", Path(model_dir).name, warning)
             if self.store is None:
                 from stream.store import open_store
 

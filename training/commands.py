@@ -32,6 +32,12 @@ def prepare_cmd(
         "else they keep the cohort's prevalence, with val_balanced.csv / test_balanced.csv beside them.",
     ),
     seed: int = typer.Option(1, "--seed", help="Seed of the patient split."),
+    los_days: float = typer.Option(
+        7.0,
+        "--los-days",
+        min=0,
+        help="prolonged-stay: positive when the stay is longer (ClinicalNoteBERT: 3).",
+    ),
     cleaning: str = typer.Option("huang2019", "--cleaning", help="huang2019 | clinical."),
     chunk_words: int = typer.Option(318, "--chunk-words", min=11, help="Words per chunk (reference: 318)."),
     memory_limit: str = typer.Option("2GB", "--memory-limit", help="DuckDB memory limit; it spills beyond."),
@@ -56,6 +62,7 @@ def prepare_cmd(
         split=split,  # type: ignore[arg-type]
         balance=balance,
         seed=seed,
+        los_days=los_days,
         cleaning=cleaning,  # type: ignore[arg-type]
         chunk_words=chunk_words,
         memory_limit=memory_limit,

@@ -81,6 +81,8 @@ class PrepareConfig:
     split: Literal["reference", "patient"] = "reference"
     balance: bool | None = None
     """Balance val and test (the reference protocol); None: only in the huang2019 mode."""
+    los_days: float = 7.0
+    """prolonged_stay: a stay longer than this many days is positive (ClinicalNoteBERT uses 3)."""
     seed: int = 1
     cleaning: Literal["huang2019", "clinical"] = "huang2019"
     chunk_words: int = 318
@@ -113,12 +115,17 @@ class PrepareConfig:
         return Window(kind="days", value=self.days)
 
     def spec(self) -> ModelSpec:
+        window = self.window()
+        label = LABELS[self.task]
+        if self.task == "prolonged_stay":
+            label = f"hospital stay longer than {self.los_days:g} days"
         return ModelSpec(
             task=self.task,
-            label=LABELS[self.task],
+            label=label,
             cleaning=self.cleaning,
             chunking=Chunking(size=self.chunk_words),
-            window=self.window(),
+            window=window,
+            notes_joined=self.mode == "huang2019" and window.kind != "discharge",
         )
 
 
@@ -140,7 +147,7 @@ def build_cohort(admissions: pd.DataFrame, config: PrepareConfig) -> pd.DataFram
         return readmission_cohort(admissions)
     if config.task == "mortality":
         return mortality_cohort(admissions, min_days=min_days)
-    return prolonged_stay_cohort(admissions, min_days=min_days)
+    return prolonged_stay_cohort(admissions, days=config.los_days, min_days=min_days)
 
 
 def _write_demographics(source: Source, cohort: pd.DataFrame, path: Path) -> None:
@@ -293,8 +300,8 @@ def _write_splits(
         if config.split == "reference"
         else train[np.random.RandomState(config.seed).permutation(len(train))]
     )
-    if config.notes == "early-2d" and config.split == "reference":
-        # the 2-day task is scored with the 3-day model
+    if config.notes == "early-2d" and config.split == "reference" and config.task == "readmission":
+        # the reference's 2-day readmission task is scored with the 3-day model
         parts = {k: v for k, v in parts.items() if k.startswith("test")}
     counts: dict[str, dict[str, Any]] = {}
     for name in ("train", "val", "test", "val_balanced", "test_balanced"):

@@ -55,11 +55,12 @@ def reference_split(cohort: pd.DataFrame, *, extra_negatives: int = 0) -> SplitI
     not_readmit = cohort.loc[cohort["OUTPUT_LABEL"] == 0, "HADM_ID"]
     if len(readmit) == 0:
         raise SplitError("The cohort has no positive admissions; a balanced split needs some.")
+    if len(not_readmit) == 0:
+        raise SplitError("The cohort has no negative admissions; a balanced split needs some.")
     if len(not_readmit) < len(readmit):
-        raise SplitError(
-            f"The cohort has {len(not_readmit)} negatives for {len(readmit)} positives; the reference "
-            "split subsamples negatives to the positives' count, so it needs at least as many."
-        )
+        # positives outnumber negatives (a prolonged stay): subsample the positives instead, and keep
+        # the unused ones out of every part
+        readmit = readmit.sample(n=len(not_readmit), random_state=SEED).sort_index()
     negatives = not_readmit.sample(n=len(readmit), random_state=SEED)
     val_test_t = readmit.sample(frac=0.2, random_state=SEED)
     val_test_f = negatives.sample(frac=0.2, random_state=SEED)

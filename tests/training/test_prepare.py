@@ -62,11 +62,40 @@ def test_mimic_iv_and_cli(tmp_path: Path) -> None:
     if not any(g.name == "train" for g in app.registered_groups):
         register(app)
     runner = CliRunner()
-    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "iv"), "--format", "mimic-iv", "--patients",
-                              "200", "--readmit-rate", "0.5", "--notes-scale", "0.3", "--words-scale", "0.3"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "iv"),
+            "--format",
+            "mimic-iv",
+            "--patients",
+            "200",
+            "--readmit-rate",
+            "0.5",
+            "--notes-scale",
+            "0.3",
+            "--words-scale",
+            "0.3",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["train", "prepare", "--mimic-iv", str(tmp_path / "iv"), "--notes", "early-3d",
-                              "--mode", "hours", "--out", str(tmp_path / "out")])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "prepare",
+            "--mimic-iv",
+            str(tmp_path / "iv"),
+            "--notes",
+            "early-3d",
+            "--mode",
+            "hours",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     train = pd.read_csv(tmp_path / "out" / "train.csv")
     assert set(train.columns) == {"ID", "TEXT", "Label"}
@@ -151,3 +180,28 @@ def test_natural_prevalence_keeps_the_reference_parts_as_balanced_subsets(
     assert "demographics.csv" in result.manifest["files"]
     assert PrepareConfig(mode="hours").balanced is False
     assert PrepareConfig(mode="hours", balance=True).balanced is True
+
+
+def test_prolonged_stay_and_mortality_work_with_the_default_split(mimic_iii: Path, tmp_path: Path) -> None:
+    # prolonged stay over 3 days: positives outnumber negatives, which the reference split balances too
+    config = PrepareConfig(task="prolonged_stay", notes="early-2d", los_days=3.0)
+    result = prepare(Source.open(mimic_iii=mimic_iii), tmp_path / "los", config, progress=False)
+    cohort = pd.read_csv(tmp_path / "los" / "cohort.csv")
+    assert ((cohort["DURATION"] > 3) == (cohort["OUTPUT_LABEL"] == 1)).all()
+    assert cohort["OUTPUT_LABEL"].mean() > 0.5
+    assert result.manifest["spec"]["label"] == "hospital stay longer than 3 days"
+    for name in ("train", "val", "test"):
+        labels = pd.read_csv(tmp_path / "los" / f"{name}.csv").groupby("ID")["Label"].min()
+        assert labels.mean() == pytest.approx(0.5, abs=0.15), name
+    # mortality on 2-day notes is its own task: train and val files too (only readmission borrows 3-day's)
+    prepare(
+        Source.open(mimic_iii=mimic_iii),
+        tmp_path / "mort",
+        PrepareConfig(task="mortality", notes="early-2d"),
+        progress=False,
+    )
+    assert all((tmp_path / "mort" / f"{n}.csv").is_file() for n in ("train", "val", "test"))
+    # the reference mode joins an admission's early notes before chunking, and says so
+    assert PrepareConfig(notes="early-3d").spec().notes_joined
+    assert not PrepareConfig(notes="early-3d", mode="hours").spec().notes_joined
+    assert not PrepareConfig(notes="discharge").spec().notes_joined
