@@ -42,6 +42,35 @@ def import_legacy_command(
     typer.echo(json.dumps({"model_dir": str(out)}))
 
 
+@model_app.command("card")
+def card_command(
+    model_dir: Path = typer.Argument(..., help="A model folder."),
+    report: Path = typer.Option(None, "--report", help="`train evaluate --out` folder (its report.json)."),
+    out: Path = typer.Option(
+        None, "--out", help="Markdown file to write (default: MODEL_DIR/MODEL_CARD.md)."
+    ),
+) -> None:
+    """Write a Markdown model card from notestream.json and the evaluation report."""
+    from models.card import model_card
+    from models.checkpoint import check_model_folder
+    from models.fingerprint import model_fingerprint
+    from models.spec import ModelSpec
+    from notestream.errors import ConfigError
+
+    folder = check_model_folder(model_dir)
+    data = None
+    if report is not None:
+        path = report / "report.json" if report.is_dir() else report
+        if not path.is_file():
+            raise ConfigError(f"No report.json at {path}: pass the folder `train evaluate --out` wrote.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    target = out if out is not None else folder / "MODEL_CARD.md"
+    target.write_text(
+        model_card(ModelSpec.read(folder), data, fingerprint=model_fingerprint(folder)), encoding="utf-8"
+    )
+    typer.echo(json.dumps({"card": str(target)}))
+
+
 @model_app.command("info")
 def info_command(model_dir: Path = typer.Argument(..., help="A model folder.")) -> None:
     """Print a model folder's notestream.json after checking that the folder is a checkpoint."""

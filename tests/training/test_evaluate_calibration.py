@@ -170,3 +170,18 @@ async def test_evaluate_writes_calibrator_policy_and_cis_and_everyone_applies_on
     assert update.risk == calibrated_risk(spec.calibration, update.score)
     assert run.scores[0].risk == pytest.approx(update.risk)
     assert run.scores[0].score == pytest.approx(update.score)
+    # and the model card says all of it
+    from typer.testing import CliRunner
+
+    from models.cli import model_app
+
+    result = CliRunner().invoke(model_app, ["card", str(model), "--report", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    card = (model / "MODEL_CARD.md").read_text()
+    auroc = model_metrics["auroc"]
+    low, high = model_metrics["ci"]["auroc"]
+    assert f"| test (natural prevalence) | 50 | 0.100 | {auroc:.3f} ({low:.3f}-{high:.3f}) |" in card
+    assert "| sex | F | 25 |" in card
+    assert "at most 20 alerts per 100 admissions" in card
+    assert "not a diagnostic device" in card
+    assert "isotonic calibrator" in card
