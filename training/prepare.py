@@ -86,6 +86,12 @@ class PrepareConfig:
     seed: int = 1
     cleaning: Literal["huang2019", "clinical"] = "huang2019"
     chunk_words: int = 318
+    chunking: Literal["words", "tokens"] = "words"
+    """``tokens``: windows of ``max_length - 2`` WordPiece tokens every ``stride`` tokens, cut with the
+    ``tokenizer`` folder's tokenizer (that of the model to fine-tune), as a token-window model is served."""
+    tokenizer: str | None = None
+    max_length: int = 512
+    stride: int = 384
     memory_limit: str = "2GB"
     threads: int | None = None
     temp_dir: str | None = None
@@ -123,7 +129,8 @@ class PrepareConfig:
             task=self.task,
             label=label,
             cleaning=self.cleaning,
-            chunking=Chunking(size=self.chunk_words),
+            chunking=Chunking(kind=self.chunking, size=self.chunk_words, stride=self.stride),
+            max_length=self.max_length,
             window=window,
             notes_joined=self.mode == "huang2019" and window.kind != "discharge",
         )
@@ -205,7 +212,10 @@ def prepare(
             bar.update(stage, advance=1, description="Reading selected texts (pass 2 of 2)")
             fetch_texts(con, source)
             bar.update(stage, advance=1)
-        ids, labels = _write_chunks(con, folder / "chunks.csv", spec, config, progress=progress)
+        tokenizer = _tokenizer(config)
+        ids, labels = _write_chunks(
+            con, folder / "chunks.csv", spec, config, progress=progress, tokenizer=tokenizer
+        )
         if len(ids) == 0:
             raise CohortError("No admission of the cohort has notes with enough words for one chunk.")
         split = _split(cohort, config)
@@ -220,8 +230,24 @@ def prepare(
     return PrepareResult(folder, manifest)
 
 
+def _tokenizer(config: PrepareConfig) -> Any:
+    """The tokenizer of token-window chunking (None for words)."""
+    if config.chunking == "words":
+        return None
+    if config.tokenizer is None:
+        raise CohortError(
+            "--chunking tokens needs --tokenizer DIR: the folder of the model you will fine-tune."
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(config.tokenizer, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CohortError(f"No tokenizer could be loaded from {config.tokenizer}: {exc}") from exc
+
+
 def _write_chunks(
-    con: Any, path: Path, spec: ModelSpec, config: PrepareConfig, *, progress: bool
+    con: Any, path: Path, spec: ModelSpec, config: PrepareConfig, *, progress: bool, tokenizer: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     label_of = dict(
         fetch_df(con, "SELECT HADM_ID, OUTPUT_LABEL FROM cohort").itertuples(index=False, name=None)
@@ -240,9 +266,9 @@ def _write_chunks(
         writer.writerow(["ID", "TEXT", "Label"])
         for hadm, texts in iter_admission_notes(con, order):
             if per_note:
-                chunks = [c for text in texts for c in note_chunks(text, spec)]
+                chunks = [c for text in texts for c in note_chunks(text, spec, tokenizer)]
             else:
-                chunks = note_chunks(" ".join(texts), spec)
+                chunks = note_chunks(" ".join(texts), spec, tokenizer)
             label = int(label_of[hadm])
             writer.writerows([hadm, chunk, label] for chunk in chunks)
             ids.extend([hadm] * len(chunks))
@@ -359,7 +385,9 @@ def _manifest(
         "version": 1,
         "source": {"format": source.kind, "files": {p.name: p.stat().st_size for p in source.files()}},
         "config": {
-            k: v for k, v in asdict(config).items() if k not in ("temp_dir", "threads", "memory_limit")
+            k: v
+            for k, v in asdict(config).items()
+            if k not in ("temp_dir", "threads", "memory_limit") and not (k == "tokenizer" and v is None)
         },
         "spec": json.loads(spec.model_dump_json()),
         "cohort": {

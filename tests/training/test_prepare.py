@@ -205,3 +205,44 @@ def test_prolonged_stay_and_mortality_work_with_the_default_split(mimic_iii: Pat
     assert PrepareConfig(notes="early-3d").spec().notes_joined
     assert not PrepareConfig(notes="early-3d", mode="hours").spec().notes_joined
     assert not PrepareConfig(notes="discharge").spec().notes_joined
+
+
+def test_token_window_datasets_chunk_as_the_model_is_served(
+    mimic_iii: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from models.prep import note_chunks
+    from training.errors import TrainRunError
+    from training.finetune import FinetuneConfig, finetune
+
+    config = PrepareConfig(
+        notes="early-3d",
+        mode="hours",
+        chunking="tokens",
+        tokenizer=str(tiny_model_dir),
+        max_length=64,
+        stride=48,
+    )
+    result = prepare(Source.open(mimic_iii=mimic_iii), tmp_path, config, progress=False)
+    spec = PrepareConfig(**{**config.__dict__}).spec()
+    assert result.manifest["spec"]["chunking"]["kind"] == "tokens"
+    assert result.manifest["spec"]["max_length"] == 64
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
+    chunks = pd.read_csv(tmp_path / "chunks.csv")
+    assert chunks.groupby("ID").size().max() > 1
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in chunks["TEXT"].head(200)]
+    assert max(lengths) <= 62 + 2  # a window may re-tokenize a little differently at its first token
+    assert note_chunks(chunks["TEXT"].iloc[0], spec, tokenizer)  # the same function the stream uses
+    with pytest.raises(TrainRunError, match="--max-length 64"):
+        finetune(
+            tmp_path / "train.csv",
+            tmp_path / "val.csv",
+            tiny_model_dir,
+            tmp_path / "model",
+            config=FinetuneConfig(max_length=128, progress=False),
+        )
+    with pytest.raises(CohortError, match="--tokenizer"):
+        prepare(
+            Source.open(mimic_iii=mimic_iii), tmp_path / "x", PrepareConfig(chunking="tokens"), progress=False
+        )
