@@ -31,6 +31,11 @@ def register_monitor(app: typer.Typer) -> None:
         window_days: float = typer.Option(
             30.0, help="The rolling figures cover the discharges of the last N days."
         ),
+        follow: bool = typer.Option(
+            False,
+            help="Run as a service: keep reading the topics and rewrite the report every --every seconds.",
+        ),
+        every: float = typer.Option(60.0, help="--follow: seconds between reports."),
         broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
         topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
@@ -40,7 +45,14 @@ def register_monitor(app: typer.Typer) -> None:
         100 admissions, lead time, drift. Reads the files given, else the topics up to their current end: run
         it after a replay at natural prevalence for a silent-mode backtest of the alert settings."""
         from stream.events import AdmissionEvent, RiskAlert, RiskUpdate
-        from stream.monitor import OutcomeMonitor, read_jsonl, read_topics, validation_reference, write_report
+        from stream.monitor import (
+            OutcomeMonitor,
+            follow_topics,
+            read_jsonl,
+            read_topics,
+            validation_reference,
+            write_report,
+        )
 
         files = {"updates": updates, "alerts": alerts, "admissions": admissions}
         given = [name for name, path in files.items() if path is not None]
@@ -56,6 +68,9 @@ def register_monitor(app: typer.Typer) -> None:
             for path, kind in ((updates, RiskUpdate), (alerts, RiskAlert), (admissions, AdmissionEvent)):
                 if path is not None:
                     monitor_.observe_all(read_jsonl(path, kind))  # type: ignore[arg-type]
+        elif follow:
+            settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
+            asyncio.run(follow_topics(settings, monitor_, out, every_s=every))
         else:
             settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
             monitor_.observe_all(asyncio.run(read_topics(settings)))

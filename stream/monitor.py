@@ -471,3 +471,56 @@ async def read_topics(settings: Any, *, timeout_s: float = 300.0) -> list[Event]
     finally:
         await consumer.stop()
     return events
+
+
+async def follow_topics(
+    settings: Any,
+    monitor: OutcomeMonitor,
+    out_dir: str | Path,
+    *,
+    every_s: float = 60.0,
+    idle_timeout_s: float | None = None,
+    stop_after: int | None = None,
+) -> int:
+    """The service: read the three topics from the beginning and on as events arrive, feeding
+    ``monitor``, and rewrite the report (``report.json``, ``metrics.prom``, PNGs) every ``every_s``
+    seconds, until cancelled or (tests) ``stop_after`` events were read or ``idle_timeout_s`` passed
+    without one. The state is rebuilt from
+    the topics at each start, so it reaches back as far as their retention. Returns the events read."""
+    from aiokafka.errors import KafkaError
+
+    from stream.errors import BrokerError, EventError
+    from stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
+    from stream.kafka import consumer as make_consumer
+
+    kinds: dict[str, type[Event]] = {
+        settings.topic(ADMISSIONS): AdmissionEvent,
+        settings.topic(RISK_UPDATES): RiskUpdate,
+        settings.topic(RISK_ALERTS): RiskAlert,
+    }
+    consumer = make_consumer(settings, *kinds, group_id=None, enable_auto_commit=False)
+    loop = asyncio.get_running_loop()
+    read = 0
+    last_write = last_event = loop.time()
+    try:
+        await consumer.start()
+        while (idle_timeout_s is None or loop.time() - last_event < idle_timeout_s) and (
+            stop_after is None or read < stop_after
+        ):
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                for message in messages:
+                    last_event = loop.time()
+                    try:
+                        monitor.observe(kinds[tp.topic].from_bytes(message.value))
+                        read += 1
+                    except EventError:
+                        continue
+            if loop.time() - last_write >= every_s:
+                await asyncio.to_thread(write_report, monitor, out_dir)
+                last_write = loop.time()
+    except KafkaError as exc:
+        raise BrokerError(f"Could not read the topics to monitor: {exc}. Check the broker.") from exc
+    finally:
+        await consumer.stop()
+    await asyncio.to_thread(write_report, monitor, out_dir)
+    return read

@@ -104,40 +104,66 @@ def admission_scores(chunks: pd.DataFrame, *, c: float = 2.0) -> pd.DataFrame:
 CI_METRICS = ("auroc", "auprc", "average_precision", "rp80")
 
 
+def ranking_metrics(y: np.ndarray, s: np.ndarray) -> tuple[float, float, float, float]:
+    """(auroc, auprc, average_precision, rp80) of labels ``y`` (both classes present) and scores ``s``,
+    in plain numpy with sklearn's definitions (the same numbers as :func:`admission_metrics`, which
+    the tests check), for the thousands of bootstrap resamples.
+
+    >>> [round(v, 4) for v in ranking_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))]
+    [0.75, 0.7917, 0.8333, 0.5]
+    """
+    order = np.argsort(-s, kind="mergesort")
+    ys, ss = y[order], s[order]
+    last = np.r_[np.flatnonzero(ss[1:] != ss[:-1]), len(ss) - 1]  # the last row of each tied run
+    tps = np.cumsum(ys)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    positives, negatives = tps[-1], fps[-1]
+    tpr = np.r_[0.0, tps / positives]
+    fpr = np.r_[0.0, fps / negatives]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    # sklearn's precision-recall curve stops at the first threshold that reaches full recall
+    stop = int(np.searchsorted(tps, positives)) + 1
+    precision = tps[:stop] / (tps[:stop] + fps[:stop])
+    recall = tps[:stop] / positives
+    rec = np.r_[0.0, recall]
+    prec = np.r_[1.0, precision]
+    auprc = float(np.sum(np.diff(rec) * (prec[1:] + prec[:-1]) / 2.0))
+    ap = float(np.sum(np.diff(rec) * prec[1:]))
+    ok = precision > PRECISION_FLOOR
+    rp = float(recall[np.flatnonzero(ok)[-1]]) if ok.any() else 0.0  # the lowest such threshold
+    return auroc, auprc, ap, rp
+
+
 def bootstrap_ci(
     labels: ArrayLike, scores: ArrayLike, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, list[float] | None]:
     """Percentile bootstrap confidence intervals of auroc, auprc, average_precision and rp80: the
     admissions are resampled with replacement ``n_boot`` times (a resample with one class only is
-    drawn again), each metric computed on each resample, and the ``(1 - level) / 2`` and ``(1 + level)
-    / 2`` quantiles reported as ``[low, high]``. None when the metric is undefined (one class).
+    drawn again), each metric computed on each resample (:func:`ranking_metrics`), and the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles reported as ``[low, high]``. None when the
+    metric is undefined (one class).
 
     >>> ci = bootstrap_ci([0, 0, 1, 1, 0, 1, 0, 1] * 10, [0.1, 0.4, 0.35, 0.8, 0.2, 0.7, 0.5, 0.9] * 10, n_boot=200)
     >>> low, high = ci["auroc"]
     >>> bool(low < 0.875 < high), bool(0.7 < low), sorted(ci)
     (True, True, ['auprc', 'auroc', 'average_precision', 'rp80'])
     """
-    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
-
     y, s = _arrays(labels, scores)
     if len(np.unique(y)) < 2:
         return dict.fromkeys(CI_METRICS)
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {name: [] for name in CI_METRICS}
-    while len(draws["auroc"]) < n_boot:
+    draws: list[tuple[float, float, float, float]] = []
+    while len(draws) < n_boot:
         idx = rng.integers(0, len(y), len(y))
-        yb, sb = y[idx], s[idx]
+        yb = y[idx]
         if yb.min() == yb.max():
             continue
-        precision, recall, _ = precision_recall_curve(yb, sb)
-        draws["auroc"].append(float(roc_auc_score(yb, sb)))
-        draws["auprc"].append(float(auc(recall, precision)))
-        draws["average_precision"].append(float(average_precision_score(yb, sb)))
-        draws["rp80"].append(rp80(yb, sb)[0])
+        draws.append(ranking_metrics(yb, s[idx]))
+    values = np.asarray(draws)
     tail = (1.0 - level) / 2.0
     return {
-        name: [float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))]
-        for name, values in draws.items()
+        name: [float(np.quantile(values[:, k], tail)), float(np.quantile(values[:, k], 1.0 - tail))]
+        for k, name in enumerate(CI_METRICS)
     }
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from notestream.settings import Settings
 from stream.events import AdmissionEvent, RiskAlert, RiskUpdate, admission_key
-from stream.monitor import OutcomeMonitor, read_topics
+from stream.monitor import OutcomeMonitor, follow_topics, read_topics
 from tests.fixtures.kafka import produce
 
 T0 = datetime(2150, 1, 1)
@@ -189,9 +189,18 @@ def test_monitor_command_over_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_read_topics_reads_the_three_topics_to_their_end(kafka_settings: Settings) -> None:
+async def test_read_topics_reads_the_three_topics_to_their_end(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
     produce(kafka_settings, "admissions", [(admission_key(1), admit(1, 1, 0).to_bytes()), (b"1", b"{bad")])
     produce(kafka_settings, "risk-updates", [(admission_key(1), update(1, 1, 0.4).to_bytes())])
     produce(kafka_settings, "risk-alerts", [(admission_key(1), raised(1, 1).to_bytes())])
     events = await read_topics(kafka_settings, timeout_s=60)
     assert sorted(type(e).__name__ for e in events) == ["AdmissionEvent", "RiskAlert", "RiskUpdate"]
+    # the service reads the same and keeps its report current
+    monitor = OutcomeMonitor()
+    out = tmp_path / "live"
+    assert (
+        await follow_topics(kafka_settings, monitor, out, every_s=0.5, stop_after=3, idle_timeout_s=60) == 3
+    )
+    assert json.loads((out / "report.json").read_text())["models"]["m@1"]["admissions_scored"] == 1
