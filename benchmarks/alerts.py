@@ -26,8 +26,8 @@ from typing import Any
 
 from rich.progress import track
 
-from stream.alerts import AlertPolicy, AlertTracker
-from stream.events import RiskUpdate
+from notestream.stream.alerts import AlertPolicy, AlertTracker
+from notestream.stream.events import RiskUpdate
 
 RESULTS = Path(__file__).parent / "results"
 START = datetime(2150, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.spec import ModelSpec, serving_warning
+from notestream.models.spec import ModelSpec, serving_warning
 
 
 def _num(value: Any, digits: int = 3) -> str:

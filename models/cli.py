@@ -34,8 +34,8 @@ def import_legacy_command(
     ),
 ) -> None:
     """Convert the original ClinicalBERT release into a model folder with the reference defaults."""
-    from models.legacy import import_legacy
-    from models.spec import ModelSpec, parse_window
+    from notestream.models.legacy import import_legacy
+    from notestream.models.spec import ModelSpec, parse_window
 
     spec = ModelSpec(window=parse_window(window))
     out = import_legacy(src, dst, vocab=vocab, new_head=new_head, spec=spec)
@@ -51,11 +51,11 @@ def card_command(
     ),
 ) -> None:
     """Write a Markdown model card from notestream.json and the evaluation report."""
-    from models.card import model_card
-    from models.checkpoint import check_model_folder
-    from models.fingerprint import model_fingerprint
-    from models.spec import ModelSpec
-    from notestream.errors import ConfigError
+    from notestream.core.errors import ConfigError
+    from notestream.models.card import model_card
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.fingerprint import model_fingerprint
+    from notestream.models.spec import ModelSpec
 
     folder = check_model_folder(model_dir)
     data = None
@@ -74,8 +74,8 @@ def card_command(
 @model_app.command("info")
 def info_command(model_dir: Path = typer.Argument(..., help="A model folder.")) -> None:
     """Print a model folder's notestream.json after checking that the folder is a checkpoint."""
-    from models.checkpoint import check_model_folder
-    from models.spec import ModelSpec
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.spec import ModelSpec
 
     typer.echo(ModelSpec.read(check_model_folder(model_dir)).model_dump_json(indent=2))
 
@@ -99,8 +99,9 @@ def score(
     """Score MIMIC-format notes per admission through the inference engine (the stream, offline)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.engine import InferenceEngine
-    from models.scoring import (
+    from notestream.core.settings import load_settings
+    from notestream.models.engine import InferenceEngine
+    from notestream.models.scoring import (
         NoteRecord,
         ScoreRun,
         read_admit_times,
@@ -109,8 +110,7 @@ def score(
         write_failures,
         write_scores,
     )
-    from models.spec import ModelSpec, serving_warning
-    from notestream.settings import load_settings
+    from notestream.models.spec import ModelSpec, serving_warning
 
     if (warning := serving_warning(ModelSpec.read(model))) is not None:
         typer.echo(f"warning: {warning}", err=True)

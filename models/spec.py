@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.calibration import Calibrator
-from models.policy import AlertPolicyChoice
-from notestream.errors import ConfigError
+from notestream.core.errors import ConfigError
+from notestream.models.calibration import Calibrator
+from notestream.models.policy import AlertPolicyChoice
 
 SPEC_FILE = "notestream.json"
 SPEC_VERSION = 1
@@ -132,10 +132,11 @@ class ModelSpec(BaseModel):
     )
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
     calibration: Calibrator | None = Field(
-        None, description="Admission score -> probability, fitted by `train evaluate` (models.calibration)."
+        None,
+        description="Admission score -> probability, fitted by `train evaluate` (notestream.models.calibration).",
     )
     alert_policy: AlertPolicyChoice | None = Field(
-        None, description="How `threshold` was chosen and what it should give (models.policy)."
+        None, description="How `threshold` was chosen and what it should give (notestream.models.policy)."
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
@@ -167,7 +168,7 @@ def parse_window(text: str) -> Window:
     >>> parse_window("weeks:2")
     Traceback (most recent call last):
     ...
-    notestream.errors.ConfigError: A window is all, discharge, days:N or hours:N, not 'weeks:2'.
+    notestream.core.errors.ConfigError: A window is all, discharge, days:N or hours:N, not 'weeks:2'.
     """
     kind, _, value = text.strip().partition(":")
     try:

@@ -1,4 +1,4 @@
-"""The `notestream monitor` command (mounted by ``stream.cli.register``): outcome monitoring."""
+"""The `notestream monitor` command (mounted by ``notestream.stream.cli.register``): outcome monitoring."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from notestream.errors import ConfigError
-from notestream.settings import load_settings
+from notestream.core.errors import ConfigError
+from notestream.core.settings import load_settings
 
 
 def register_monitor(app: typer.Typer) -> None:
@@ -44,8 +44,8 @@ def register_monitor(app: typer.Typer) -> None:
         report per model fingerprint: AUROC, AUPRC, calibration by decile, alert precision/recall, alerts per
         100 admissions, lead time, drift. Reads the files given, else the topics up to their current end: run
         it after a replay at natural prevalence for a silent-mode backtest of the alert settings."""
-        from stream.events import AdmissionEvent, RiskAlert, RiskUpdate
-        from stream.monitor import (
+        from notestream.stream.events import AdmissionEvent, RiskAlert, RiskUpdate
+        from notestream.stream.monitor import (
             OutcomeMonitor,
             follow_topics,
             read_jsonl,

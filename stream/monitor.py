@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.events import AdmissionEvent, RiskAlert, RiskUpdate
+from notestream.stream.events import AdmissionEvent, RiskAlert, RiskUpdate
 
 EXCLUDED_NEXT = {"ELECTIVE", "NEWBORN"}
 Event = AdmissionEvent | RiskUpdate | RiskAlert
@@ -261,7 +261,7 @@ class OutcomeMonitor:
         return out
 
     def _drift(self, model: str, scored: list[_Said]) -> dict[str, Any]:
-        from models.drift import psi, shares
+        from notestream.models.drift import psi, shares
 
         out: dict[str, Any] = {
             "notes_per_admission": float(np.mean([s.n_notes for s in scored])) if scored else None,
@@ -302,8 +302,8 @@ def _naive(moment: datetime | None) -> datetime | None:
 
 def validation_reference(model_dirs: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     """Per model fingerprint, the validation distributions ``train evaluate`` stored in its folder."""
-    from models.fingerprint import model_fingerprint
-    from models.spec import ModelSpec
+    from notestream.models.fingerprint import model_fingerprint
+    from notestream.models.spec import ModelSpec
 
     out = {}
     for folder in model_dirs:
@@ -408,7 +408,7 @@ def read_jsonl(path: str | Path, kind: type[Event]) -> list[Event]:
     not parse are skipped and counted in the log."""
     import logging
 
-    from stream.errors import EventError
+    from notestream.stream.errors import EventError
 
     events: list[Event] = []
     bad = 0
@@ -433,9 +433,9 @@ async def read_topics(settings: Any, *, timeout_s: float = 300.0) -> list[Event]
     from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
 
-    from stream.errors import BrokerError, EventError
-    from stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
-    from stream.kafka import consumer as make_consumer
+    from notestream.stream.errors import BrokerError, EventError
+    from notestream.stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
+    from notestream.stream.kafka import consumer as make_consumer
 
     kinds: dict[str, type[Event]] = {
         settings.topic(ADMISSIONS): AdmissionEvent,
@@ -489,9 +489,9 @@ async def follow_topics(
     the topics at each start, so it reaches back as far as their retention. Returns the events read."""
     from aiokafka.errors import KafkaError
 
-    from stream.errors import BrokerError, EventError
-    from stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
-    from stream.kafka import consumer as make_consumer
+    from notestream.stream.errors import BrokerError, EventError
+    from notestream.stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
+    from notestream.stream.kafka import consumer as make_consumer
 
     kinds: dict[str, type[Event]] = {
         settings.topic(ADMISSIONS): AdmissionEvent,

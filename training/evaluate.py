@@ -2,9 +2,9 @@
 
 - :func:`score_chunks` scores a chunk file (ID, TEXT, Label) with a model folder -> ``pred_score``.
 - :func:`calibrate` scores the validation file and writes into the model folder's ``notestream.json``
-  the validation metrics, the calibrator of the admission score (:mod:`models.calibration`, fitted on
+  the validation metrics, the calibrator of the admission score (:mod:`notestream.models.calibration`, fitted on
   these admissions: use validation data at natural prevalence) and the alert threshold of the chosen
-  policy (:mod:`models.policy`; by default the RP80 point, the lowest threshold whose precision exceeds
+  policy (:mod:`notestream.models.policy`; by default the RP80 point, the lowest threshold whose precision exceeds
   0.8, else the best-F1 point) with its expected precision, recall and alerts per 100 admissions.
 - :func:`evaluate_model` scores a test file (and its balanced subset, when there is one), adds the
   bag-of-words baseline trained on the same split when a training file is given, and writes
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.calibration import CalibrationMethod, fit_calibrator
-from models.policy import PolicyKind
-from models.spec import ModelSpec
-from training.errors import TrainRunError
-from training.finetune import read_chunks
-from training.metrics import (
+from notestream.models.calibration import CalibrationMethod, fit_calibrator
+from notestream.models.policy import PolicyKind
+from notestream.models.spec import ModelSpec
+from notestream.training.errors import TrainRunError
+from notestream.training.finetune import read_chunks
+from notestream.training.metrics import (
     admission_metrics,
     admission_scores,
     calibration_metrics,
@@ -44,8 +44,8 @@ def score_chunks(
     """``chunks`` with a ``pred_score`` column: the model's probability for each chunk text."""
     import torch
 
-    from models.checkpoint import load_model_folder
-    from models.classifier import ChunkClassifier
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model_folder(model_dir, device=dev)
@@ -127,7 +127,7 @@ def score_distributions(chunks: pd.DataFrame, adm: pd.DataFrame) -> dict[str, An
     >>> d["score"][5:7], d["p_max"][9], d["chunks_per_admission"]
     ([0.5, 0.5], 0.5, 1.5)
     """
-    from models.drift import EDGES, shares
+    from notestream.models.drift import EDGES, shares
 
     p_max = chunks.groupby("ID")["pred_score"].max().to_numpy()
     return {
@@ -271,7 +271,7 @@ def evaluate_model(
     ``balanced_test_csv`` (the reference protocol's balanced subset of the test admissions) is
     evaluated too, as ``model_balanced``. ``balanced`` says whether ``test_csv`` and ``val_csv`` are
     the balanced protocol themselves. With ``demographics_csv`` (``prepare``'s) the report gains
-    ``subgroups`` (:func:`training.subgroups.subgroup_report`, gaps over ``subgroup_margin`` flagged) and
+    ``subgroups`` (:func:`notestream.training.subgroups.subgroup_report`, gaps over ``subgroup_margin`` flagged) and
     ``subgroups.png``. Returns the report dict (also ``out_dir/report.json``) with
     ``model`` (every metric with n, prevalence and 95% CIs; ``calibration``: Brier, ECE, bins) and,
     when trained, ``baseline`` metrics.
@@ -330,7 +330,7 @@ def evaluate_model(
             sub["score"].to_numpy(),
         )
     if train_csv is not None:
-        from training.baseline import baseline_scores
+        from notestream.training.baseline import baseline_scores
 
         base = admission_scores(baseline_scores(read_chunks(train_csv), test), c=spec.c)
         report["baseline"] = {"name": "bag-of-words (TF-IDF + logistic regression)"} | metrics_with_ci(
@@ -348,7 +348,7 @@ def evaluate_model(
         }
         plots.append(plot_reliability(reliability, folder / "reliability.png"))
     if demographics_csv is not None:
-        from training.subgroups import plot_subgroups, subgroup_report
+        from notestream.training.subgroups import plot_subgroups, subgroup_report
 
         demo = pd.read_csv(demographics_csv)
         report["subgroups"] = subgroup_report(

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from models.aggregate import admission_score
+from notestream.models.aggregate import admission_score
 
 PRECISION_FLOOR = 0.799999
 
@@ -268,7 +268,7 @@ def operating_points(labels: ArrayLike, scores: ArrayLike) -> pd.DataFrame:
 def choose_threshold(
     labels: ArrayLike, scores: ArrayLike, kind: str = "rp80", target: float | None = None
 ) -> Any:
-    """The alert threshold of a policy (:mod:`models.policy`) on these admissions, with its expected
+    """The alert threshold of a policy (:mod:`notestream.models.policy`) on these admissions, with its expected
     precision, recall and alerts per 100 admissions. When no threshold reaches the target, the nearest
     one is used and ``met`` is False.
 
@@ -279,7 +279,7 @@ def choose_threshold(
     >>> choose_threshold(y, s, "budget", 10).threshold, choose_threshold(y, s, "sensitivity", 0.5).threshold
     (0.77, 0.7)
     """
-    from models.policy import AlertPolicyChoice
+    from notestream.models.policy import AlertPolicyChoice
 
     y, s = _arrays(labels, scores)
     if len(y) == 0:

@@ -13,7 +13,7 @@
   ``val_balanced.csv`` / ``test_balanced.csv`` hold their balanced subsets (the reference protocol, for
   comparing with the paper). Training stays balanced either way;
 - ``demographics.csv``: sex, age band, insurance and ethnicity of the cohort's admissions
-  (:mod:`training.subgroups`), when the folder has the patients table;
+  (:mod:`notestream.training.subgroups`), when the folder has the patients table;
 - ``manifest.json``: the configuration, the model description (``spec``: cleaning, chunking, window,
   task) that fine-tuning copies into the model folder, input file sizes, counts, the SHA-256 of every
   output file and ``manifest_hash`` over all of it.
@@ -37,12 +37,17 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from models.prep import note_chunks
-from models.spec import Chunking, ModelSpec, Window
-from models.tables import connect, execute, fetch_df
-from training.errors import CohortError
-from training.labels import cohort_table, mortality_cohort, prolonged_stay_cohort, readmission_cohort
-from training.mimic import (
+from notestream.mimic.tables import connect, execute, fetch_df
+from notestream.models.prep import note_chunks
+from notestream.models.spec import Chunking, ModelSpec, Window
+from notestream.training.errors import CohortError
+from notestream.training.labels import (
+    cohort_table,
+    mortality_cohort,
+    prolonged_stay_cohort,
+    readmission_cohort,
+)
+from notestream.training.mimic import (
     Source,
     fetch_texts,
     iter_admission_notes,
@@ -50,7 +55,7 @@ from training.mimic import (
     load_note_index,
     select_notes,
 )
-from training.split import (
+from notestream.training.split import (
     EXTRA_NEGATIVES,
     SplitIds,
     natural_prevalence,
@@ -160,8 +165,8 @@ def build_cohort(admissions: pd.DataFrame, config: PrepareConfig) -> pd.DataFram
 def _write_demographics(source: Source, cohort: pd.DataFrame, path: Path) -> None:
     """``demographics.csv`` (HADM_ID, sex, age_band, insurance, ethnicity) of the cohort's admissions,
     for the subgroup report of ``evaluate``; left out when the patients table is not there."""
-    from models.tables import TableError
-    from training.subgroups import load_demographics
+    from notestream.mimic.tables import TableError
+    from notestream.training.subgroups import load_demographics
 
     folder = source.admissions.parent
     try:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.tables import connect, fetch_df, find_table, table_sql
-from training.metrics import metrics_with_ci
+from notestream.mimic.tables import connect, fetch_df, find_table, table_sql
+from notestream.training.metrics import metrics_with_ci
 
 ATTRIBUTES = ("sex", "age_band", "insurance", "ethnicity")
 AGE_BANDS = ((0, 18, "0-17"), (18, 45, "18-44"), (45, 65, "45-64"), (65, 80, "65-79"), (80, 200, "80+"))
@@ -91,7 +91,7 @@ def load_demographics(
     mimic_iii: str | Path | None = None, mimic_iv: str | Path | None = None
 ) -> pd.DataFrame:
     """HADM_ID, sex, age_band, insurance, ethnicity of every admission (see the module docstring).
-    Raises :class:`models.tables.TableError` when the patients table is missing."""
+    Raises :class:`notestream.mimic.tables.TableError` when the patients table is missing."""
     con = connect()
     try:
         if mimic_iii is not None:

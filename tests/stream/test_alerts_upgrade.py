@@ -1,7 +1,7 @@
 """The documented model upgrade (docs/operations.md), alerts included, over the mock Kafka cluster.
 
 Two model folders (``readmission-v1`` and a differently trained ``readmission-v2``) score one feed
-through the worker's pipeline (:class:`stream.pipeline.Pipeline`: engine, store, updates), each in its
+through the worker's pipeline (:class:`notestream.stream.pipeline.Pipeline`: engine, store, updates), each in its
 own store; their risk updates go to one risk-updates topic as the two worker groups would send them.
 One alerts service per model (``--model``, its own consumer group and threshold) runs beside them,
 is restarted in the middle of the overlap (its state rebuilt from risk-alerts, which holds the other
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from models.build import build_small_bert
-from models.engine import InferenceEngine
-from models.fingerprint import model_fingerprint
-from models.spec import ModelSpec
-from notestream.settings import Settings
-from stream.alerts import AlertPolicy, AlertService, AlertTracker, retire_alerts, run_alerts
-from stream.events import AdmissionEvent, NoteEvent, RiskAlert, RiskUpdate, admission_key
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore
+from notestream.core.settings import Settings
+from notestream.models.build import build_small_bert
+from notestream.models.engine import InferenceEngine
+from notestream.models.fingerprint import model_fingerprint
+from notestream.models.spec import ModelSpec
+from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker, retire_alerts, run_alerts
+from notestream.stream.events import AdmissionEvent, NoteEvent, RiskAlert, RiskUpdate, admission_key
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore
 from tests.fixtures.kafka import produce, read_topic
 from tests.stream.feed import discharges, feed
 

@@ -13,9 +13,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from notestream.settings import Settings
-from stream.events import AdmissionEvent, RiskAlert, RiskUpdate, admission_key
-from stream.monitor import OutcomeMonitor, follow_topics, read_topics
+from notestream.core.settings import Settings
+from notestream.stream.events import AdmissionEvent, RiskAlert, RiskUpdate, admission_key
+from notestream.stream.monitor import OutcomeMonitor, follow_topics, read_topics
 from tests.fixtures.kafka import produce
 
 T0 = datetime(2150, 1, 1)
@@ -155,7 +155,7 @@ def test_figures_per_model_alerts_lead_time_and_drift() -> None:
 def test_monitor_command_over_files(tmp_path: Path) -> None:
     import typer
 
-    from stream.cli_monitor import register_monitor
+    from notestream.stream.cli_monitor import register_monitor
 
     app = typer.Typer()
     register_monitor(app)

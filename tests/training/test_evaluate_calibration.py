@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.calibration import Calibrator, calibrated_risk, fit_calibrator
-from models.engine import InferenceEngine
-from models.scoring import NoteRecord, score_notes
-from models.spec import SPEC_FILE, ModelSpec
-from stream.events import NoteEvent
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore
-from training.evaluate import evaluate_model
-from training.metrics import bootstrap_ci, calibration_metrics, choose_threshold, operating_points
+from notestream.models.calibration import Calibrator, calibrated_risk, fit_calibrator
+from notestream.models.engine import InferenceEngine
+from notestream.models.scoring import NoteRecord, score_notes
+from notestream.models.spec import SPEC_FILE, ModelSpec
+from notestream.stream.events import NoteEvent
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore
+from notestream.training.evaluate import evaluate_model
+from notestream.training.metrics import bootstrap_ci, calibration_metrics, choose_threshold, operating_points
 
 
 @given(
@@ -173,7 +173,7 @@ async def test_evaluate_writes_calibrator_policy_and_cis_and_everyone_applies_on
     # and the model card says all of it
     from typer.testing import CliRunner
 
-    from models.cli import model_app
+    from notestream.models.cli import model_app
 
     result = CliRunner().invoke(model_app, ["card", str(model), "--report", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
