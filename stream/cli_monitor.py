@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
 import typer
-
-from notestream.core.errors import ConfigError
-from notestream.core.settings import load_settings
 
 
 def register_monitor(app: typer.Typer) -> None:
@@ -44,6 +39,11 @@ def register_monitor(app: typer.Typer) -> None:
         report per model fingerprint: AUROC, AUPRC, calibration by decile, alert precision/recall, alerts per
         100 admissions, lead time, drift. Reads the files given, else the topics up to their current end: run
         it after a replay at natural prevalence for a silent-mode backtest of the alert settings."""
+        import asyncio
+        import json
+
+        from notestream.core.errors import ConfigError
+        from notestream.core.settings import load_settings
         from notestream.stream.events import AdmissionEvent, RiskAlert, RiskUpdate
         from notestream.stream.monitor import (
             OutcomeMonitor,

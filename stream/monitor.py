@@ -433,8 +433,8 @@ async def read_topics(settings: Any, *, timeout_s: float = 300.0) -> list[Event]
     from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
 
+    from notestream.core.topics import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
     from notestream.stream.errors import BrokerError, EventError
-    from notestream.stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
     from notestream.stream.kafka import consumer as make_consumer
 
     kinds: dict[str, type[Event]] = {
@@ -489,8 +489,8 @@ async def follow_topics(
     the topics at each start, so it reaches back as far as their retention. Returns the events read."""
     from aiokafka.errors import KafkaError
 
+    from notestream.core.topics import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
     from notestream.stream.errors import BrokerError, EventError
-    from notestream.stream.events import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
     from notestream.stream.kafka import consumer as make_consumer
 
     kinds: dict[str, type[Event]] = {

@@ -24,7 +24,7 @@ def prepare_cmd(
     hours: float | None = typer.Option(
         None, "--hours", help="Window of the hours mode (default: days x 24)."
     ),
-    split: str = typer.Option("reference", "--split", help="reference (REFERENCE.md §5) | patient."),
+    split: str = typer.Option("reference", "--split", help="reference (docs/reference.md §5) | patient."),
     balance: bool | None = typer.Option(
         None,
         "--balance/--no-balance",

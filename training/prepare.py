@@ -6,7 +6,7 @@
   DURATION), in the reference's (SUBJECT_ID, ADMITTIME) order;
 - ``chunks.csv``: every chunk of every selected admission before splitting (ID, TEXT, Label), in the
   reference's order (discharge task: by SUBJECT_ID, HADM_ID; early notes: by HADM_ID);
-- ``train.csv``, ``val.csv``, ``test.csv`` (ID, TEXT, Label): the split (the reference's, or by patient);
+- ``train.csv``, ``val.csv``, ``test.csv`` (ID, TEXT, Label): the split (docs/reference.md §5, or by patient);
   the 2-day readmission task writes only ``test.csv`` (it is scored with the 3-day model);
 - at natural prevalence (the default outside ``--mode huang2019``; ``balance=False``), ``val.csv`` and
   ``test.csv`` keep the cohort's share of positives, as a deployed model meets them, and

@@ -22,7 +22,8 @@ from notestream.models.build import build_small_bert
 from notestream.models.engine import InferenceEngine
 from notestream.models.fingerprint import model_fingerprint
 from notestream.models.spec import ModelSpec
-from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker, retire_alerts, run_alerts
+from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker
+from notestream.stream.alerts_service import retire_alerts, run_alerts
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskAlert, RiskUpdate, admission_key
 from notestream.stream.pipeline import Pipeline
 from notestream.stream.store import MemoryRiskStore

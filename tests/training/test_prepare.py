@@ -214,7 +214,8 @@ def test_token_window_datasets_chunk_as_the_model_is_served(
 
     from notestream.models.prep import note_chunks
     from notestream.training.errors import TrainRunError
-    from notestream.training.finetune import FinetuneConfig, finetune
+    from notestream.training.finetune import finetune
+    from notestream.training.run_config import FinetuneConfig
 
     config = PrepareConfig(
         notes="early-3d",
