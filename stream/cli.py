@@ -27,16 +27,24 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
+        import sys
+
+        from notestream.errors import ConfigError
+        from stream.fate import EXIT_CONFIG
         from stream.worker import run_worker
 
-        settings = load_settings(
-            config,
-            broker=broker,
-            store=store,
-            model_dir=model_dir,
-            topic_prefix=topic_prefix,
-            consumer_group=group,
-        )
+        try:
+            settings = load_settings(
+                config,
+                broker=broker,
+                store=store,
+                model_dir=model_dir,
+                topic_prefix=topic_prefix,
+                consumer_group=group,
+            )
+        except ConfigError as exc:
+            print(f"notestream worker cannot start: {exc}", file=sys.stderr, flush=True)
+            raise typer.Exit(EXIT_CONFIG) from None
         run_worker(settings)
 
     @app.command()

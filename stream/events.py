@@ -200,7 +200,10 @@ class DeadLetter(Event):
     """A message that could not be processed, with why. Lives on ``notes-dlq`` (a notes sibling).
 
     ``original`` keeps the message's bytes exactly (base64 in JSON); they may hold note text, so
-    dead letters stay beside the notes topic and are never logged.
+    dead letters stay beside the notes topic and are never logged. A message too large to travel whole
+    inside a dead letter (see ``settings.dead_letter_max_bytes``) has an empty ``original`` and its
+    ``original_sha256`` and ``original_size`` instead: with ``topic``, ``partition`` and ``offset`` they
+    find it on its topic while retention keeps it.
 
     >>> dl = DeadLetter(reason="invalid_json", detail="x", topic="notes", original=b"{oops")
     >>> DeadLetter.from_bytes(dl.to_bytes()).original
@@ -215,7 +218,13 @@ class DeadLetter(Event):
     partition: int | None = None
     offset: int | None = None
     key: bytes | None = Field(default=None, repr=False)
-    original: bytes = Field(repr=False)
+    original: bytes = Field(default=b"", repr=False)
+    original_sha256: str | None = Field(
+        default=None, description="Hex SHA-256 of the original, when it was too large to carry whole."
+    )
+    original_size: int | None = Field(
+        default=None, ge=0, description="Bytes of the original, when it was too large to carry whole."
+    )
     at: datetime = Field(default_factory=utcnow)
 
     @classmethod

@@ -10,8 +10,12 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    ``admission_unknown`` (the app dead-letters it, so nothing is lost). Notes outside the window are
    *dropped* and counted by reason in :attr:`Pipeline.counters`.
 3. Each note is cleaned and chunked by :func:`models.prep.note_chunks`, the same function training and
-   offline scoring use, so a streamed score equals the offline score of the same notes.
-4. The chunks of all notes of the batch go to the engine in ONE call.
+   offline scoring use, so a streamed score equals the offline score of the same notes. This runs in a
+   thread, off the event loop (a long note must not stop the consumer's heartbeats), and a note whose
+   cleaning or chunking fails is rejected as ``processing_error`` (:func:`stream.fate.decide`).
+4. The chunks of all notes of the batch go to the engine in ONE call. If that call fails for a reason
+   of the messages (not the store, broker or device), the notes are scored one by one and a note that
+   fails alone is rejected; a fixed canary text tells a broken engine from a broken note.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
    notes of one admission in batch order, admissions concurrently.
 6. One :class:`~stream.events.RiskUpdate` per applied change (``change`` = new | revision |
@@ -36,10 +40,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from models.errors import BatchFailed
+from models.errors import EngineError
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from stream.fate import decide, failure_detail
 
 if TYPE_CHECKING:
     from stream.store import AdmissionState, RiskStore
@@ -61,11 +66,15 @@ class StoreTimer(Protocol):
 
 @dataclass(frozen=True)
 class Rejected:
-    """A valid note the pipeline could not process; the app dead-letters it with this reason."""
+    """A valid note the pipeline could not process; the worker dead-letters it with this reason.
+
+    ``index`` is the note's position in the batch given to :meth:`Pipeline.process`, so the caller
+    finds the message it came from."""
 
     note: NoteEvent
     reason: str
     detail: str
+    index: int
 
 
 @dataclass
@@ -84,8 +93,16 @@ class BatchResult:
 @dataclass
 class _Work:
     note: NoteEvent
+    index: int
     chunks: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
+
+
+CANARY = (
+    "Patient admitted with shortness of breath, treated with diuretics and oxygen, improved, and "
+    "discharged home in stable condition with follow up in clinic."
+)
+"""A plain text the engine must always score: if it fails too, the engine is broken, not the note."""
 
 
 def update_from_state(
@@ -164,17 +181,17 @@ class Pipeline:
         """Process one batch; every note ends up applied, dropped (counted) or rejected."""
         result = BatchResult()
         work: list[_Work] = []
-        pending: list[NoteEvent] = []
-        for note in notes:
+        pending: list[tuple[int, NoteEvent]] = []
+        for index, note in enumerate(notes):
             if note.is_error:
-                work.append(_Work(note))
+                work.append(_Work(note, index))
             elif not self._needs_admit(note):
-                self._admit_or_drop(note, None, work, result)
+                self._admit_or_drop(note, index, None, work, result)
             else:
-                pending.append(note)
+                pending.append((index, note))
         if pending:
-            admits = await self._admit_times(pending)
-            for note in pending:
+            admits = await self._admit_times([note for _, note in pending])
+            for index, note in pending:
                 admit = admits.get(note.hadm_id)
                 if admit is None:
                     result.rejected.append(
@@ -183,12 +200,13 @@ class Pipeline:
                             "admission_unknown",
                             f"no admit time for admission {note.hadm_id}: the note has none and no admit "
                             f"event arrived within {self.admission_wait_s:g} s",
+                            index,
                         )
                     )
                 else:
-                    self._admit_or_drop(note, admit, work, result)
-        order = {id(note): i for i, note in enumerate(notes)}
-        work.sort(key=lambda w: order[id(w.note)])  # batch order: revisions of a note stay ordered
+                    self._admit_or_drop(note, index, admit, work, result)
+        work.sort(key=lambda w: w.index)  # batch order: revisions of a note stay ordered
+        work = await self._chunk(work, result)
         await self._score(work, result)
         await self._apply(work, result)
         # counted once the whole batch is through: a batch that raised is retried and counted then
@@ -205,12 +223,41 @@ class Pipeline:
         return self.spec.window.kind in ("days", "hours") and note.admit_time is None
 
     def _admit_or_drop(
-        self, note: NoteEvent, admit: datetime | None, work: list[_Work], result: BatchResult
+        self, note: NoteEvent, index: int, admit: datetime | None, work: list[_Work], result: BatchResult
     ) -> None:
         if not in_window(note, self.spec, admit):
             result.dropped["outside_window"] += 1
             return
-        work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
+        work.append(_Work(note, index))
+
+    async def _chunk(self, work: list[_Work], result: BatchResult) -> list[_Work]:
+        """Clean and chunk the notes in a thread; a note whose cleaning or chunking fails is rejected."""
+
+        def chunk_all() -> list[BaseException | None]:
+            failures: list[BaseException | None] = []
+            for w in work:
+                try:
+                    if not w.note.is_error:
+                        w.chunks = note_chunks(w.note.text, self.spec, self.tokenizer)
+                    failures.append(None)
+                except Exception as exc:  # the failure table decides below, on the event loop
+                    failures.append(exc)
+            return failures
+
+        if not any(not w.note.is_error for w in work):
+            return work
+        failures = await asyncio.to_thread(chunk_all)
+        kept = []
+        for w, exc in zip(work, failures, strict=True):
+            if exc is None:
+                kept.append(w)
+                continue
+            decision = decide(exc, step="process")
+            if decision.fate != "dead_letter":
+                raise exc
+            detail = failure_detail(exc, step="process").replace("processing", "cleaning or chunking")
+            result.rejected.append(Rejected(w.note, str(decision.reason), detail, w.index))
+        return kept
 
     async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[int, datetime]:
         """Admit times of the notes' admissions from the store, waiting up to admission_wait_s."""
@@ -234,15 +281,21 @@ class Pipeline:
         start = time.perf_counter()
         try:
             probs = await self.engine.score(texts)
-        except BatchFailed:
+            if len(probs) != len(texts):
+                raise EngineError(f"The engine returned {len(probs)} probabilities for {len(texts)} chunks.")
+        except Exception as exc:
+            if decide(exc, step="process").fate != "dead_letter":
+                raise  # the store, the broker or the device: retried or fatal, never one note's fault
             # One bad note must not sink the batch: score note by note, reject the ones that fail.
-            log.warning("An engine batch of %d chunks failed; scoring its notes one by one.", len(texts))
+            log.warning(
+                "An engine call of %d chunks failed (%s); scoring its notes one by one.",
+                len(texts),
+                type(exc).__name__,
+            )
             await self._score_one_by_one(work, result)
             result.engine_s += time.perf_counter() - start
             return
         result.engine_s += time.perf_counter() - start
-        if len(probs) != len(texts):
-            raise BatchFailed(f"The engine returned {len(probs)} probabilities for {len(texts)} chunks.")
         i = 0
         for w in work:
             w.probs = [float(p) for p in probs[i : i + len(w.chunks)]]
@@ -250,15 +303,41 @@ class Pipeline:
         result.chunks += len(texts)
 
     async def _score_one_by_one(self, work: list[_Work], result: BatchResult) -> None:
+        engine_checked = False
         for w in list(work):
             if not w.chunks:
                 continue
             try:
-                w.probs = [float(p) for p in await self.engine.score(w.chunks, isolated=True)]
+                probs = await self.engine.score(w.chunks, isolated=True)
+                if len(probs) != len(w.chunks):
+                    raise EngineError(
+                        f"The engine returned {len(probs)} probabilities for {len(w.chunks)} chunks."
+                    )
+                w.probs = [float(p) for p in probs]
                 result.chunks += len(w.chunks)
-            except BatchFailed as exc:
+            except Exception as exc:
+                decision = decide(exc, step="process")
+                if decision.fate != "dead_letter":
+                    raise
+                if not engine_checked:
+                    await self._check_engine(exc)
+                    engine_checked = True
                 work.remove(w)
-                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {exc}"))
+                detail = failure_detail(exc, step="process").replace("processing", "scoring")
+                result.rejected.append(Rejected(w.note, str(decision.reason), detail, w.index))
+
+    async def _check_engine(self, cause: BaseException) -> None:
+        """Score :data:`CANARY` alone: if the engine fails on it too, the engine (or its device) is
+        broken, and no note is to blame: raise, and the failure table ends the process."""
+        try:
+            probs = await self.engine.score([CANARY], isolated=True)
+        except Exception as exc:
+            raise EngineError(
+                f"The engine fails on a plain canary text too ({type(exc).__name__}): the engine or its "
+                "device is broken, not the note."
+            ) from cause
+        if len(probs) != 1:
+            raise EngineError("The engine returned no probability for the canary text.") from cause
 
     async def _apply(self, work: list[_Work], result: BatchResult) -> None:
         by_admission: dict[int, list[_Work]] = {}

@@ -9,9 +9,10 @@ import faust
 import pytest
 
 from notestream.settings import Settings, load_settings
-from stream.app import Runtime, create_app
+from stream.app import create_app
 from stream.errors import BrokerError, StreamError
 from stream.kafka import aiokafka_config, bootstrap_servers, faust_broker_options
+from stream.runtime import Runtime
 from stream.worker import worker_env
 
 
@@ -19,7 +20,7 @@ def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
     settings = Settings(
         broker="kafka://k1:9092", topic_prefix="ward7.", consumer_group="g7", fetch_max_wait_ms=42
     )
-    app = create_app(settings)
+    app = create_app(settings).app
     assert app.conf.id == "g7"
     assert app.conf.topic_allow_declare is False
     assert app.fetch_max_wait_ms == 42  # type: ignore[attr-defined]
@@ -27,6 +28,8 @@ def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
     assert subscribed == {"ward7.notes", "ward7.admissions"}
     assert app.conf.broker_session_timeout == settings.session_timeout_s
     assert app.conf.broker_commit_interval == settings.commit_interval_s
+    # every dead letter the path builds fits what the producer accepts
+    assert app.conf.producer_max_request_size > settings.dead_letter_max_bytes
 
 
 def test_sasl_settings_reach_both_kafka_clients() -> None:

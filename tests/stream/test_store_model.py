@@ -13,7 +13,7 @@ from models.fingerprint import model_fingerprint
 from models.spec import ModelSpec
 from notestream.settings import Settings
 from stream.errors import StoreModelMismatch
-from stream.guard import EXIT_CONFIG
+from stream.fate import EXIT_CONFIG
 from stream.runtime import Runtime
 from stream.store import MemoryRiskStore, RedisRiskStore, open_store
 
