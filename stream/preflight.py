@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -117,7 +118,13 @@ async def check_broker(settings: Settings, *, timeout_s: float) -> Check:
         finally:
             await producer.stop()
 
-    error = await _retry(attempt, timeout_s=timeout_s)
+    quiet = logging.getLogger("aiokafka")  # it logs an ERROR per failed attempt: the check says it once
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        error = await _retry(attempt, timeout_s=timeout_s)
+    finally:
+        quiet.setLevel(level)
     if error is None:
         return Check("broker", setting, "reachable")
     return Check(
@@ -186,10 +193,17 @@ async def _retry(
 
 
 async def run_checks(
-    settings: Settings, *, connect: bool = True, timeout_s: float | None = None
+    settings: Settings,
+    *,
+    connect: bool = True,
+    timeout_s: float | None = None,
+    stop_early: bool = False,
 ) -> list[Check]:
-    """Every start-up check; ``connect`` also reaches the broker and Redis (concurrently)."""
+    """Every start-up check; ``connect`` also reaches the broker and Redis (concurrently), unless
+    ``stop_early`` and a local check (model, port) failed already."""
     checks = [check_model(settings), check_port(settings)]
+    if stop_early and exit_code(checks):
+        return checks
     if connect:
         wait = settings.startup_timeout_s if timeout_s is None else timeout_s
         checks += await asyncio.gather(

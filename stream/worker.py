@@ -43,7 +43,7 @@ def preflight_or_exit(settings: Settings) -> None:
     """Run the start-up checks; on a problem print one line per failed check and exit 78 or 69."""
     from stream.preflight import exit_code, run_checks
 
-    checks = asyncio.run(run_checks(settings))
+    checks = asyncio.run(run_checks(settings, stop_early=True))
     code = exit_code(checks)
     if code:
         for check in checks:
