@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -107,7 +108,7 @@ async def test_each_problem_names_its_setting_and_its_exit_status(
     assert [c.name for c in checks if not c.ok] == []
     assert exit_code(checks) == 0
 
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str, int, str]] = [
         ("missing folder", {"model_dir": tmp_path / "nope"}, "model", EXIT_CONFIG, "does not exist"),
         (
             "port in use",
