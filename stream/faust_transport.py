@@ -28,9 +28,9 @@ WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
 """Where aiokafka's consumer keeps ``fetch_max_wait_ms`` until ``start()`` builds its fetcher."""
 
 
-# Faust's services log under their module's name; these subclasses keep Faust's names, so the log
+# Faust's services log under their class's module; these subclasses log under "faust.notestream", so the
 # level cap on the "faust" loggers (notestream.logging.PAYLOAD_LOGGERS) covers them too.
-_FAUST_LOG = logging.getLogger("faust.transport.drivers.aiokafka")
+_FAUST_LOG = logging.getLogger("faust.notestream")
 
 
 class _ConsumerThread(AIOKafkaConsumerThread):
@@ -63,7 +63,7 @@ class _Transport(Transport):
 class App(faust.App):
     """``faust.App`` with ``fetch_max_wait_ms`` for its consumer (``kafka://`` brokers)."""
 
-    logger = logging.getLogger("faust.app.base")
+    logger = _FAUST_LOG
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
