@@ -1,10 +1,10 @@
 """No message can stop a worker, and no note text reaches a log: poison messages, in-process.
 
 The worker runs in this process (:func:`stream.worker.run`) against the librdkafka mock cluster and a
-real redis-server, at DEBUG, for exactly the messages produced. Each poison message (a JSON array
-nested 100,000 deep, a note with a deeply nested extra field, an admission id of 5,000 digits, a note
-over the size limit, a schema error too large to carry whole, a note whose text is an unclosed run of
-``[``) is dead-lettered with a reason while the good notes around it are scored; a marker planted in
+real redis-server, at DEBUG, with the default size limits, for exactly the messages produced. Each
+poison message (a JSON array nested 100,000 deep, a note with a deeply nested extra field, an admission
+id of 5,000 digits, a note just over ``max_note_bytes``, a 900 kB note with a schema error: both too
+large for a dead letter to carry whole) is dead-lettered with a reason while the good notes around it are scored; a marker planted in
 every field of every message, good and bad, appears in no log record and no output.
 """
 
@@ -66,14 +66,22 @@ def poison_notes(max_note_bytes: int) -> list[tuple[str, bytes]]:
             + MARKER.encode()
             + b'"}',
         ),
-        (
+        (  # just over the size limit: too large for a dead letter to carry whole
             "text_too_large",
-            json.dumps({**base, "hadm_id": 100001, "text": f"{MARKER} " * (max_note_bytes // 8)}).encode(),
+            json.dumps(
+                {**base, "hadm_id": 100001, "text": f"{MARKER} " * (max_note_bytes // 10 + 10)}
+            ).encode(),
         ),
-        (
+        (  # a 900 kB note with a schema error: its dead letter would be 1.2 MB whole
             "schema",
             json.dumps(
-                {**base, "hadm_id": 100001, "subject_id": MARKER, "text": f"{MARKER} " * 1500}
+                {**base, "hadm_id": 100001, "subject_id": MARKER, "text": f"{MARKER} " * 90_000}
+            ).encode(),
+        ),
+        (  # a 500 kB one is carried whole
+            "schema",
+            json.dumps(
+                {**base, "hadm_id": 100001, "subject_id": MARKER, "text": f"{MARKER} " * 50_000}
             ).encode(),
         ),
     ]
@@ -117,8 +125,6 @@ async def test_poison_messages_are_dead_lettered_and_good_notes_flow(
         update={
             "store": redis_url,
             "model_dir": tiny_model_dir,
-            "max_note_bytes": 20_000,
-            "dead_letter_max_bytes": 16_384,
             "take_max": 8,
             "log_level": "DEBUG",
         }
@@ -160,7 +166,7 @@ async def test_poison_messages_are_dead_lettered_and_good_notes_flow(
         else:  # too large to carry whole: its digest and size find it on its topic
             [raw] = [r for r in originals if hashlib.sha256(r).hexdigest() == dl.original_sha256]
             assert dl.original_size == len(raw)
-    assert sum(1 for dl in letters if not dl.original) >= 3  # the deep ones and the large ones
+    assert sum(1 for dl in letters if not dl.original) == 2  # the two large ones
     # the good notes of every admission were scored, the bracket run too (no chunk: 1 word)
     updates = read_topic(
         settings,
