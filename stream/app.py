@@ -1,10 +1,10 @@
 """The worker's Faust app: topics, two agents and the readiness wiring. The thin Kafka adapter.
 
-Read the note's path in :mod:`stream.note_path`; this module only connects it to Faust:
+Read the note's path in :mod:`notestream.stream.note_path`; this module only connects it to Faust:
 
 - the ``notes`` agent takes batches (``stream.take_events``) and calls :meth:`NotePath.notes` once per
   batch; the ``admissions`` agent calls :meth:`NotePath.admission` once per event;
-- each call runs through :func:`stream.guard.until_done`, which retries infrastructure failures and ends
+- each call runs through :func:`notestream.stream.guard.until_done`, which retries infrastructure failures and ends
   the process on anything else (failures of one message never reach it: the path dead-letters them);
 - the producer accepts records up to ``settings.dead_letter_max_bytes`` plus 64 KiB, so every dead
   letter the path builds can be sent.
@@ -22,7 +22,7 @@ and the emit: at-least-once delivery. A crash replays the uncommitted tail; the 
 re-emits the admission's current state (same ``seq``): an update lost between the store write and the
 emit by a crash is thus emitted on redelivery, and subscribers drop the repeat of a ``seq`` they saw.
 
-The engine and the store are created by :class:`~stream.runtime.Runtime` when the first agent starts
+The engine and the store are created by :class:`~notestream.stream.runtime.Runtime` when the first agent starts
 (so a model loads once per process and is shared by both agents) and closed on the app's
 ``on_before_shutdown``.
 """
@@ -37,13 +37,13 @@ from typing import Any
 
 import faust
 
-from notestream.settings import Settings
-from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
-from stream.faust_transport import App
-from stream.guard import until_done
-from stream.kafka import faust_broker_options
-from stream.note_path import PRODUCER_HEADROOM_BYTES, NotePath, Origin
-from stream.runtime import BrokerCheck, Runtime
+from notestream.core.settings import Settings
+from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
+from notestream.stream.faust_transport import App
+from notestream.stream.guard import until_done
+from notestream.stream.kafka import faust_broker_options
+from notestream.stream.note_path import PRODUCER_HEADROOM_BYTES, NotePath, Origin
+from notestream.stream.runtime import BrokerCheck, Runtime
 
 __all__ = ["WorkerApp", "create_app"]
 

@@ -1,13 +1,13 @@
 """The one table that decides what happens to the worker after a failure: dead letter, retry or exit.
 
 Every place of the worker that catches an exception asks :func:`decide` (the batch function for one
-message, :func:`stream.guard.until_done` for a batch, the pipeline for one note's cleaning, chunking or
+message, :func:`notestream.stream.guard.until_done` for a batch, the pipeline for one note's cleaning, chunking or
 inference, the start-up checks). The rows, first match wins:
 
 ========================================  ====================  ===================================
 failure                                   one message's step    the batch / the process
 ========================================  ====================  ===================================
-:class:`~stream.errors.EventError`        dead letter (reason)  dead letter (reason)
+:class:`~notestream.stream.errors.EventError`        dead letter (reason)  dead letter (reason)
 store bound to another model, settings    exit 78 (config)      exit 78 (config)
 store, broker unreachable; engine full    retry                 retry
 engine closed (the device is gone)        exit 70               exit 70
@@ -27,7 +27,7 @@ Decision(fate='dead_letter', reason='invalid_json', exit_code=None)
 'processing_error'
 >>> decide(ValueError("a bug"), step="batch")
 Decision(fate='exit', reason=None, exit_code=70)
->>> from stream.errors import StoreUnavailable
+>>> from notestream.stream.errors import StoreUnavailable
 >>> decide(StoreUnavailable("down"), step="process").fate
 'retry'
 """
@@ -39,9 +39,9 @@ from typing import Literal
 
 from aiokafka.errors import KafkaError
 
-from models.errors import EngineClosed, EngineOverloaded
-from notestream.errors import ConfigError
-from stream.errors import BrokerError, EventError, StoreModelMismatch, StoreUnavailable
+from notestream.core.errors import ConfigError
+from notestream.models.errors import EngineClosed, EngineOverloaded
+from notestream.stream.errors import BrokerError, EventError, StoreModelMismatch, StoreUnavailable
 
 EXIT_CRASH = 70
 """Exit status of a worker that stopped in the middle of a batch (EX_SOFTWARE); a restart redelivers."""

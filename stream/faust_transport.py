@@ -22,14 +22,14 @@ import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TransportT
 
-from stream.errors import BrokerError
+from notestream.stream.errors import BrokerError
 
 WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
 """Where aiokafka's consumer keeps ``fetch_max_wait_ms`` until ``start()`` builds its fetcher."""
 
 
 # Faust's services log under their class's module; these subclasses log under "faust.notestream", so the
-# level cap on the "faust" loggers (notestream.logging.PAYLOAD_LOGGERS) covers them too.
+# level cap on the "faust" loggers (notestream.core.logging.PAYLOAD_LOGGERS) covers them too.
 _FAUST_LOG = logging.getLogger("faust.notestream")
 
 

@@ -3,19 +3,19 @@
 Faust's ``stream.take`` acks the events of a batch in a ``finally`` block, so an exception (or a
 cancellation) inside the agent's body acks the batch as if it were processed, and Faust's supervisor
 restarts the agent without redelivering it. The worker therefore runs each batch through
-:func:`until_done`, which asks the failure table (:func:`stream.fate.decide`, step ``batch``):
+:func:`until_done`, which asks the failure table (:func:`notestream.stream.fate.decide`, step ``batch``):
 
 - ``retry`` (the store unreachable, the engine queue full, the broker failing a send): retried with
   exponential backoff (0.5 s doubling to 30 s) for as long as it lasts; the partition waits, nothing is
   acked, ``/readyz`` reports the worker not ready meanwhile. A retry re-applies notes the store already
   holds; they are duplicates and change nothing.
-- ``exit`` with :data:`~stream.fate.EXIT_CONFIG` (a store bound to another model, invalid settings): a
+- ``exit`` with :data:`~notestream.stream.fate.EXIT_CONFIG` (a store bound to another model, invalid settings): a
   restart cannot fix them.
-- ``exit`` with :data:`~stream.fate.EXIT_CRASH` (anything else, or a cancellation in the middle of a
+- ``exit`` with :data:`~notestream.stream.fate.EXIT_CRASH` (anything else, or a cancellation in the middle of a
   batch): the process ends at once (``os._exit``: no ``finally`` acks, no offset commit). The
   orchestrator (compose's restart policy, the demo, the tests) starts the worker again and the
   uncommitted batch is redelivered. Failures of one message never get here: the batch function
-  dead-letters them (:mod:`stream.note_path`).
+  dead-letters them (:mod:`notestream.stream.note_path`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
-from stream.fate import EXIT_CONFIG, EXIT_CRASH, decide
+from notestream.stream.fate import EXIT_CONFIG, EXIT_CRASH, decide
 
 __all__ = ["crash", "until_done"]
 

@@ -1,14 +1,14 @@
 """The note's path through the worker, from Kafka message to emit, in one module.
 
-The Faust agents of :mod:`stream.app` call ONE function per batch: :meth:`NotePath.notes` for a batch
+The Faust agents of :mod:`notestream.stream.app` call ONE function per batch: :meth:`NotePath.notes` for a batch
 of the notes topic, :meth:`NotePath.admission` for an admission event. Read them top to bottom:
 
 1. :class:`Origin` -- each message's provenance (topic, partition, offset, key and raw bytes), which
    travels with the message through every step below, so a failure anywhere finds its message.
-2. :func:`receive` -- parse the bytes (:func:`stream.events.parse_note`). Whatever parsing raises for
+2. :func:`receive` -- parse the bytes (:func:`notestream.stream.events.parse_note`). Whatever parsing raises for
    one message (a bad event, a nesting too deep, a number too long) becomes that message's dead letter,
-   as the failure table :mod:`stream.fate` says.
-3. :meth:`stream.pipeline.Pipeline.process` -- window, clean and chunk (in a thread), ONE engine call,
+   as the failure table :mod:`notestream.stream.fate` says.
+3. :meth:`notestream.stream.pipeline.Pipeline.process` -- window, clean and chunk (in a thread), ONE engine call,
    store writes, risk updates; a note the pipeline rejects comes back with its position in the batch.
 4. :meth:`NotePath.after_store` hooks -- run after the store write and before the emit (and so before
    the offsets are committed): the place for work that must be durable before a batch counts as done.
@@ -31,9 +31,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from notestream.settings import Settings
-from stream.errors import EventError
-from stream.events import (
+from notestream.core.settings import Settings
+from notestream.stream.errors import EventError
+from notestream.stream.events import (
     NOTES_DLQ,
     RISK_UPDATES,
     AdmissionEvent,
@@ -45,9 +45,9 @@ from stream.events import (
     parse_note,
     utcnow,
 )
-from stream.fate import event_error
-from stream.metrics import Metrics
-from stream.pipeline import BatchResult, Pipeline
+from notestream.stream.fate import event_error
+from notestream.stream.metrics import Metrics
+from notestream.stream.pipeline import BatchResult, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class NotePath:
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
-        """Returns the started pipeline (:meth:`stream.runtime.Runtime.ready`)."""
+        """Returns the started pipeline (:meth:`notestream.stream.runtime.Runtime.ready`)."""
         self.send = send
         self.metrics = metrics
         self.after_batch = after_batch

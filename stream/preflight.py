@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from notestream.settings import Settings
-from stream.fate import EXIT_CONFIG, EXIT_UNAVAILABLE
+from notestream.core.settings import Settings
+from notestream.stream.fate import EXIT_CONFIG, EXIT_UNAVAILABLE
 
 RETRY_EVERY_S = 1.0
 """Pause between two attempts to reach the broker or Redis at start."""
@@ -65,8 +65,8 @@ def exit_code(checks: list[Check]) -> int:
 
 def check_model(settings: Settings) -> Check:
     """The model folder: set, present, a model, with a valid description."""
-    from models.checkpoint import check_model_folder
-    from models.spec import ModelSpec
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.spec import ModelSpec
 
     setting = "NOTESTREAM_MODEL_DIR"
     if settings.model_dir is None:
@@ -103,7 +103,7 @@ async def check_broker(settings: Settings, *, timeout_s: float) -> Check:
     """A broker answers a metadata request, within ``timeout_s`` of retries."""
     from aiokafka import AIOKafkaProducer
 
-    from stream.kafka import aiokafka_config
+    from notestream.stream.kafka import aiokafka_config
 
     setting = f"NOTESTREAM_BROKER={settings.masked()['broker']}"
     try:

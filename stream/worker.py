@@ -1,16 +1,16 @@
-"""The worker: a process running :func:`stream.app.create_app` until SIGTERM/SIGINT, or in-process.
+"""The worker: a process running :func:`notestream.stream.app.create_app` until SIGTERM/SIGINT, or in-process.
 
 Run it as ``notestream worker --broker kafka://HOST:PORT --store redis://... --model-dir DIR`` or
-``python -m stream.worker`` with the same ``NOTESTREAM_*`` environment. Each worker is a process of its
+``python -m notestream.stream.worker`` with the same ``NOTESTREAM_*`` environment. Each worker is a process of its
 own (several workers share the consumer group; in the embedded mode the mock cluster needs one process
 per group member). Before it loads the model and joins its group, the process runs the start-up checks
-of :mod:`stream.preflight`: a problem is one line on stderr naming the setting, and exit status 78
+of :mod:`notestream.stream.preflight`: a problem is one line on stderr naming the setting, and exit status 78
 (configuration) or 69 (a service unreachable after ``startup_timeout_s`` of retries).
 
 :func:`run` runs the same worker inside the caller's event loop until it handled ``stop_after``
 messages or was idle for ``idle_timeout_s``, then stops it cleanly (offsets committed): end-to-end
 tests use it instead of polling a subprocess. The failure table's ``exit`` fates still end the
-process (``os._exit``, see :mod:`stream.guard`), so tests of crashes run a worker process.
+process (``os._exit``, see :mod:`notestream.stream.guard`), so tests of crashes run a worker process.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from notestream.errors import ConfigError
-from notestream.settings import Settings, load_settings
-from stream.errors import StreamError
-from stream.fate import EXIT_CONFIG
+from notestream.core.errors import ConfigError
+from notestream.core.settings import Settings, load_settings
+from notestream.stream.errors import StreamError
+from notestream.stream.fate import EXIT_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ READY_FILE_ENV = "NOTESTREAM_WORKER_READY_FILE"
 
 def preflight_or_exit(settings: Settings) -> None:
     """Run the start-up checks; on a problem print one line per failed check and exit 78 or 69."""
-    from stream.preflight import exit_code, run_checks
+    from notestream.stream.preflight import exit_code, run_checks
 
     checks = asyncio.run(run_checks(settings, stop_early=True))
     code = exit_code(checks)
@@ -56,14 +56,14 @@ def run_worker(settings: Settings) -> None:
     """Run the worker in this process until it is stopped (blocks; exits the process at the end)."""
     import faust
 
-    from notestream.logging import setup_logging
-    from stream.app import create_app
-    from stream.kafka import bootstrap_servers
-    from stream.runtime import Runtime
+    from notestream.core.logging import setup_logging
+    from notestream.stream.app import create_app
+    from notestream.stream.kafka import bootstrap_servers
+    from notestream.stream.runtime import Runtime
 
     setup_logging(settings)  # level, JSON lines, note-text filter and secret masking from the settings
     preflight_or_exit(settings)  # before torch loads and before joining the group
-    import models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
+    import notestream.models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
 
     if settings.embedded:
         # a worker talks to an embedded broker through its printed address, as to any Kafka
@@ -109,11 +109,11 @@ async def run(
     handled, or no message was handled for ``idle_timeout_s`` once it consumes; then stop it cleanly.
 
     ``start_timeout_s`` bounds the wait for the worker to consume (model, store, group join);
-    ``runtime`` may bring a :class:`stream.runtime.Runtime` with its own engine or store.
+    ``runtime`` may bring a :class:`notestream.stream.runtime.Runtime` with its own engine or store.
     """
-    from stream.app import create_app
-    from stream.kafka import bootstrap_servers
-    from stream.runtime import Runtime
+    from notestream.stream.app import create_app
+    from notestream.stream.kafka import bootstrap_servers
+    from notestream.stream.runtime import Runtime
 
     if stop_after is None and idle_timeout_s is None:
         raise ConfigError("run() needs stop_after, idle_timeout_s or both, else it never returns.")
@@ -183,7 +183,7 @@ def spawn_worker(
     ready_file: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m stream.worker`` with these settings; its output goes to ``log_path``.
+    """Start ``python -m notestream.stream.worker`` with these settings; its output goes to ``log_path``.
 
     With ``ready_file`` the worker writes that file once it consumes (see :func:`wait_ready`).
     """
@@ -194,7 +194,7 @@ def spawn_worker(
         extra[READY_FILE_ENV] = str(ready_file)
     with log_path.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream.worker"],
+            [sys.executable, "-m", "notestream.stream.worker"],
             env=worker_env(settings, **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -215,8 +215,8 @@ def wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, *, timeout_s: fl
 
 
 def main() -> None:
-    """``python -m stream.worker``: settings from the environment / NOTESTREAM_CONFIG."""
-    from notestream.logging import setup_logging
+    """``python -m notestream.stream.worker``: settings from the environment / NOTESTREAM_CONFIG."""
+    from notestream.core.logging import setup_logging
 
     try:
         settings = load_settings()

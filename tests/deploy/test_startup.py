@@ -19,12 +19,12 @@ import typer
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from notestream.cli_config import register as register_config
-from notestream.settings import Settings
-from stream.app import create_app
-from stream.fate import EXIT_CONFIG, EXIT_UNAVAILABLE
-from stream.preflight import exit_code, run_checks
-from stream.worker import worker_env
+from notestream.cli.config import register as register_config
+from notestream.core.settings import Settings
+from notestream.stream.app import create_app
+from notestream.stream.fate import EXIT_CONFIG, EXIT_UNAVAILABLE
+from notestream.stream.preflight import exit_code, run_checks
+from notestream.stream.worker import worker_env
 from tests.fixtures.deploy import RedisProcess, free_port
 
 
@@ -55,7 +55,7 @@ async def eventually(condition: Callable[[], bool], *, timeout_s: float = 90.0) 
 
 def start_worker_process(settings: Settings) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.worker"],
+        [sys.executable, "-m", "notestream.stream.worker"],
         env=worker_env(settings),
         capture_output=True,
         text=True,

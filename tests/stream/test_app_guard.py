@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from stream.errors import StoreUnavailable
-from stream.fate import EXIT_CRASH
-from stream.guard import until_done
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.fate import EXIT_CRASH
+from notestream.stream.guard import until_done
 
 
 async def test_transient_failures_are_retried_until_the_batch_is_done() -> None:
@@ -27,7 +27,7 @@ async def test_transient_failures_are_retried_until_the_batch_is_done() -> None:
 def test_any_other_failure_ends_the_process_without_returning() -> None:
     script = (
         "import asyncio\n"
-        "from stream.guard import until_done\n"
+        "from notestream.stream.guard import until_done\n"
         "async def step():\n"
         "    raise ValueError('bug')\n"
         "asyncio.run(until_done('a batch', step))\n"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from notestream.settings import Settings
-from stream.app import create_app
-from stream.faust_transport import producer_client
-from stream.runtime import BrokerCheck
+from notestream.core.settings import Settings
+from notestream.stream.app import create_app
+from notestream.stream.faust_transport import producer_client
+from notestream.stream.runtime import BrokerCheck
 
 
 async def test_ready_once_joined_and_the_broker_answers(kafka_settings: Settings) -> None:
@@ -17,7 +17,7 @@ async def test_ready_once_joined_and_the_broker_answers(kafka_settings: Settings
     assert producer_client(app) is None, "no client before Faust started its producer"
     await app.producer.start()
     try:
-        # the private Faust attribute the check reads (stream.faust_transport): a Faust upgrade that
+        # the private Faust attribute the check reads (notestream.stream.faust_transport): a Faust upgrade that
         # moves it fails here
         assert producer_client(app) is not None
         assert await check()

@@ -15,17 +15,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import stream.pipeline as pipeline_module
-from models.engine import InferenceEngine
-from models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
-from notestream.errors import ConfigError
-from notestream.settings import Settings
-from stream.errors import EventError, StoreModelMismatch, StoreUnavailable
-from stream.events import DeadLetter, NoteEvent
-from stream.fate import EXIT_CONFIG, EXIT_CRASH, decide, event_error
-from stream.note_path import PRODUCER_HEADROOM_BYTES, NotePath, Origin, dead_letter, receive
-from stream.pipeline import CANARY, Pipeline
-from stream.store import MemoryRiskStore
+import notestream.stream.pipeline as pipeline_module
+from notestream.core.errors import ConfigError
+from notestream.core.settings import Settings
+from notestream.models.engine import InferenceEngine
+from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
+from notestream.stream.errors import EventError, StoreModelMismatch, StoreUnavailable
+from notestream.stream.events import DeadLetter, NoteEvent
+from notestream.stream.fate import EXIT_CONFIG, EXIT_CRASH, decide, event_error
+from notestream.stream.note_path import PRODUCER_HEADROOM_BYTES, NotePath, Origin, dead_letter, receive
+from notestream.stream.pipeline import CANARY, Pipeline
+from notestream.stream.store import MemoryRiskStore
 from tests.stream.feed import feed
 
 # --- the failure table -----------------------------------------------------------------------------
