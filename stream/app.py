@@ -38,7 +38,7 @@ from typing import Any
 import faust
 
 from notestream.core.settings import Settings
-from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
 from notestream.stream.faust_transport import App
 from notestream.stream.guard import until_done
 from notestream.stream.kafka import faust_broker_options
@@ -100,7 +100,7 @@ def create_app(
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await topics[topic].send(key=key, value=value)
 
-    path = NotePath(settings, runtime.ready, send, metrics=runtime.metrics, after_batch=runtime.record_engine)
+    path = NotePath(settings, runtime.ready, send, metrics=runtime.metrics)
     broker_check = BrokerCheck(app)
     runtime.add_check("broker", broker_check)
     consuming = asyncio.Event()

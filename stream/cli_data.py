@@ -164,7 +164,8 @@ def register_data(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Raise and clear alerts from risk-updates; write them to risk-alerts, stdout and a webhook."""
-        from notestream.stream.alerts import AlertPolicy, run_alerts
+        from notestream.stream.alerts import AlertPolicy
+        from notestream.stream.alerts_service import run_alerts
 
         settings = load_settings(
             config,

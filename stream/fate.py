@@ -39,7 +39,7 @@ from typing import Literal
 
 from aiokafka.errors import KafkaError
 
-from notestream.core.errors import ConfigError
+from notestream.core.errors import ConfigError, NotestreamError
 from notestream.models.errors import EngineClosed, EngineOverloaded
 from notestream.stream.errors import BrokerError, EventError, StoreModelMismatch, StoreUnavailable
 
@@ -88,14 +88,20 @@ def decide(exc: BaseException, *, step: Step) -> Decision:
 
 def failure_detail(exc: BaseException, *, step: Step) -> str:
     """A dead letter's ``detail`` for a failure that is not an :class:`EventError`: the step and the
-    exception's type only, never its message (a parser or tokenizer may quote the note's text).
+    exception's type; the message only of notestream's own errors (sentences it wrote, never note
+    text), never of a foreign one (a parser or tokenizer may quote the note's text).
 
     >>> failure_detail(RecursionError("maximum recursion depth exceeded"), step="decode")
     'decoding the message failed (RecursionError)'
+    >>> from notestream.models.errors import BatchFailed
+    >>> failure_detail(BatchFailed("the batch failed on cpu"), step="process")
+    'processing the note failed (BatchFailed: the batch failed on cpu)'
     """
     if isinstance(exc, EventError):
         return exc.detail
     what = "decoding the message" if step == "decode" else "processing the note"
+    if isinstance(exc, NotestreamError):
+        return f"{what} failed ({type(exc).__name__}: {exc})"
     return f"{what} failed ({type(exc).__name__})"
 
 

@@ -8,8 +8,7 @@ embedded runs never collide) and records what it does::
     metrics.dead_letter("invalid_event")
     with metrics.store_timer("apply_note"):
         await store.apply_note(...)
-    metrics.observe_batch(rows=48, padded_tokens=48 * 256, real_tokens=9000)   # one engine batch, or
-    metrics.observe_engine_stats(engine.stats())   # every batch since the last call (the worker's way)
+    engine.on_batch = metrics.record_batch   # every engine batch, recorded where the engine cuts it
     metrics.track_queue_depth(lambda: engine.stats()["queue_depth"])
     metrics.observe_note_to_update(update.emitted_at - note.produced_at)
     metrics.updates_out.inc()
@@ -36,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -48,13 +47,15 @@ from prometheus_client import (
     generate_latest,
 )
 
+if TYPE_CHECKING:
+    from notestream.models.engine import BatchRecord
+
 from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-_ENGINE_TOTALS = ("batches", "chunks", "real_tokens", "padded_tokens")
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 
@@ -104,6 +105,15 @@ class Metrics:
             "Real tokens / padded tokens per engine batch (1 = no padding).",
             buckets=(0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
             registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "notestream_engine_batch_seconds",
+            "Model time per engine batch (tokenization excluded), failed batches included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.failed_batches = Counter(
+            "notestream_engine_failed_batches", "Engine batches that failed their requests.", registry=r
         )
         self.engine_queue_depth = Gauge(
             "notestream_engine_queue_depth", "Chunks waiting in the inference engine's queue.", registry=r
@@ -164,7 +174,6 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self._engine_seen: dict[str, int] = {}
         self._replay_seen: dict[str, int] = {}
 
     # --- helpers for the common cases -------------------------------------------------------------
@@ -183,36 +192,24 @@ class Metrics:
         if padded_tokens > 0:
             self.padding_efficiency.observe(min(1.0, real_tokens / padded_tokens))
 
-    def observe_engine_stats(self, stats: Mapping[str, Any]) -> int:
-        """Record the engine batches run since the previous call, from ``InferenceEngine.stats()``.
+    def record_batch(self, batch: BatchRecord) -> None:
+        """Record one engine batch as the engine cut it (the engine's ``on_batch`` observer).
 
-        The engine exposes running totals only (batches, chunks, real and padded tokens), so the batches
-        of one interval are recorded with the interval's mean rows and tokens per batch (remainders
-        spread so that the histogram sums equal the totals; exact when one batch ran, the usual case
-        for a worker that reads the stats after each notes batch). Returns the number of batches.
-
+        >>> from notestream.models.engine import BatchRecord
         >>> m = Metrics()
-        >>> m.observe_engine_stats({"batches": 2, "chunks": 5, "real_tokens": 90, "padded_tokens": 100})
-        2
-        >>> m.observe_engine_stats({"batches": 2, "chunks": 5, "real_tokens": 90, "padded_tokens": 100})
-        0
+        >>> m.record_batch(BatchRecord(rows=3, real_tokens=90, padded_tokens=100, seconds=0.02, device="cpu"))
+        >>> m.record_batch(BatchRecord(rows=2, real_tokens=10, padded_tokens=20, seconds=0.01, device="cpu",
+        ...                            failed=True))
         >>> [m.registry.get_sample_value(name) for name in ("notestream_chunks_scored_total",
-        ...     "notestream_batch_size_count", "notestream_batch_size_sum", "notestream_batch_tokens_sum")]
-        [5.0, 2.0, 5.0, 100.0]
+        ...     "notestream_batch_size_count", "notestream_engine_batch_seconds_count",
+        ...     "notestream_engine_failed_batches_total")]
+        [3.0, 1.0, 2.0, 1.0]
         """
-        now = {key: int(stats.get(key) or 0) for key in _ENGINE_TOTALS}
-        before = self._engine_seen
-        delta = {key: now[key] - before.get(key, 0) for key in _ENGINE_TOTALS}
-        self._engine_seen = now
-        batches = delta["batches"]
-        if batches <= 0 or any(v < 0 for v in delta.values()):  # nothing ran, or a new engine's totals
-            return 0
-        rows_q, rows_r = divmod(delta["chunks"], batches)
-        padded_q, padded_r = divmod(delta["padded_tokens"], batches)
-        real_q, real_r = divmod(delta["real_tokens"], batches)
-        for i in range(batches):
-            self.observe_batch(rows_q + (i < rows_r), padded_q + (i < padded_r), real_q + (i < real_r))
-        return batches
+        self.batch_seconds.observe(batch.seconds)
+        if batch.failed:
+            self.failed_batches.inc()
+            return
+        self.observe_batch(batch.rows, batch.padded_tokens, batch.real_tokens)
 
     def observe_replay_counts(self, counts: Any) -> None:
         """Bring the replay counters up to a replay's running counts (``notestream.stream.replay.ReplayCounts``:

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from notestream.core.settings import Settings
+from notestream.core.topics import NOTES_DLQ, RISK_UPDATES
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
-    NOTES_DLQ,
-    RISK_UPDATES,
     AdmissionEvent,
     DeadLetter,
     NoteEvent,
@@ -165,15 +164,12 @@ class NotePath:
         send: Send,
         *,
         metrics: Metrics | None = None,
-        after_batch: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         """Returns the started pipeline (:meth:`notestream.stream.runtime.Runtime.ready`)."""
         self.send = send
         self.metrics = metrics
-        self.after_batch = after_batch
-        """Called after each emitted batch (the runtime records the engine's batches there)."""
         self.after_store: list[AfterStore] = []
         """Steps between the store write and the emit of each batch of notes, in order."""
         self.total = Handled()
@@ -196,8 +192,6 @@ class NotePath:
         for step in self.after_store:
             await step(result)
         await self.emit(result.updates, letters)
-        if self.after_batch is not None:
-            self.after_batch()
         if self.metrics is not None:
             self.metrics.notes_in.inc(len(origins))
             for reason, n in result.dropped.items():

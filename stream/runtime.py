@@ -174,17 +174,12 @@ class Runtime:
         stats = getattr(engine, "stats", None)
         if callable(stats):
             self.metrics.track_queue_depth(lambda: float(stats()["queue_depth"]))
+        if hasattr(engine, "on_batch"):
+            engine.on_batch = self.metrics.record_batch
         checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
                   "batches": lambda: self.healthy}  # fmt: skip
         checks.update(self._checks)
         self._owns.append(await start_http_server(self.settings, self.metrics, checks))
-
-    def record_engine(self) -> None:
-        """Record the engine batches since the last call (batch size and tokens, padding efficiency,
-        chunks scored) from ``engine.stats()``: called after each notes batch."""
-        stats = getattr(self.engine, "stats", None)
-        if self.metrics is not None and callable(stats):
-            self.metrics.observe_engine_stats(stats())
 
     async def close(self) -> None:
         """Close what :meth:`ready` created (engine first: it may hold work for the store)."""

@@ -22,7 +22,8 @@ import pytest
 
 from notestream.core.logging import setup_logging
 from notestream.core.settings import Settings
-from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, DeadLetter, admission_key
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
+from notestream.stream.events import DeadLetter, admission_key
 from notestream.stream.worker import run
 from tests.fixtures.kafka import produce, read_topic
 from tests.stream.feed import discharges, feed, final_updates
