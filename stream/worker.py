@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -32,6 +33,9 @@ from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings, load_settings
 from notestream.stream.errors import StreamError
 from notestream.stream.fate import EXIT_CONFIG
+
+if TYPE_CHECKING:
+    from notestream.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +107,7 @@ async def run(
     stop_after: int | None = None,
     idle_timeout_s: float | None = None,
     start_timeout_s: float = 120.0,
-    runtime: object | None = None,
+    runtime: Runtime | None = None,
 ) -> RunSummary:
     """Run the worker in this event loop until ``stop_after`` messages (notes and admission events) are
     handled, or no message was handled for ``idle_timeout_s`` once it consumes; then stop it cleanly.
@@ -119,7 +123,7 @@ async def run(
         raise ConfigError("run() needs stop_after, idle_timeout_s or both, else it never returns.")
     if settings.embedded:
         settings = settings.model_copy(update={"broker": "kafka://" + bootstrap_servers(settings)})
-    own = runtime if isinstance(runtime, Runtime) else Runtime(settings)
+    own = runtime if runtime is not None else Runtime(settings)
     worker_app = create_app(settings, runtime=own)
     path = worker_app.path
     await worker_app.app.start()

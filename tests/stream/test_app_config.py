@@ -89,3 +89,13 @@ async def test_aiokafka_keeps_the_fetch_wait_where_the_worker_sets_it() -> None:
 
     consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1234)
     assert getattr(consumer, WAIT_ATTRIBUTE) == 1234  # an aiokafka upgrade that moves it fails here
+
+
+def test_the_worker_app_builds_its_consumer_through_the_fetch_wait_transport() -> None:
+    """faust_transport overrides Faust's private App._new_transport: a Faust upgrade that stops calling
+    it (the fetch wait would silently fall back to 1500 ms) fails here."""
+    from notestream.stream.faust_transport import _Consumer, _Transport
+
+    app = create_app(Settings(broker="kafka://127.0.0.1:9", fetch_max_wait_ms=42)).app
+    assert isinstance(app.transport, _Transport)
+    assert app.transport.Consumer is _Consumer
