@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import EventT
 
 from notestream.core.settings import Settings
 from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
@@ -105,6 +107,25 @@ def create_app(
     runtime.add_check("broker", broker_check)
     consuming = asyncio.Event()
 
+    def record_lag(events: Sequence[EventT]) -> None:
+        """This worker's lag per partition after a batch: high watermark minus the next offset."""
+        metrics = runtime.metrics
+        if metrics is None:
+            return
+        last: dict[Any, int] = {}
+        for event in events:
+            msg = event.message
+            last[msg.tp] = max(last.get(msg.tp, -1), msg.offset)
+        for tp, offset in last.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.observe_consumer_lag(tp.topic, tp.partition, highwater - offset - 1)
+
+    async def forget_lag(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        if runtime.metrics is not None:
+            for tp in revoked:
+                runtime.metrics.forget_partition(tp.topic, tp.partition)
+
     @app.agent(topics[NOTES], name="notes")
     async def notes_agent(stream: faust.StreamT) -> None:
         await until_done("starting the worker", runtime.ready_step, on_state=runtime.set_healthy)
@@ -112,8 +133,9 @@ def create_app(
         async for events in batches:
             origins = [Origin.of(event.message) for event in events]
 
-            async def batch(origins: list[Origin] = origins) -> None:
+            async def batch(origins: list[Origin] = origins, events: list[EventT] = events) -> None:
                 await path.notes(origins)
+                record_lag(events)
 
             await until_done(f"a batch of {len(origins)} notes", batch, on_state=runtime.set_healthy)
 
@@ -123,8 +145,9 @@ def create_app(
         async for event in stream.events():
             origin = Origin.of(event.message)
 
-            async def one(origin: Origin = origin) -> None:
+            async def one(origin: Origin = origin, event: EventT = event) -> None:
                 await path.admission(origin)
+                record_lag([event])
 
             await until_done("an admission event", one, on_state=runtime.set_healthy)
 
@@ -146,6 +169,7 @@ def create_app(
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(broker_check.assigned)  # type: ignore[arg-type]
     app.on_partitions_revoked.connect(broker_check.revoked)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(forget_lag)  # type: ignore[arg-type]
 
     async def close_runtime(sender: Any, *args: Any, **kwargs: Any) -> None:
         await runtime.close()

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import typer
 
-from notestream.core.settings import load_settings
-
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the top-level app."""
@@ -28,6 +26,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from notestream.core.errors import ConfigError
+        from notestream.core.settings import load_settings
         from notestream.stream.fate import EXIT_CONFIG
         from notestream.stream.worker import run_worker
 

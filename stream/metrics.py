@@ -46,6 +46,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from notestream import __version__
 
 if TYPE_CHECKING:
     from notestream.models.engine import BatchRecord
@@ -59,16 +64,41 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 30
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 
+ROLES = ("worker", "alerts", "replay")
+"""Process roles; each exports ``notestream_info``, the standard ``process_*``, ``python_*`` collectors
+and its own metrics only (the worker's objects exist in every role, unregistered, so shared code may
+record into them)."""
+
+
 class Metrics:
-    """The metric objects of one process, in their own registry (names start with ``notestream_``)."""
+    """The metric objects of one process, in their own registry (names start with ``notestream_``).
+
+    >>> names = lambda m: {f.name for f in m.registry.collect()}
+    >>> sorted(n for n in names(Metrics(role="alerts")) if n.startswith("notestream_"))[:3]
+    ['notestream_alert_updates', 'notestream_alert_updates_stale', 'notestream_alerts']
+    >>> "notestream_notes_in" in names(Metrics(role="alerts")), "process_cpu_seconds" in names(Metrics())
+    (False, True)
+    """
 
     def __init__(self, role: str = "worker", registry: CollectorRegistry | None = None) -> None:
+        if role not in ROLES:
+            raise ConfigError(f"Unknown metrics role {role!r}; one of {', '.join(ROLES)}.")
+        self.role = role
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        own = self.registry
+        # the standard collectors, as the default registry has them (CPU, memory, open files, GC)
+        ProcessCollector(registry=own)
+        PlatformCollector(registry=own)
+        GCCollector(registry=own)
         self.info = Gauge(
-            "notestream_info", "Constant 1, labelled with the process role.", ["role"], registry=r
+            "notestream_info",
+            "Constant 1, labelled with the process role, the notestream version and the served model "
+            "(folder name and fingerprint; empty until the worker has loaded it).",
+            ["role", "version", "model", "fingerprint"],
+            registry=own,
         )
-        self.info.labels(role=role).set(1)
+        self.set_model()
+        r = own if role == "worker" else None
         self.notes_in = Counter("notestream_notes_in", "Note events taken from the notes topic.", registry=r)
         self.updates_out = Counter(
             "notestream_updates_out", "Risk updates emitted to the risk-updates topic.", registry=r
@@ -131,11 +161,22 @@ class Metrics:
             buckets=_STORE_BUCKETS,
             registry=r,
         )
-        self.alerts = Counter("notestream_alerts", "Alerts emitted, by state.", ["state"], registry=r)
-        self.events_replayed = Counter(
-            "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
+        self.store_errors = Counter(
+            "notestream_store_errors",
+            "Risk-store operations that raised (the worker retries the batch), by operation.",
+            ["op"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "notestream_consumer_lag",
+            "Messages behind the end of each partition this worker consumes (high watermark minus the "
+            "next offset to process), after its latest batch from that partition.",
+            ["topic", "partition"],
+            registry=r,
         )
         # alerts (`notestream alerts`)
+        r = own if role == "alerts" else None
+        self.alerts = Counter("notestream_alerts", "Alerts emitted, by state.", ["state"], registry=r)
         self.alert_updates = Counter(
             "notestream_alert_updates", "Risk updates read by the alerts service.", registry=r
         )
@@ -158,6 +199,10 @@ class Metrics:
             registry=r,
         )
         # replay (`notestream replay`)
+        r = own if role == "replay" else None
+        self.events_replayed = Counter(
+            "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
+        )
         self.replay_sent = Counter(
             "notestream_replay_sent", "Events a replay handed to its Kafka producer (exact).", registry=r
         )
@@ -177,6 +222,27 @@ class Metrics:
         self._replay_seen: dict[str, int] = {}
 
     # --- helpers for the common cases -------------------------------------------------------------
+    def set_model(self, model: str = "", fingerprint: str = "") -> None:
+        """Label ``notestream_info`` with the served model (one series: the previous one is removed).
+
+        >>> m = Metrics()
+        >>> m.set_model("readmission-v3", "ab12")
+        >>> m.registry.get_sample_value("notestream_info", {"role": "worker", "version": __version__,
+        ...     "model": "readmission-v3", "fingerprint": "ab12"})
+        1.0
+        """
+        self.info.clear()
+        self.info.labels(role=self.role, version=__version__, model=model, fingerprint=fingerprint).set(1)
+
+    def observe_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Set one partition's consumer lag (messages; never below 0)."""
+        self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a partition's lag series (revoked: another worker reports it now)."""
+        with contextlib.suppress(KeyError):
+            self.consumer_lag.remove(topic, str(partition))
+
     def dead_letter(self, reason: str) -> None:
         """Count one dead letter with its reason (e.g. ``invalid_event``, ``admission_unknown``)."""
         self.dead_letters.labels(reason=reason).inc()
@@ -265,10 +331,14 @@ class Metrics:
 
     @contextlib.contextmanager
     def store_timer(self, op: str) -> Iterator[None]:
-        """Time a store operation (``with metrics.store_timer("apply_note"): ...``), failures included."""
+        """Time a store operation (``with metrics.store_timer("apply_note"): ...``), failures included
+        (and counted in ``notestream_store_errors_total{op}``)."""
         start = time.perf_counter()
         try:
             yield
+        except Exception:  # a cancelled operation is no store error
+            self.store_errors.labels(op=op).inc()
+            raise
         finally:
             self.store_latency.labels(op=op).observe(time.perf_counter() - start)
 

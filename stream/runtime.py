@@ -165,6 +165,8 @@ class Runtime:
         where = f"The store {store_url} (namespace {self.settings.store_namespace})"
         await claim_store(self.store, fingerprint, where=where)
         log.info("Store bound to model %s.", fingerprint)
+        if self.metrics is not None:
+            self.metrics.set_model(model=model_dir.name, fingerprint=fingerprint)
 
     async def _serve_metrics(self) -> None:
         from notestream.stream.metrics import start_http_server

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +57,8 @@ def score(
     config: Path = typer.Option(None, "--config", help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
 ) -> None:
     """Score MIMIC-format notes per admission through the inference engine (the stream, offline)."""
+    import asyncio
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from notestream.core.settings import load_settings
