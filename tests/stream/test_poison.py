@@ -193,3 +193,6 @@ async def test_poison_messages_are_dead_lettered_and_good_notes_flow(
         assert MARKER not in text, record.name
     captured = capfd.readouterr()
     assert MARKER not in captured.out + captured.err
+    # the run stopped cleanly: its offsets were committed, so the group's next run has nothing to redo
+    again = await run(settings, idle_timeout_s=2.0)
+    assert (again.stopped, again.messages) == ("idle", 0)
