@@ -40,7 +40,7 @@ import faust
 from faust.types import EventT
 
 from notestream.core.settings import Settings
-from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, STORE_CHANGELOG
 from notestream.stream.faust_transport import App
 from notestream.stream.guard import until_done
 from notestream.stream.kafka import faust_broker_options
@@ -96,13 +96,13 @@ def create_app(
         kind: app.topic(
             settings.topic(kind), key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
-        for kind in (NOTES, ADMISSIONS, RISK_UPDATES, NOTES_DLQ)
+        for kind in (NOTES, ADMISSIONS, RISK_UPDATES, NOTES_DLQ, STORE_CHANGELOG)
     }
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await topics[topic].send(key=key, value=value)
 
-    path = NotePath(settings, runtime.ready, send, metrics=runtime.metrics)
+    path = NotePath(settings, runtime.ready, send, metrics=runtime.metrics, healer=lambda: runtime.healer)
     broker_check = BrokerCheck(app)
     runtime.add_check("broker", broker_check)
     consuming = asyncio.Event()

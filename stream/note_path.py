@@ -10,8 +10,11 @@ of the notes topic, :meth:`NotePath.admission` for an admission event. Read them
    as the failure table :mod:`notestream.stream.fate` says.
 3. :meth:`notestream.stream.pipeline.Pipeline.process` -- window, clean and chunk (in a thread), ONE engine call,
    store writes, risk updates; a note the pipeline rejects comes back with its position in the batch.
-4. :meth:`NotePath.after_store` hooks -- run after the store write and before the emit (and so before
-   the offsets are committed): the place for work that must be durable before a batch counts as done.
+   The pipeline runs inside the store healer's guard (:mod:`notestream.stream.store.heal`): a store
+   that lost its data is rebuilt from the changelog topic and the batch run again.
+4. the changelog -- after the store write and before the emit (and so before the offsets are
+   committed), the healer sends the batch's changes (probabilities, never text) to the changelog topic:
+   the place for work that must be durable before a batch counts as done.
 5. :meth:`NotePath.emit` -- send the risk updates and dead letters and wait for the broker's acks.
    Only then does the agent's body return, so Faust acks the batch and commits its offsets later.
 
@@ -29,10 +32,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from notestream.core.settings import Settings
-from notestream.core.topics import NOTES_DLQ, RISK_UPDATES
+from notestream.core.topics import NOTES_DLQ, RISK_UPDATES, STORE_CHANGELOG
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
     AdmissionEvent,
@@ -46,7 +50,8 @@ from notestream.stream.events import (
 )
 from notestream.stream.fate import event_error
 from notestream.stream.metrics import Metrics
-from notestream.stream.pipeline import BatchResult, Pipeline
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store.heal import StoreHealer
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +145,6 @@ class Send(Protocol):
     async def __call__(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]: ...
 
 
-AfterStore = Callable[[BatchResult], Awaitable[None]]
-"""A step run after a batch's store writes and before its emit and offset commit."""
-
-
 @dataclass
 class Handled:
     """What one call of the path did (the in-process runner counts these)."""
@@ -164,14 +165,15 @@ class NotePath:
         send: Send,
         *,
         metrics: Metrics | None = None,
+        healer: Callable[[], StoreHealer] = StoreHealer.off,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         """Returns the started pipeline (:meth:`notestream.stream.runtime.Runtime.ready`)."""
         self.send = send
         self.metrics = metrics
-        self.after_store: list[AfterStore] = []
-        """Steps between the store write and the emit of each batch of notes, in order."""
+        self.healer = healer
+        """Returns the store healer (:attr:`notestream.stream.runtime.Runtime.healer`, set once ready)."""
         self.total = Handled()
         """Everything the path handled since the process started."""
         self.last_handled = time.monotonic()
@@ -183,14 +185,15 @@ class NotePath:
         pipeline = await self.pipeline()
         received = [receive(o, max_text_bytes=self.settings.max_note_bytes) for o in origins]
         parsed = [r for r in received if r.note is not None]
-        result = await pipeline.process([r.note for r in parsed if r.note is not None])
+        notes = [r.note for r in parsed if r.note is not None]
+        healer = self.healer()
+        result = await healer.guard(partial(pipeline.process, notes))
+        await healer.record(self._send_changelog, result.changes)  # after the store, before the commit
         letters = [self.letter(r.origin, r.error) for r in received if r.error is not None]
         letters += [
             self.letter(parsed[rej.index].origin, EventError(rej.reason, rej.detail))
             for rej in result.rejected
         ]
-        for step in self.after_store:
-            await step(result)
         await self.emit(result.updates, letters)
         if self.metrics is not None:
             self.metrics.notes_in.inc(len(origins))
@@ -206,10 +209,16 @@ class NotePath:
         except Exception as exc:  # the failure table: re-raises what is not this message's fault
             await self.emit([], [self.letter(origin, event_error(exc, step="decode"))])
             return self._handled(1, 0, 1, 0)
-        final = await pipeline.admission(event)
+        changes: list[Any] = []
+        healer = self.healer()
+        final = await healer.guard(partial(pipeline.admission, event, changes))
+        await healer.record(self._send_changelog, changes)
         updates = [final] if final is not None else []
         await self.emit(updates, [])
         return self._handled(1, len(updates), 0, 0)
+
+    async def _send_changelog(self, *, key: bytes, value: bytes) -> Awaitable[Any]:
+        return await self.send(STORE_CHANGELOG, key, value)
 
     def letter(self, origin: Origin, error: EventError) -> DeadLetter:
         """The dead letter of one message (logged with its coordinates, never its bytes)."""
