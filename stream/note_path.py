@@ -156,7 +156,7 @@ class Handled:
 
 
 class NotePath:
-    """The worker's path for a message: receive, pipeline, after-store hooks, emit (module docstring)."""
+    """The worker's path for a message: receive, pipeline (healer-guarded), changelog, emit (module docstring)."""
 
     def __init__(
         self,
