@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.errors import CheckpointError
+from models.quantize import quantize_for_device
 from models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def load_model_folder(
     except Exception as exc:  # OSError, ValueError, SafetensorError, RuntimeError, ...
         raise CheckpointError(f"{folder} could not be loaded as a sequence classifier: {exc}") from exc
     model.eval()
+    model = quantize_for_device(model, spec.quantization, device)
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as exc:

@@ -1,0 +1,104 @@
+"""Quantized CPU serving: a model folder that says ``quantization: int8-dynamic`` in its notestream.json.
+
+The folder keeps the float weights (safetensors, as every model folder) and the flag; the loader
+(:func:`models.checkpoint.load_model_folder`) quantizes the linear layers at load time with torch's
+dynamic int8 quantization (weights int8 per output channel, activations quantized per batch on the
+fly). Nothing quantized is ever serialized, so loading stays pickle-free and the folder runs with any
+torch build that has a quantized CPU engine. The flag enters the folder's fingerprint
+(:mod:`models.fingerprint`): an int8 folder is another model than its float source, and a store bound
+to one refuses the other.
+
+Why torch dynamic int8 rather than ONNX Runtime: it needs no export step, no second runtime in the
+image, and serves through the same :class:`~models.classifier.ChunkClassifier`; the figures it gives
+against the float model are in ``benchmarks/results/engine_int8.json`` (``benchmarks/engine.py
+--int8``). Dynamic int8 runs on CPU only; a folder flagged int8 refuses a CUDA device (serve the float
+source there, in bf16).
+
+>>> QUANTIZATIONS
+('none', 'int8-dynamic')
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import TypeVar, cast
+
+from models.errors import CheckpointError
+
+M = TypeVar("M")
+QUANTIZATIONS = ("none", "int8-dynamic")
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_SKIPPED = ("pytorch_model.bin", "notestream.json")
+
+
+def quantize_for_device(model: M, quantization: str, device: str) -> M:
+    """``model`` ready to serve as its folder asks: unchanged for ``none``, dynamic int8 linear layers
+    for ``int8-dynamic`` (CPU only)."""
+    if quantization == "none":
+        return model
+    if quantization != "int8-dynamic":
+        raise CheckpointError(
+            f"Unknown quantization {quantization!r} in notestream.json; use one of {', '.join(QUANTIZATIONS)}."
+        )
+    if not str(device).startswith("cpu"):
+        raise CheckpointError(
+            f"This model folder is quantized (int8-dynamic), which runs on CPU only, not on {device}; "
+            "serve its float source folder on GPUs (bf16)."
+        )
+    import torch
+
+    engines = torch.backends.quantized.supported_engines
+    if not any(name in engines for name in ("x86", "fbgemm", "qnnpack")):
+        raise CheckpointError(f"This torch build has no quantized CPU engine (it has {engines}).")
+    with warnings.catch_warnings():
+        # torch announces the move of eager-mode quantization to torchao; the torch this project pins
+        # still ships it, and a torch without it fails here with a clear error
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.ao.quantization")
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*quantized tensor creation")
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError as exc:
+            raise CheckpointError(
+                f"This torch ({torch.__version__}) has no dynamic int8 quantization; serve the float folder."
+            ) from exc
+        return cast(M, quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8))
+
+
+def optimize_folder(src: str | Path, dst: str | Path, *, int8: bool = True) -> Path:
+    """Write ``dst``: ``src``'s configuration, float safetensors weights and tokenizer, with
+    ``notestream.json`` saying ``quantization: int8-dynamic`` (and where it came from), then load it once
+    to prove it serves. ``dst`` must not exist yet, or be empty.
+    """
+    from models.checkpoint import check_model_folder, load_model_folder
+    from models.fingerprint import model_fingerprint
+    from models.spec import ModelSpec
+
+    if not int8:
+        raise CheckpointError("Nothing to do: pass --int8 (dynamic int8 of the linear layers, CPU serving).")
+    source = check_model_folder(src)
+    if not any((source / name).is_file() for name in _SAFE_WEIGHTS):
+        raise CheckpointError(
+            f"{source} has no safetensors weights; only safetensors folders are optimized (no pickles)."
+        )
+    target = Path(dst)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CheckpointError(f"{target} already exists and is not an empty folder; choose a new one.")
+    spec = ModelSpec.read(source)
+    if spec.quantization != "none":
+        raise CheckpointError(
+            f"{source} is already quantized ({spec.quantization}); optimize its float source."
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        for item in sorted(source.iterdir()):
+            if item.is_file() and not item.is_symlink() and item.name not in _SKIPPED:
+                shutil.copy2(item, target / item.name)
+        provenance = {**spec.provenance, "optimized_from": model_fingerprint(source)}
+        spec.model_copy(update={"quantization": "int8-dynamic", "provenance": provenance}).write(target)
+        load_model_folder(target, "cpu")
+    except (OSError, CheckpointError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise CheckpointError(f"Could not write the optimized model folder {target}: {exc}") from exc
+    return target
