@@ -152,6 +152,7 @@ def bench_config(
     rounds: int,
     corpus: list[str] | None = None,
     vocab_size: int = 8000,
+    device: str = "cpu",
 ) -> dict:  # type: ignore[type-arg]
     import torch
 
@@ -167,7 +168,10 @@ def bench_config(
             **CONFIGS[name],
         )
         clf = ChunkClassifier(
-            load_model_folder(folder), "cpu", max_batch_size=batch_size, max_batch_tokens=batch_size * 512
+            load_model_folder(folder, device),
+            device,
+            max_batch_size=batch_size,
+            max_batch_tokens=batch_size * 512,
         )
     notes = note_chunk_ids(clf.encode, n_chunks, seed=100, corpus=corpus)
     flat = [ids for note in notes for ids in note]
@@ -375,6 +379,9 @@ def main() -> None:
         "forward that penalises more-but-smaller batches: compare batching policies with 1 thread.",
     )
     parser.add_argument("--out", type=Path, default=None, help="Also write engine.json and engine.png here.")
+    parser.add_argument(
+        "--device", default="cpu", help="Device of the engine runs, e.g. cuda:0 (bf16 there)."
+    )
     parser.add_argument("--int8", action="store_true", help="Only the int8-vs-float report (see above).")
     parser.add_argument(
         "--patients", type=int, default=300, help="Demo cohort size of the int8 accuracy run."
@@ -394,7 +401,15 @@ def main() -> None:
         rounds = args.rounds or (5 if name == "tiny" else 2)
         results.append(
             bench_config(
-                name, n, args.batch_size, args.callers, args.max_seconds, rounds, corpus, args.vocab_size
+                name,
+                n,
+                args.batch_size,
+                args.callers,
+                args.max_seconds,
+                rounds,
+                corpus,
+                args.vocab_size,
+                args.device,
             )
         )
     line = {

@@ -365,12 +365,13 @@ if __name__ == "__main__":
     parser.add_argument("--capacity-notes", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64, help="Notes per pipeline batch (capacity run).")
     parser.add_argument("--bert-chunks", type=int, default=8, help="Chunks timed through BERT-base.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for pipeline_capacity.{json,png}.")
     args = parser.parse_args()
     result: dict[str, Any] = {"benchmark": "pipeline"}
     if not args.capacity_only:
         result.update(main(args.notes, args.paced_seconds, args.store_updates))
     result.update(capacity(args.capacity_notes, args.batch, args.bert_chunks))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline_capacity.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_stages(result["capacity"], RESULTS / "pipeline_capacity.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline_capacity.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_stages(result["capacity"], args.out / "pipeline_capacity.png")
     print(json.dumps(result))
