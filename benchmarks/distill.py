@@ -1,6 +1,6 @@
 """Teacher vs distilled students: AUROC / AUPRC with confidence intervals and CPU chunks/s. One JSON line.
 
-The teacher is the demo's model (:func:`training.quickstart.quick_model`: a synthetic MIMIC-III cohort,
+The teacher is the demo's model (:func:`notestream.training.quickstart.quick_model`: a synthetic MIMIC-III cohort,
 the 72-hour early-notes readmission task, a small BERT fine-tuned on it); the students are distilled
 from it on the same prepared ``train.csv`` (``notestream train distill``) and scored on the held-out
 ``test.csv`` at its natural prevalence, at the admission level (the reference aggregation).
@@ -52,8 +52,8 @@ def scaled_students(config: Any) -> dict[str, dict[str, int]]:
 
 
 def admission_frame(model_dir: Path, test: Any, c: float) -> Any:
-    from training.evaluate import score_chunks
-    from training.metrics import admission_scores
+    from notestream.training.evaluate import score_chunks
+    from notestream.training.metrics import admission_scores
 
     return admission_scores(score_chunks(model_dir, test, device="cpu"), c=c)
 
@@ -93,8 +93,8 @@ def bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], n: int, seed: int = 
 
 
 def speeds(models: dict[str, Path], texts: list[str], rounds: int) -> dict[str, float]:
-    from models.checkpoint import load_model_folder
-    from models.classifier import ChunkClassifier
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
 
     classifiers = {
         k: ChunkClassifier(load_model_folder(p), "cpu", max_batch_size=32) for k, p in models.items()
@@ -112,11 +112,11 @@ def speeds(models: dict[str, Path], texts: list[str], rounds: int) -> dict[str, 
 
 
 def main(patients: int, steps: int, n_boot: int, rounds: int) -> dict[str, Any]:
-    from models.checkpoint import load_model_folder
-    from models.spec import ModelSpec
-    from training.distill import DistillConfig, distill
-    from training.finetune import read_chunks
-    from training.quickstart import quick_model
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.spec import ModelSpec
+    from notestream.training.distill import DistillConfig, distill
+    from notestream.training.finetune import read_chunks
+    from notestream.training.quickstart import quick_model
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -21,9 +21,9 @@ wall time its worker spent in forward passes (1.0: the engine never left the mod
 With ``--int8``, instead: the dynamic-int8 folder (``notestream model optimize --int8``) against its
 float source. Speed on BERT-base (random weights) at exactly 512 tokens per chunk, each served as the
 classifier serves it (float: length-sorted batches of ``--batch-size``; int8: chunk by chunk, see
-:mod:`models.quantize`), interleaved rounds: ``float_chunks_per_s``, ``int8_chunks_per_s`` (best round)
+:mod:`notestream.models.quantize`), interleaved rounds: ``float_chunks_per_s``, ``int8_chunks_per_s`` (best round)
 and ``int8_vs_float`` (median of the per-round ratios; target >= 2). Accuracy on the demo's model and
-held-out admissions (:func:`training.quickstart.quick_model`, scored offline as the demo does):
+held-out admissions (:func:`notestream.training.quickstart.quick_model`, scored offline as the demo does):
 ``max_abs_chunk_prob_diff``, AUROC of the admission scores with each and their difference (target
 |diff| <= 0.005). Writes ``benchmarks/results/engine_int8.{json,png}``.
 
@@ -70,9 +70,9 @@ def note_chunk_ids(
     encode: Callable[[list[str]], list[list[int]]], n_chunks: int, seed: int, corpus: list[str] | None = None
 ) -> list[list[list[int]]]:
     """Token ids of reference chunks, grouped per note, until ``n_chunks`` chunks are collected."""
-    from models.build import clinical_corpus
-    from models.prep import note_chunks
-    from models.spec import ModelSpec
+    from notestream.models.build import clinical_corpus
+    from notestream.models.prep import note_chunks
+    from notestream.models.spec import ModelSpec
 
     notes, total, i = [], 0, 0
     while total < n_chunks:
@@ -96,7 +96,7 @@ def note_chunk_ids(
 
 def sorted_efficiency(lengths: list[int], batch_size: int) -> float:
     """Padding efficiency of one caller that sorts all chunks by length first: the ceiling."""
-    from models.classifier import length_batches
+    from notestream.models.classifier import length_batches
 
     batches = length_batches(lengths, max_batch_size=batch_size, max_batch_tokens=batch_size * 512)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
@@ -119,7 +119,7 @@ def timed(fn, *args, warm=None):  # type: ignore[no-untyped-def]
 
 
 async def through_engine(clf, notes, *, batch_size: int, callers: int, texts=None):  # type: ignore[no-untyped-def]
-    from models.engine import InferenceEngine
+    from notestream.models.engine import InferenceEngine
 
     engine = InferenceEngine(
         clf, max_batch_size=batch_size, max_batch_tokens=batch_size * 512, max_wait_ms=5, queue_size=8192
@@ -156,9 +156,9 @@ def bench_config(
 ) -> dict:  # type: ignore[type-arg]
     import torch
 
-    from models.build import build_small_bert, clinical_corpus
-    from models.checkpoint import load_model_folder
-    from models.classifier import ChunkClassifier
+    from notestream.models.build import build_small_bert, clinical_corpus
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_small_bert(
@@ -246,7 +246,7 @@ def bench_config(
 
 def chunks_of_512_tokens(encode: Callable[[list[str]], list[list[int]]], n: int) -> list[list[int]]:
     """``n`` chunks of generated notes, each exactly 512 tokens with [CLS]/[SEP] (600 words, truncated)."""
-    from models.build import clinical_corpus
+    from notestream.models.build import clinical_corpus
 
     words = " ".join(clinical_corpus(4 * n, seed=21, sentences=(40, 120))).split()
     texts = [" ".join(words[i * 600 : (i + 1) * 600]) for i in range(n)]
@@ -257,10 +257,10 @@ def chunks_of_512_tokens(encode: Callable[[list[str]], list[list[int]]], n: int)
 
 
 def int8_speed(work: Path, n: int, batch_size: int, rounds: int, vocab_size: int) -> dict[str, Any]:
-    from models.build import build_small_bert, clinical_corpus
-    from models.checkpoint import load_model_folder
-    from models.classifier import ChunkClassifier
-    from models.quantize import optimize_folder
+    from notestream.models.build import build_small_bert, clinical_corpus
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
+    from notestream.models.quantize import optimize_folder
 
     cfg = CONFIGS["bert-base"]
     model = build_small_bert(
@@ -301,9 +301,9 @@ def int8_speed(work: Path, n: int, batch_size: int, rounds: int, vocab_size: int
 def int8_accuracy(work: Path, patients: int) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from models.quantize import optimize_folder
-    from notestream.demo import held_out, offline_scores, plan_feed
-    from training.quickstart import quick_model
+    from notestream.cli.demo import held_out, offline_scores, plan_feed
+    from notestream.models.quantize import optimize_folder
+    from notestream.training.quickstart import quick_model
 
     demo = quick_model(work / "demo", n_patients=patients)
     int8 = optimize_folder(demo.model_dir, work / "demo-int8")

@@ -1,6 +1,6 @@
 """Overload: peak RSS and drain time when notes arrive at 3x and 10x the pipeline's capacity. One JSON line.
 
-In process: :class:`stream.pipeline.Pipeline` with the real engine (tokenization, queue, batching) whose
+In process: :class:`notestream.stream.pipeline.Pipeline` with the real engine (tokenization, queue, batching) whose
 classifier takes ``--chunk-ms`` per chunk in its worker thread in place of a model's forward pass (a
 slow scorer with a known capacity), a Redis store (its own redis-server; memory:// where none is
 installed) and ``--partitions`` consumers. Notes "arrive" on a simulated topic at ``factor`` x the
@@ -34,15 +34,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.build import build_small_bert, clinical_corpus  # noqa: E402
-from models.checkpoint import load_model_folder  # noqa: E402
-from models.classifier import ChunkClassifier  # noqa: E402
-from models.engine import InferenceEngine  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
-from notestream.settings import Settings  # noqa: E402
-from stream.events import NoteEvent  # noqa: E402
-from stream.pipeline import Pipeline  # noqa: E402
-from stream.store import open_store  # noqa: E402
+from notestream.core.settings import Settings  # noqa: E402
+from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
+from notestream.models.checkpoint import load_model_folder  # noqa: E402
+from notestream.models.classifier import ChunkClassifier  # noqa: E402
+from notestream.models.engine import InferenceEngine  # noqa: E402
+from notestream.models.spec import ModelSpec  # noqa: E402
+from notestream.stream.events import NoteEvent  # noqa: E402
+from notestream.stream.pipeline import Pipeline  # noqa: E402
+from notestream.stream.store import open_store  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BATCH = 64

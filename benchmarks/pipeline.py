@@ -14,7 +14,7 @@ on generated notes) and one set of generated notes (reference 318-word chunks):
   against its own redis-server; target: flat, within 2x).
 - ``capacity``: the pipeline's own capacity, without a model: the same engine (tokenization, queue,
   batching) with an *instant* classifier that returns a constant probability in place of the forward
-  pass, behind :class:`stream.pipeline.Pipeline` with a Redis store (its own redis-server): parse ->
+  pass, behind :class:`notestream.stream.pipeline.Pipeline` with a Redis store (its own redis-server): parse ->
   window, clean + chunk -> tokenize -> store -> emit (serialize the updates), in batches of
   ``--batch`` notes, in this process. ``capacity.chunks_per_s`` is that capacity;
   ``capacity.stage_ms_per_1000_chunks`` times each stage alone on the same notes (where the rest goes);
@@ -49,19 +49,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from models.build import build_small_bert, clinical_corpus  # noqa: E402
-from models.checkpoint import load_model_folder  # noqa: E402
-from models.classifier import ChunkClassifier  # noqa: E402
-from models.engine import InferenceEngine  # noqa: E402
-from models.prep import note_chunks  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
-from notestream.settings import TOPICS, Settings  # noqa: E402
-from stream.embedded import EmbeddedBroker  # noqa: E402
-from stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
-from stream.kafka import consumer, producer  # noqa: E402
-from stream.pipeline import Pipeline, update_from_state  # noqa: E402
-from stream.store import RiskStore, open_store  # noqa: E402
-from stream.worker import spawn_worker, wait_ready  # noqa: E402
+from notestream.core.settings import TOPICS, Settings  # noqa: E402
+from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
+from notestream.models.checkpoint import load_model_folder  # noqa: E402
+from notestream.models.classifier import ChunkClassifier  # noqa: E402
+from notestream.models.engine import InferenceEngine  # noqa: E402
+from notestream.models.prep import note_chunks  # noqa: E402
+from notestream.models.spec import ModelSpec  # noqa: E402
+from notestream.stream.embedded import EmbeddedBroker  # noqa: E402
+from notestream.stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
+from notestream.stream.kafka import consumer, producer  # noqa: E402
+from notestream.stream.pipeline import Pipeline, update_from_state  # noqa: E402
+from notestream.stream.store import RiskStore, open_store  # noqa: E402
+from notestream.stream.worker import spawn_worker, wait_ready  # noqa: E402
 
 
 def make_notes(n: int, seed: int) -> list[NoteEvent]:

@@ -1,12 +1,12 @@
 """Text handling on ordinary and adversarial notes: seconds per MB. One JSON line.
 
 Operations: ``clean`` in both modes (``huang2019``, ``clinical``), ``chunk`` (the reference path: clean
-with huang2019 then 318-word chunks, :func:`models.prep.note_chunks`), ``windows`` (clinical cleaning
+with huang2019 then 318-word chunks, :func:`notestream.models.prep.note_chunks`), ``windows`` (clinical cleaning
 then 510-token windows with a WordPiece tokenizer trained here) and ``sentences`` (spaCy's sentencizer as
 the pre-training data uses it). Inputs, ``--mb`` MB each (``--sentences-mb`` for sentences, spaCy being
 the slowest step by far):
 
-- ``ordinary``: generated clinical notes (:func:`models.build.clinical_corpus`);
+- ``ordinary``: generated clinical notes (:func:`notestream.models.build.clinical_corpus`);
 - ``brackets``: runs of ``[`` (1 to 20,000 long) between ordinary words, never closed;
 - ``digits``: runs of digits (1 to 20,000 long) between ordinary words, no dot after them;
 - ``placeholders``: runs of ``[**`` never closed by ``**]``;
@@ -35,10 +35,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.build import clinical_corpus, train_wordpiece  # noqa: E402
-from models.prep import note_chunks  # noqa: E402
-from models.spec import Chunking, ModelSpec  # noqa: E402
-from models.text import clean, sentences  # noqa: E402
+from notestream.models.build import clinical_corpus, train_wordpiece  # noqa: E402
+from notestream.models.prep import note_chunks  # noqa: E402
+from notestream.models.spec import Chunking, ModelSpec  # noqa: E402
+from notestream.models.text import clean, sentences  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MB = 1024 * 1024

@@ -29,7 +29,7 @@ def import_legacy_command(
     ),
 ) -> None:
     """Convert the original ClinicalBERT release into a model folder with the reference defaults."""
-    from models.legacy import import_legacy
+    from notestream.models.legacy import import_legacy
 
     out = import_legacy(src, dst, vocab=vocab, new_head=new_head)
     typer.echo(json.dumps({"model_dir": str(out)}))
@@ -45,8 +45,8 @@ def optimize_command(
 ) -> None:
     """Write a copy of a model folder that serves faster on CPU; the worker, `score` and `explain` serve it
     unchanged. Its fingerprint differs from the source's, so a store bound to one refuses the other."""
-    from models.fingerprint import model_fingerprint
-    from models.quantize import optimize_folder
+    from notestream.models.fingerprint import model_fingerprint
+    from notestream.models.quantize import optimize_folder
 
     out = optimize_folder(src, dst, int8=int8)
     typer.echo(
@@ -59,8 +59,8 @@ def optimize_command(
 @model_app.command("info")
 def info_command(model_dir: Path = typer.Argument(..., help="A model folder.")) -> None:
     """Print a model folder's notestream.json after checking that the folder is a checkpoint."""
-    from models.checkpoint import check_model_folder
-    from models.spec import ModelSpec
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.spec import ModelSpec
 
     typer.echo(ModelSpec.read(check_model_folder(model_dir)).model_dump_json(indent=2))
 
@@ -84,8 +84,9 @@ def score(
     """Score MIMIC-format notes per admission through the inference engine (the stream, offline)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.engine import InferenceEngine
-    from models.scoring import (
+    from notestream.core.settings import load_settings
+    from notestream.models.engine import InferenceEngine
+    from notestream.models.scoring import (
         NoteRecord,
         ScoreRun,
         read_admit_times,
@@ -94,7 +95,6 @@ def score(
         write_failures,
         write_scores,
     )
-    from notestream.settings import load_settings
 
     settings = load_settings(config, devices=devices.split(",") if devices else None)
     admit_times = read_admit_times(admissions) if admissions is not None else None

@@ -1,15 +1,15 @@
 """Quantized CPU serving: a model folder that says ``quantization: int8-dynamic`` in its notestream.json.
 
 The folder keeps the float weights (safetensors, as every model folder) and the flag; the loader
-(:func:`models.checkpoint.load_model_folder`) quantizes the linear layers at load time with torch's
+(:func:`notestream.models.checkpoint.load_model_folder`) quantizes the linear layers at load time with torch's
 dynamic int8 quantization (weights int8 per output channel, activations quantized per batch on the
 fly). Nothing quantized is ever serialized, so loading stays pickle-free and the folder runs with any
 torch build that has a quantized CPU engine. The flag enters the folder's fingerprint
-(:mod:`models.fingerprint`): an int8 folder is another model than its float source, and a store bound
+(:mod:`notestream.models.fingerprint`): an int8 folder is another model than its float source, and a store bound
 to one refuses the other.
 
 Why torch dynamic int8 rather than ONNX Runtime: it needs no export step, no second runtime in the
-image, and serves through the same :class:`~models.classifier.ChunkClassifier`; the figures it gives
+image, and serves through the same :class:`~notestream.models.classifier.ChunkClassifier`; the figures it gives
 against the float model are in ``benchmarks/results/engine_int8.json`` (``benchmarks/engine.py
 --int8``). Dynamic int8 runs on CPU only; a folder flagged int8 refuses a CUDA device (serve the float
 source there, in bf16).
@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import TypeVar, cast
 
-from models.errors import CheckpointError
+from notestream.models.errors import CheckpointError
 
 M = TypeVar("M")
 QUANTIZATIONS = ("none", "int8-dynamic")
@@ -71,9 +71,9 @@ def optimize_folder(src: str | Path, dst: str | Path, *, int8: bool = True) -> P
     ``notestream.json`` saying ``quantization: int8-dynamic`` (and where it came from), then load it once
     to prove it serves. ``dst`` must not exist yet, or be empty.
     """
-    from models.checkpoint import check_model_folder, load_model_folder
-    from models.fingerprint import model_fingerprint
-    from models.spec import ModelSpec
+    from notestream.models.checkpoint import check_model_folder, load_model_folder
+    from notestream.models.fingerprint import model_fingerprint
+    from notestream.models.spec import ModelSpec
 
     if not int8:
         raise CheckpointError("Nothing to do: pass --int8 (dynamic int8 of the linear layers, CPU serving).")

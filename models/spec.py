@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from notestream.errors import ConfigError
+from notestream.core.errors import ConfigError
 
 SPEC_FILE = "notestream.json"
 SPEC_VERSION = 1
@@ -126,7 +126,7 @@ class ModelSpec(BaseModel):
     quantization: Literal["none", "int8-dynamic"] = Field(
         "none",
         description="How the loader runs the float weights: as they are, or with dynamic int8 linear "
-        "layers on CPU (written by `notestream model optimize --int8`; see models.quantize).",
+        "layers on CPU (written by `notestream model optimize --int8`; see notestream.models.quantize).",
     )
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
     metrics: dict[str, Any] = Field(default_factory=dict)

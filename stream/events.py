@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stream.errors import EventError
+from notestream.stream.errors import EventError
 
 SCHEMA_VERSION = 1
 
@@ -279,7 +279,7 @@ def parse_event(raw: bytes, cls: type[E]) -> E:
     >>> parse_event(b'{"kind": "admit", "subject_id": 1, "hadm_id": 2}', AdmissionEvent)
     Traceback (most recent call last):
     ...
-    stream.errors.EventError: Invalid event (schema): field '<event>': Value error, field 'admit_time' is required when kind is 'admit'
+    notestream.stream.errors.EventError: Invalid event (schema): field '<event>': Value error, field 'admit_time' is required when kind is 'admit'
     """
     return _validate(_decode(raw), cls)
 
@@ -293,7 +293,7 @@ def parse_note(raw: bytes, *, max_text_bytes: int) -> NoteEvent:
     >>> parse_note(b'{"note_id": "1", "subject_id": 1, "hadm_id": 2, "text": "abcdef"}', max_text_bytes=3)
     Traceback (most recent call last):
     ...
-    stream.errors.EventError: Invalid event (text_too_large): field 'text' has 6 UTF-8 bytes, over the limit of 3 (settings.max_note_bytes)
+    notestream.stream.errors.EventError: Invalid event (text_too_large): field 'text' has 6 UTF-8 bytes, over the limit of 3 (settings.max_note_bytes)
     """
     obj = _decode(raw)
     if obj.get("hadm_id") in (None, ""):

@@ -1,6 +1,6 @@
 """One batch of notes -> risk updates: window, clean + chunk, ONE engine call, store, updates.
 
-No Kafka here: :mod:`stream.app` is the thin adapter that feeds batches in and sends the results out,
+No Kafka here: :mod:`notestream.stream.app` is the thin adapter that feeds batches in and sends the results out,
 and tests drive :class:`Pipeline` directly. The steps for a batch:
 
 1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring.
@@ -9,12 +9,12 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    note whose admission is still unknown after ``admission_wait_s`` is rejected as
    ``admission_unknown`` (the app dead-letters it, so nothing is lost). Notes outside the window are
    *dropped* and counted by reason in :attr:`Pipeline.counters`.
-3. Each note is cleaned and chunked by :func:`models.prep.note_chunks`, the same function training and
+3. Each note is cleaned and chunked by :func:`notestream.models.prep.note_chunks`, the same function training and
    offline scoring use, so a streamed score equals the offline score of the same notes.
 4. The chunks of all notes of the batch go to the engine in ONE call.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
    notes of one admission in batch order, admissions concurrently.
-6. One :class:`~stream.events.RiskUpdate` per applied change (``change`` = new | revision |
+6. One :class:`~notestream.stream.events.RiskUpdate` per applied change (``change`` = new | revision |
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
 
@@ -36,25 +36,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from models.errors import BatchFailed
-from models.prep import note_chunks
-from models.spec import ModelSpec
-from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from notestream.models.errors import BatchFailed
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
+from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
 
 if TYPE_CHECKING:
-    from stream.store import AdmissionState, RiskStore
+    from notestream.stream.store import AdmissionState, RiskStore
 
 log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
-    """What the pipeline needs of :class:`models.engine.InferenceEngine`."""
+    """What the pipeline needs of :class:`notestream.models.engine.InferenceEngine`."""
 
     async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]: ...
 
 
 class StoreTimer(Protocol):
-    """What the pipeline needs of :class:`stream.metrics.Metrics`: a timer around each store call."""
+    """What the pipeline needs of :class:`notestream.stream.metrics.Metrics`: a timer around each store call."""
 
     def store_timer(self, op: str) -> AbstractContextManager[None]: ...
 
@@ -98,7 +98,7 @@ def update_from_state(
     produced_at: datetime | None = None,
     subject_id: int | None = None,
 ) -> RiskUpdate:
-    """The risk update that announces ``state`` (score by ``models.aggregate`` with the spec's c).
+    """The risk update that announces ``state`` (score by ``notestream.models.aggregate`` with the spec's c).
 
     An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0.
     """
@@ -151,7 +151,7 @@ class Pipeline:
         self.admission_wait_s = admission_wait_s
         self.tokenizer = tokenizer
         self.reemit_unchanged = reemit_unchanged
-        """Emit the current state (same seq) for a duplicate or stale note too: see stream.app."""
+        """Emit the current state (same seq) for a duplicate or stale note too: see notestream.stream.app."""
         self.metrics = metrics
         """Optional: times every store call (``notestream_store_seconds{op}``); None records nothing."""
         self.counters: Counter[str] = Counter()
@@ -327,7 +327,7 @@ def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -
     """Whether the model scores this note: ``spec.window.admits`` with the note's admit time, else
     ``admit`` (the store's admission record). Offline scoring of a feed uses the same test.
 
-    >>> from models.spec import Window
+    >>> from notestream.models.spec import Window
     >>> note = NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2))
     >>> spec = ModelSpec(window=Window(kind="hours", value=24))
     >>> in_window(note, spec, datetime(2150, 1, 1, 1)), in_window(note, spec, datetime(2150, 1, 1))

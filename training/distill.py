@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from training.errors import TrainRunError
-from training.finetune import _ChunkDataset, _Collator, read_chunks
+from notestream.training.errors import TrainRunError
+from notestream.training.finetune import _ChunkDataset, _Collator, read_chunks
 
 STUDENTS: dict[str, dict[str, int | None]] = {
     "small": {"layers": 6, "hidden": None, "heads": None, "intermediate": None},
@@ -208,9 +208,9 @@ def distill(
     from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from models.checkpoint import load_model_folder, save_model_folder
-    from models.fingerprint import model_fingerprint
-    from models.spec import ModelSpec
+    from notestream.models.checkpoint import load_model_folder, save_model_folder
+    from notestream.models.fingerprint import model_fingerprint
+    from notestream.models.spec import ModelSpec
 
     cfg = config or DistillConfig()
     if not 0.0 <= cfg.alpha <= 1.0 or cfg.temperature <= 0:
@@ -280,7 +280,7 @@ def distill(
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
     if val_csv is not None:
-        from training.evaluate import calibrate
+        from notestream.training.evaluate import calibrate
 
         calibrate(out, val_csv, batch_size=cfg.eval_batch_size)
     return out

@@ -19,9 +19,9 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Literal, Protocol, runtime_checkable
 
-from models.aggregate import score_from
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
+from notestream.models.aggregate import score_from
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
 
 EXACT_BITS = 1200  # p * 2**1200 is an integer for every finite float p (the smallest is 2**-1074)
 ApplyReason = Literal["new", "revision", "retracted", "duplicate", "stale"]
@@ -95,7 +95,7 @@ class AdmissionState:
         return self.p_sum / self.n_chunks if self.n_chunks else None
 
     def score(self, c: float = 2.0) -> float | None:
-        """The admission score (``models.aggregate.score_from``), None while no chunk is held.
+        """The admission score (``notestream.models.aggregate.score_from``), None while no chunk is held.
 
         >>> AdmissionState(1, 2, p_max=0.9, p_sum=1.2, n_chunks=3, n_notes=1, seq=1).score()
         0.6
@@ -156,9 +156,9 @@ class RiskStore(Protocol):
         ...
 
     async def claim(self, model: str) -> str:
-        """Record ``model`` (a :func:`models.fingerprint.model_fingerprint`) as the model whose
+        """Record ``model`` (a :func:`notestream.models.fingerprint.model_fingerprint`) as the model whose
         probabilities the store holds, unless one is recorded already; return the recorded one. The
-        record never expires: it outlives every admission (:func:`stream.store.claim_store`)."""
+        record never expires: it outlives every admission (:func:`notestream.stream.store.claim_store`)."""
         ...
 
     async def ping(self) -> bool:

@@ -10,7 +10,7 @@ Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in 
 
 Every write slides the keys' TTL (``idle_ttl_s``), or after a discharge pins it to discharge (wall
 clock) + ``retention_s``. Probabilities travel as ``repr`` strings (exact), and the sum is kept exact in
-integer limbs (see :mod:`stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
+integer limbs (see :mod:`notestream.stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
 bit for bit.
 """
 
@@ -26,9 +26,9 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis import exceptions as rex
 
-from stream.errors import StoreError, StoreUnavailable
-from stream.events import AdmissionEvent
-from stream.store.records import (
+from notestream.stream.errors import StoreError, StoreUnavailable
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.store.records import (
     AdmissionInfo,
     AdmissionState,
     ApplyResult,
@@ -88,10 +88,10 @@ def _iso(value: datetime | None) -> str:
 
 
 class RedisRiskStore:
-    """:class:`~stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
+    """:class:`~notestream.stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
 
     ``options`` are connection keyword arguments for the pool's ``from_url`` that override the ones
-    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`stream.store.open_store`
+    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`notestream.stream.store.open_store`
     passes ``Settings.redis_kwargs()`` (ACL user, client certificate and key, health checks). The pool
     always decodes replies and waits up to ``timeout_s`` for a free connection.
     """

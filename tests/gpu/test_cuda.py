@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import torch
 
-from models.build import clinical_corpus
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier
-from models.engine import InferenceEngine, resolve_devices
-from models.errors import BatchFailed, EngineOverloaded
-from models.prep import note_chunks
-from models.spec import ModelSpec
+from notestream.models.build import clinical_corpus
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.engine import InferenceEngine, resolve_devices
+from notestream.models.errors import BatchFailed, EngineOverloaded
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
 
 DEVICE = os.environ.get("NOTESTREAM_TEST_DEVICE", "cuda:0")
 pytestmark = [
@@ -103,8 +103,8 @@ def test_a_failing_batch_on_gpu_fails_only_its_requests(tiny_model_dir: Path, ch
 
 
 def test_fine_tuning_a_few_steps_in_bf16(tmp_path: Path) -> None:
-    from models.build import build_small_bert
-    from training.finetune import FinetuneConfig, finetune
+    from notestream.models.build import build_small_bert
+    from notestream.training.finetune import FinetuneConfig, finetune
 
     rows = [
         (

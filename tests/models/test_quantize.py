@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.build import clinical_corpus
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier
-from models.engine import InferenceEngine
-from models.errors import CheckpointError
-from models.fingerprint import model_fingerprint
-from models.prep import note_chunks
-from models.quantize import optimize_folder
-from models.spec import ModelSpec
 from notestream.cli import _mount, app
+from notestream.models.build import clinical_corpus
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.engine import InferenceEngine
+from notestream.models.errors import CheckpointError
+from notestream.models.fingerprint import model_fingerprint
+from notestream.models.prep import note_chunks
+from notestream.models.quantize import optimize_folder
+from notestream.models.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.chunking import chunk_words
-from models.text import LONG_RUN_CHARS, _sentencizer, clean, is_missing, sentences
+from notestream.models.chunking import chunk_words
+from notestream.models.text import LONG_RUN_CHARS, _sentencizer, clean, is_missing, sentences
 
 
 def pandas_reference(values: list[object]) -> list[str]:

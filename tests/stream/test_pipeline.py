@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from models.engine import InferenceEngine
-from models.spec import ModelSpec, Window
-from stream.errors import StoreUnavailable
-from stream.events import NoteEvent
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore
+from notestream.models.engine import InferenceEngine
+from notestream.models.spec import ModelSpec, Window
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.events import NoteEvent
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore
 from tests.stream.feed import ADMIT, OfflineScorer, discharges, feed
 
 

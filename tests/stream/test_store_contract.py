@@ -1,7 +1,7 @@
 """The RiskStore contract: the in-memory store and the Redis store (a real redis-server) must agree.
 
 Every test here runs against both implementations; aggregates are compared with the batch reference
-(``models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
+(``notestream.models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from models.aggregate import admission_score
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
-from stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.models.aggregate import admission_score
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
 
 StoreFactory = Callable[..., RiskStore]
 

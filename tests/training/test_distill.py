@@ -1,4 +1,4 @@
-"""training.distill: the loss, a student initialised from its teacher, and a folder that serves unchanged."""
+"""notestream.training.distill: the loss, a student initialised from its teacher, and a folder that serves unchanged."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from models.build import build_small_bert
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier
-from models.fingerprint import model_fingerprint
-from models.spec import ModelSpec, Window
 from notestream.cli import _mount, app
-from training.distill import DistillConfig, build_student, distill, distill_loss, student_shape
-from training.errors import TrainRunError
-from training.finetune import FinetuneConfig, finetune
+from notestream.models.build import build_small_bert
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.fingerprint import model_fingerprint
+from notestream.models.spec import ModelSpec, Window
+from notestream.training.distill import DistillConfig, build_student, distill, distill_loss, student_shape
+from notestream.training.errors import TrainRunError
+from notestream.training.finetune import FinetuneConfig, finetune
 
 WORDS = ["readmitted", "alone", "missed", "dialysis", "stable", "family", "support", "home"]
 
@@ -130,7 +130,7 @@ def test_the_student_folder_serves_like_its_teacher(teacher: Path, tmp_path: Pat
 
 
 def test_a_quantized_teacher_is_refused(teacher: Path, tmp_path: Path) -> None:
-    from models.quantize import optimize_folder
+    from notestream.models.quantize import optimize_folder
 
     int8 = optimize_folder(teacher, tmp_path / "int8")
     with pytest.raises(TrainRunError, match="quantized"):
