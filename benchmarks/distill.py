@@ -114,9 +114,10 @@ def speeds(models: dict[str, Path], texts: list[str], rounds: int) -> dict[str, 
 def main(patients: int, steps: int, n_boot: int, rounds: int) -> dict[str, Any]:
     from notestream.models.checkpoint import load_model_folder
     from notestream.models.spec import ModelSpec
-    from notestream.training.distill import DistillConfig, distill
-    from notestream.training.finetune import read_chunks
+    from notestream.training.chunk_files import read_chunks
+    from notestream.training.distill import distill
     from notestream.training.quickstart import quick_model
+    from notestream.training.run_config import DistillConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

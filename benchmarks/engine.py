@@ -96,9 +96,9 @@ def note_chunk_ids(
 
 def sorted_efficiency(lengths: list[int], batch_size: int) -> float:
     """Padding efficiency of one caller that sorts all chunks by length first: the ceiling."""
-    from notestream.models.classifier import length_batches
+    from notestream.models.batching import plan_batches
 
-    batches = length_batches(lengths, max_batch_size=batch_size, max_batch_tokens=batch_size * 512)
+    batches = plan_batches(lengths, max_batch_size=batch_size, max_batch_tokens=batch_size * 512)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     return sum(lengths) / padded
 
@@ -260,7 +260,7 @@ def int8_speed(work: Path, n: int, batch_size: int, rounds: int, vocab_size: int
     from notestream.models.build import build_small_bert, clinical_corpus
     from notestream.models.checkpoint import load_model_folder
     from notestream.models.classifier import ChunkClassifier
-    from notestream.models.quantize import optimize_folder
+    from notestream.models.optimize import optimize_folder
 
     cfg = CONFIGS["bert-base"]
     model = build_small_bert(
@@ -302,7 +302,7 @@ def int8_accuracy(work: Path, patients: int) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from notestream.cli.demo import held_out, offline_scores, plan_feed
-    from notestream.models.quantize import optimize_folder
+    from notestream.models.optimize import optimize_folder
     from notestream.training.quickstart import quick_model
 
     demo = quick_model(work / "demo", n_patients=patients)

@@ -14,7 +14,6 @@ Nothing is logged beyond file names.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from notestream.models.explain.importance import METHODS
+from notestream.models.explain.methods import METHODS
 
 console = Console()
 progress = Console(stderr=True)  # spinners go to stderr, so --json output stays clean
@@ -88,6 +87,8 @@ def _explain_admission(
     top: int,
     config: Path | None,
 ) -> None:
+    import asyncio
+
     from notestream.core.settings import load_settings
     from notestream.models.checkpoint import check_model_folder
     from notestream.models.spec import ModelSpec

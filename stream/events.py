@@ -40,12 +40,6 @@ from notestream.stream.errors import EventError
 
 SCHEMA_VERSION = 1
 
-NOTES = "notes"
-ADMISSIONS = "admissions"
-RISK_UPDATES = "risk-updates"
-RISK_ALERTS = "risk-alerts"
-NOTES_DLQ = "notes-dlq"
-TopicKind = Literal["notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq"]
 
 DeadLetterReason = Literal[
     "invalid_json",  # the bytes are UTF-8 but not JSON
@@ -173,7 +167,7 @@ class RiskUpdate(Event):
         default=None, ge=0, description="Index of the top chunk inside top_note_id."
     )
     change: Literal["new", "revision", "retracted", "discharge"] | None = Field(
-        default=None, description="What changed the aggregate (extension of the DESIGN fields)."
+        default=None, description="What changed the aggregate."
     )
     note_time: datetime | None = None
     produced_at: datetime | None = Field(default=None, description="When the triggering event was produced.")

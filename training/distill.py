@@ -20,44 +20,21 @@ and ``c``; its threshold and metrics are its own (from ``val_csv``, as ``finetun
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
-from notestream.training.finetune import _ChunkDataset, _Collator, read_chunks
+from notestream.training.finetune import _ChunkDataset, _Collator
+from notestream.training.run_config import DistillConfig
 
 STUDENTS: dict[str, dict[str, int | None]] = {
     "small": {"layers": 6, "hidden": None, "heads": None, "intermediate": None},
     "tiny": {"layers": 4, "hidden": 312, "heads": 12, "intermediate": 1200},
 }
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """The student's shape and the distillation's hyper-parameters."""
-
-    size: str = "small"
-    layers: int | None = None
-    hidden: int | None = None
-    heads: int | None = None
-    intermediate: int | None = None
-    init_from_teacher: bool = True
-    """Copy the teacher's embeddings, pooler, head and evenly spaced layers (same width only)."""
-    alpha: float = 0.5
-    """Weight of the label loss; ``1 - alpha`` weighs the teacher's soft targets."""
-    temperature: float = 2.0
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    max_steps: int | None = None
-    seed: int = 42
-    eval_batch_size: int = 64
-    progress: bool = True
 
 
 def student_shape(teacher_config: Any, cfg: DistillConfig) -> dict[str, int]:

@@ -104,7 +104,8 @@ def test_a_failing_batch_on_gpu_fails_only_its_requests(tiny_model_dir: Path, ch
 
 def test_fine_tuning_a_few_steps_in_bf16(tmp_path: Path) -> None:
     from notestream.models.build import build_small_bert
-    from notestream.training.finetune import FinetuneConfig, finetune
+    from notestream.training.finetune import finetune
+    from notestream.training.run_config import FinetuneConfig
 
     rows = [
         (

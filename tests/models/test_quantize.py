@@ -17,8 +17,8 @@ from notestream.models.classifier import ChunkClassifier
 from notestream.models.engine import InferenceEngine
 from notestream.models.errors import CheckpointError
 from notestream.models.fingerprint import model_fingerprint
+from notestream.models.optimize import optimize_folder
 from notestream.models.prep import note_chunks
-from notestream.models.quantize import optimize_folder
 from notestream.models.spec import ModelSpec
 
 

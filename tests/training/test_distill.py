@@ -16,9 +16,10 @@ from notestream.models.checkpoint import load_model_folder
 from notestream.models.classifier import ChunkClassifier
 from notestream.models.fingerprint import model_fingerprint
 from notestream.models.spec import ModelSpec, Window
-from notestream.training.distill import DistillConfig, build_student, distill, distill_loss, student_shape
+from notestream.training.distill import build_student, distill, distill_loss, student_shape
 from notestream.training.errors import TrainRunError
-from notestream.training.finetune import FinetuneConfig, finetune
+from notestream.training.finetune import finetune
+from notestream.training.run_config import DistillConfig, FinetuneConfig
 
 WORDS = ["readmitted", "alone", "missed", "dialysis", "stable", "family", "support", "home"]
 
@@ -130,7 +131,7 @@ def test_the_student_folder_serves_like_its_teacher(teacher: Path, tmp_path: Pat
 
 
 def test_a_quantized_teacher_is_refused(teacher: Path, tmp_path: Path) -> None:
-    from notestream.models.quantize import optimize_folder
+    from notestream.models.optimize import optimize_folder
 
     int8 = optimize_folder(teacher, tmp_path / "int8")
     with pytest.raises(TrainRunError, match="quantized"):
