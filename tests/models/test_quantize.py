@@ -102,3 +102,26 @@ def test_the_cli_writes_the_folder(tiny_model_dir: Path, tmp_path: Path) -> None
     assert line["quantization"] == "int8-dynamic"
     assert line["fingerprint"] == model_fingerprint(out)
     assert ModelSpec.read(out).quantization == "int8-dynamic"
+
+
+def test_explain_text_runs_on_the_float_weights_of_an_int8_folder(int8_dir: Path, tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text(clinical_corpus(1, seed=4, sentences=(20, 40))[0], encoding="utf-8")
+    _mount()
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            "--model",
+            str(int8_dir),
+            "--text",
+            str(note),
+            "--json",
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "importance" in result.stdout or "weights" in result.stdout
