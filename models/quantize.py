@@ -1,18 +1,15 @@
 """Quantized CPU serving: a model folder that says ``quantization: int8-dynamic`` in its notestream.json.
 
 The folder keeps the float weights (safetensors, as every model folder) and the flag; the loader
-(:func:`notestream.models.checkpoint.load_model_folder`) quantizes the linear layers at load time with torch's
-dynamic int8 quantization (weights int8 per output channel, activations quantized per batch on the
-fly). Nothing quantized is ever serialized, so loading stays pickle-free and the folder runs with any
-torch build that has a quantized CPU engine. The flag enters the folder's fingerprint
-(:mod:`notestream.models.fingerprint`): an int8 folder is another model than its float source, and a store bound
-to one refuses the other.
+(:func:`notestream.models.checkpoint.load_model_folder`) quantizes the linear layers at load time with
+torch's dynamic int8 quantization (int8 weights, activations quantized per batch on the fly). Nothing
+quantized is ever serialized, so loading stays pickle-free and the folder runs with any torch build
+that has a quantized CPU engine. The flag enters the folder's fingerprint
+(:mod:`notestream.models.fingerprint`): an int8 folder is another model than its float source, and a
+store bound to one refuses the other.
 
-Why torch dynamic int8 rather than ONNX Runtime: it needs no export step, no second runtime in the
-image, and serves through the same :class:`~notestream.models.classifier.ChunkClassifier`; the figures it gives
-against the float model are in ``benchmarks/results/engine_int8.json`` (``benchmarks/engine.py
---int8``). Dynamic int8 runs on CPU only; a folder flagged int8 refuses a CUDA device (serve the float
-source there, in bf16).
+Dynamic int8 runs on CPU only; a folder flagged int8 refuses a CUDA device. Why torch rather than ONNX
+Runtime, and how to deploy it: docs/operations.md (CPU-only nodes).
 
 >>> QUANTIZATIONS
 ('none', 'int8-dynamic')
