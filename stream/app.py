@@ -39,7 +39,7 @@ import faust
 from faust.types import EventT
 
 from notestream.core.settings import Settings
-from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, STORE_CHANGELOG
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
     AdmissionEvent,
@@ -98,6 +98,7 @@ def create_app(
     admissions_topic = raw_topic(ADMISSIONS)
     updates_topic = raw_topic(RISK_UPDATES)
     dlq_topic = raw_topic(NOTES_DLQ)
+    changelog_topic = raw_topic(STORE_CHANGELOG)
     app.runtime = runtime  # type: ignore[attr-defined]
     runtime.broker_check = BrokerCheck(app)
 
@@ -171,7 +172,10 @@ def create_app(
                 continue
             notes.append(note)
             source[id(note)] = event
-        result = await pipeline.process(notes) if notes else None
+        # --- store healing (stream/store/heal.py): a store that lost its data is rebuilt, the batch rerun
+        result = await runtime.healer.guard(partial(pipeline.process, notes)) if notes else None
+        if result is not None:  # the changelog, after the store write and before updates and commit
+            await runtime.healer.record(changelog_topic.send, result.changes)
         updates: list[RiskUpdate] = []
         if result is not None:
             updates = result.updates
@@ -197,7 +201,10 @@ def create_app(
             if runtime.metrics is not None:
                 runtime.metrics.dead_letter(letter.reason)
             return
-        final = await pipeline.admission(admission)
+        # --- store healing (stream/store/heal.py), as for notes
+        changes: list[Any] = []
+        final = await runtime.healer.guard(partial(pipeline.admission, admission, changes))
+        await runtime.healer.record(changelog_topic.send, changes)
         await emit([final] if final is not None else [], [])
         record_lag([event])
 

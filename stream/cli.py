@@ -39,3 +39,6 @@ def register(app: typer.Typer) -> None:
     from notestream.stream.cli_data import register_data
 
     register_data(app)
+    from notestream.stream.ingest.cli import register_ingest
+
+    register_ingest(app)

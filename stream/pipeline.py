@@ -13,7 +13,9 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    offline scoring use, so a streamed score equals the offline score of the same notes.
 4. The chunks of all notes of the batch go to the engine in ONE call.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
-   notes of one admission in batch order, admissions concurrently.
+   notes of one admission in batch order, admissions concurrently. The store keeps the sha256 of each
+   note's text (never the text): a note with the id and revision of a held one but other content is
+   rejected as ``conflict`` (the app dead-letters it) and the held one stays.
 6. One :class:`~notestream.stream.events.RiskUpdate` per applied change (``change`` = new | revision |
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
@@ -42,6 +44,8 @@ from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from notestream.stream.store.changelog import AdmissionChange, NoteChange
+from notestream.stream.store.records import content_hash
 
 if TYPE_CHECKING:
     from notestream.stream.store import AdmissionState, RiskStore
@@ -75,6 +79,8 @@ class BatchResult:
     """Store outcomes of the batch's notes: new, revision, retracted, duplicate, stale, ..."""
     chunks: int = 0
     engine_s: float = 0.0
+    changes: list[NoteChange | AdmissionChange] = field(default_factory=list)
+    """What the store now holds of each note of the batch (for the store changelog, notestream.stream.store.heal)."""
 
 
 @dataclass
@@ -246,6 +252,7 @@ class Pipeline:
             out = []
             for w in items:  # batch order within one admission: revisions stay ordered
                 note = w.note
+                digest = None if note.is_error else content_hash(note.text)
                 with self._timed("apply_note"):
                     res = await self.store.apply_note(
                         hadm_id=note.hadm_id,
@@ -255,8 +262,16 @@ class Pipeline:
                         is_error=note.is_error,
                         chunk_probs=w.probs,
                         note_time=note.event_time(),
+                        content_hash=digest,
                     )
                 result.outcomes[res.reason] += 1
+                if res.reason in CHANGELOG_REASONS:
+                    result.changes.append(
+                        note_change(note, w.probs, digest, res.state.seq if res.state else 0)
+                    )
+                if res.reason == "conflict":
+                    result.rejected.append(Rejected(note, "conflict", conflict_detail(note)))
+                    continue
                 if res.state is None:
                     continue
                 if res.applied:
@@ -278,16 +293,49 @@ class Pipeline:
         return self.metrics.store_timer(op) if self.metrics is not None else contextlib.nullcontext()
 
     # --- admissions -------------------------------------------------------------------------------
-    async def admission(self, event: AdmissionEvent) -> RiskUpdate | None:
+    async def admission(
+        self, event: AdmissionEvent, changes: list[NoteChange | AdmissionChange] | None = None
+    ) -> RiskUpdate | None:
         """Record an admit or discharge; the first discharge of an admission with notes gives its final
-        update (the store raised its ``seq``); a repeated discharge gives nothing."""
+        update (the store raised its ``seq``); a repeated discharge gives nothing. ``changes``, when
+        given, receives the :class:`~notestream.stream.store.changelog.AdmissionChange` for the store changelog.
+
+        The kinds EHR feeds add: an ``update`` that carries an admit time is recorded as an admit (the
+        corrected time replaces the stored one), one without is counted only; ``cancel_admit`` and
+        ``cancel_discharge`` are counted (``admission_<kind>``) and logged, and the store is left as it
+        is: a store never takes back a discharge or an admission's probabilities."""
+        if event.kind in ("cancel_admit", "cancel_discharge") or (
+            event.kind == "update" and event.admit_time is None
+        ):
+            self.counters[f"admission_{event.kind}"] += 1
+            if event.kind != "update":
+                log.warning(
+                    "Admission %s: %s recorded but not applied (the store keeps its admission record)",
+                    event.hadm_id,
+                    event.kind,
+                )
+            return None
+        if event.kind == "update":
+            self.counters["admission_update"] += 1
+            event = event.model_copy(update={"kind": "admit", "discharge_time": None})
+            with self._timed("record_admission"):
+                await self.store.record_admission(event)
+            if changes is not None:
+                changes.append(AdmissionChange(event, 0))  # an admit leaves seq alone
+            return None
         with self._timed("record_admission"):
             info = await self.store.record_admission(event)
         self.counters[f"admission_{event.kind}"] += 1
-        if event.kind != "discharge" or not info.applied:
+        if event.kind != "discharge" or (not info.applied and changes is None):
+            if changes is not None:
+                changes.append(AdmissionChange(event, 0))  # an admit leaves seq alone
             return None
         with self._timed("state"):
             state = await self.store.state(event.hadm_id)
+        if changes is not None:
+            changes.append(AdmissionChange(event, state.seq if state is not None else 0))
+        if not info.applied:
+            return None
         if state is None or state.n_notes == 0:
             return None
         return update_from_state(
@@ -298,6 +346,38 @@ class Pipeline:
             produced_at=event.produced_at,
             subject_id=event.subject_id,
         )
+
+
+CHANGELOG_REASONS = frozenset({"new", "revision", "retracted", "duplicate"})
+"""Store outcomes after which the store holds the note as it came: each gives a changelog record."""
+
+
+def note_change(note: NoteEvent, probs: Sequence[float], digest: str | None, seq: int) -> NoteChange:
+    """The changelog's view of a note the store holds (probabilities and content hash, never text)."""
+    return NoteChange(
+        hadm_id=note.hadm_id,
+        subject_id=note.subject_id,
+        note_id=note.note_id,
+        revision=note.revision,
+        is_error=note.is_error,
+        probs=() if note.is_error else tuple(probs),
+        digest=digest or "",
+        note_time=note.event_time(),
+        seq=seq,
+    )
+
+
+def conflict_detail(note: NoteEvent) -> str:
+    """The dead-letter detail of a note whose id and revision the store holds with other content
+    (ids and the revision only, never text).
+
+    >>> conflict_detail(NoteEvent(note_id="7", subject_id=1, hadm_id=2, revision=3, text="x"))
+    'admission 2 already holds note 7 revision 3 with different content; send a higher revision to replace it'
+    """
+    return (
+        f"admission {note.hadm_id} already holds note {note.note_id} revision {note.revision} with "
+        "different content; send a higher revision to replace it"
+    )
 
 
 def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None, tz: tzinfo = UTC) -> bool:

@@ -22,6 +22,7 @@ from notestream.models.spec import ModelSpec
 from notestream.stream.errors import StreamError
 from notestream.stream.metrics import Metrics
 from notestream.stream.pipeline import Pipeline
+from notestream.stream.store.heal import StoreHealer
 
 __all__ = ["BrokerCheck", "Runtime"]
 
@@ -75,6 +76,8 @@ class Runtime:
         self._lock = asyncio.Lock()
         self._owns: list[Any] = []
         self._fingerprint: str | None = None
+        self.healer = StoreHealer.off()
+        """Lost-store detection and the changelog (stream/store/heal.py); set by :meth:`ready`."""
 
     def preload(self) -> None:
         """Load the model replicas and fingerprint the model folder now (blocking, before the event loop
@@ -114,6 +117,10 @@ class Runtime:
                 self.store = open_store(self.settings)
                 self._owns.append(self.store)
             await self._claim_store(Path(model_dir))
+            # --- store healing (stream/store/heal.py): epoch check on every write, rebuild from the changelog
+            from notestream.stream.store.heal import open_healer
+
+            self.healer = await open_healer(self.settings, self.store, self._fingerprint or "", self.metrics)
             if self.engine is None:
                 from notestream.models.engine import InferenceEngine
 
@@ -148,7 +155,7 @@ class Runtime:
 
         fingerprint = self._fingerprint
         if fingerprint is None:
-            fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
+            fingerprint = self._fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
         store_url = self.settings.masked()["store"]
         where = f"The store {store_url} (namespace {self.settings.store_namespace})"
         await claim_store(self.store, fingerprint, where=where)
