@@ -130,6 +130,11 @@ class ModelSpec(BaseModel):
         description="Trained on each admission's notes joined before chunking (`prepare --mode huang2019` "
         "with early notes); the stream chunks each note alone, so served scores differ from training.",
     )
+    quantization: Literal["none", "int8-dynamic"] = Field(
+        "none",
+        description="How the loader runs the float weights: as they are, or with dynamic int8 linear "
+        "layers on CPU (written by `notestream model optimize --int8`; see notestream.models.quantize).",
+    )
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
     calibration: Calibrator | None = Field(
         None,

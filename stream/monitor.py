@@ -131,19 +131,25 @@ class OutcomeMonitor:
 
     def _admission(self, event: AdmissionEvent) -> None:
         stay = self._stays.setdefault(event.hadm_id, _Stay(event.subject_id))
-        if event.kind == "admit":
+        admits = self._admits.setdefault(event.subject_id, [])
+        if event.kind in ("admit", "update") and event.admit_time is not None:
+            # an EHR update may correct the admit time; it never discharges
             stay.admit = _naive(event.admit_time)
-            stay.admission_type = event.admission_type
-            admits = self._admits.setdefault(event.subject_id, [])
-            if stay.admit is not None and all(h != event.hadm_id for _, h, _ in admits):
-                admits.append((stay.admit, event.hadm_id, (event.admission_type or "").upper() or None))
+            stay.admission_type = event.admission_type or stay.admission_type
+            admits[:] = [a for a in admits if a[1] != event.hadm_id]
+            kind = (stay.admission_type or "").upper() or None
+            admits.append((stay.admit, event.hadm_id, kind))  # type: ignore[arg-type]
             self._tick(event.admit_time)
-        else:
+        elif event.kind == "discharge":
             stay.discharge = _naive(event.discharge_time)
             stay.died = stay.died or event.death_time is not None
             if stay.admit is None and event.admit_time is not None:
                 stay.admit = _naive(event.admit_time)
             self._tick(event.discharge_time)
+        elif event.kind == "cancel_discharge":  # the EHR undid the discharge: the outcome is open again
+            stay.discharge, stay.died = None, False
+        elif event.kind == "cancel_admit":  # an admission that never was: no one's readmission
+            admits[:] = [a for a in admits if a[1] != event.hadm_id]
 
     def _update(self, update: RiskUpdate) -> None:
         key = update.model_fingerprint or update.model

@@ -101,6 +101,15 @@ def test_outcomes_follow_the_readmission_rule() -> None:
     m.observe(admit(8, 5, 95))  # time passes: admissions 3, 5 and 7 resolve as negatives
     assert m.labels("m@1") == {1: 0, 2: 0, 3: 0, 4: 1, 5: 0, 7: 0}
     assert m.outcome(6, "mortality") == 1
+    # EHR corrections: a cancelled admit is no readmission, a cancelled discharge reopens the outcome
+    m.observe(admit(9, 5, 96))
+    m.observe(discharge(9, 5, 97))
+    m.observe(admit(10, 5, 100))
+    assert m.outcome(9, "readmission") == 1
+    m.observe(AdmissionEvent(kind="cancel_admit", subject_id=5, hadm_id=10))
+    assert m.outcome(9, "readmission") is None  # 30 days have not passed since day 97
+    m.observe(AdmissionEvent(kind="cancel_discharge", subject_id=5, hadm_id=9))
+    assert m.outcome(9, "mortality") is None
     assert m.outcome(4, "prolonged_stay") == 0
 
 
