@@ -12,7 +12,9 @@ from pathlib import Path
 
 import typer
 
-model_app = typer.Typer(name="model", help="Model folders: import-legacy, info.", no_args_is_help=True)
+model_app = typer.Typer(
+    name="model", help="Model folders: import-legacy, optimize, card, info.", no_args_is_help=True
+)
 
 
 @model_app.command("import-legacy")
