@@ -26,17 +26,25 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
+        import sys
+
+        from notestream.core.errors import ConfigError
         from notestream.core.settings import load_settings
+        from notestream.stream.fate import EXIT_CONFIG
         from notestream.stream.worker import run_worker
 
-        settings = load_settings(
-            config,
-            broker=broker,
-            store=store,
-            model_dir=model_dir,
-            topic_prefix=topic_prefix,
-            consumer_group=group,
-        )
+        try:
+            settings = load_settings(
+                config,
+                broker=broker,
+                store=store,
+                model_dir=model_dir,
+                topic_prefix=topic_prefix,
+                consumer_group=group,
+            )
+        except ConfigError as exc:
+            print(f"notestream worker cannot start: {exc}", file=sys.stderr, flush=True)
+            raise typer.Exit(EXIT_CONFIG) from None
         run_worker(settings)
 
     @app.command()
@@ -74,8 +82,11 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(serve(host=host, port=port, max_memory_mb=max_memory_mb))
 
     from notestream.stream.cli_data import register_data
+    from notestream.stream.cli_monitor import register_monitor
 
     register_data(app)
+    register_monitor(app)
+
     from notestream.stream.ingest.cli import register_ingest
 
     register_ingest(app)

@@ -166,7 +166,19 @@ class RiskUpdate(Event):
     subject_id: int
     task: str
     model: str = Field(description="Model name or folder the score comes from.")
+    model_fingerprint: str | None = Field(
+        default=None,
+        description="The model's fingerprint (name@digest, notestream.models.fingerprint): two folders of one name "
+        "with other weights are told apart. None from workers before it was added.",
+    )
     score: float | None = Field(ge=0, le=1, description="None while the admission holds no chunk.")
+    risk: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Calibrated probability of the outcome (notestream.models.calibration) at the prevalence the "
+        "model was calibrated on; None without a calibrator or a chunk.",
+    )
     p_max: float | None
     p_mean: float | None
     n_chunks: int = Field(ge=0)
@@ -187,13 +199,25 @@ class RiskUpdate(Event):
     final: bool = Field(default=False, description="True once the admission was discharged.")
 
 
+AlertReason = Literal["score", "no_chunks", "discharged", "retired"]
+
+
 class RiskAlert(Event):
-    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis)."""
+    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis, the admission
+    holds no chunk any more, or it was discharged)."""
 
     hadm_id: int
     subject_id: int | None = None
     task: str
     model: str | None = None
+    model_fingerprint: str | None = Field(
+        default=None, description="Fingerprint of the model whose score raised or cleared the alert."
+    )
+    reason: AlertReason | None = Field(
+        default=None,
+        description="Why: score (crossed the threshold or the clear level), no_chunks, discharged, "
+        "retired (the model was taken out of service: `notestream alerts --retire`).",
+    )
     score: float
     threshold: float
     hysteresis: float = 0.0
@@ -206,7 +230,10 @@ class DeadLetter(Event):
     """A message that could not be processed, with why. Lives on ``notes-dlq`` (a notes sibling).
 
     ``original`` keeps the message's bytes exactly (base64 in JSON); they may hold note text, so
-    dead letters stay beside the notes topic and are never logged.
+    dead letters stay beside the notes topic and are never logged. A message too large to travel whole
+    inside a dead letter (see ``settings.dead_letter_max_bytes``) has an empty ``original`` and its
+    ``original_sha256`` and ``original_size`` instead: with ``topic``, ``partition`` and ``offset`` they
+    find it on its topic while retention keeps it.
 
     >>> dl = DeadLetter(reason="invalid_json", detail="x", topic="notes", original=b"{oops")
     >>> DeadLetter.from_bytes(dl.to_bytes()).original
@@ -221,7 +248,13 @@ class DeadLetter(Event):
     partition: int | None = None
     offset: int | None = None
     key: bytes | None = Field(default=None, repr=False)
-    original: bytes = Field(repr=False)
+    original: bytes = Field(default=b"", repr=False)
+    original_sha256: str | None = Field(
+        default=None, description="Hex SHA-256 of the original, when it was too large to carry whole."
+    )
+    original_size: int | None = Field(
+        default=None, ge=0, description="Bytes of the original, when it was too large to carry whole."
+    )
     at: datetime = Field(default_factory=utcnow)
 
     @classmethod

@@ -10,8 +10,12 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    ``admission_unknown`` (the app dead-letters it, so nothing is lost). Notes outside the window are
    *dropped* and counted by reason in :attr:`Pipeline.counters`.
 3. Each note is cleaned and chunked by :func:`notestream.models.prep.note_chunks`, the same function training and
-   offline scoring use, so a streamed score equals the offline score of the same notes.
-4. The chunks of all notes of the batch go to the engine in ONE call.
+   offline scoring use, so a streamed score equals the offline score of the same notes. This runs in a
+   thread, off the event loop (a long note must not stop the consumer's heartbeats), and a note whose
+   cleaning or chunking fails is rejected as ``processing_error`` (:func:`notestream.stream.fate.decide`).
+4. The chunks of all notes of the batch go to the engine in ONE call. If that call fails for a reason
+   of the messages (not the store, broker or device), the notes are scored one by one and a note that
+   fails alone is rejected; a fixed canary text tells a broken engine from a broken note.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
    notes of one admission in batch order, admissions concurrently. The store keeps the sha256 of each
    note's text (never the text): a note with the id and revision of a held one but other content is
@@ -38,12 +42,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
-from notestream.models.errors import BatchFailed
+from notestream.models.calibration import calibrated_risk
 from notestream.models.isolation import Scorer, score_isolating
 from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from notestream.stream.fate import decide, failure_detail
 from notestream.stream.store.changelog import AdmissionChange, NoteChange
 from notestream.stream.store.records import content_hash
 
@@ -61,11 +66,15 @@ class StoreTimer(Protocol):
 
 @dataclass(frozen=True)
 class Rejected:
-    """A valid note the pipeline could not process; the app dead-letters it with this reason."""
+    """A valid note the pipeline could not process; the worker dead-letters it with this reason.
+
+    ``index`` is the note's position in the batch given to :meth:`Pipeline.process`, so the caller
+    finds the message it came from."""
 
     note: NoteEvent
     reason: str
     detail: str
+    index: int
 
 
 @dataclass
@@ -86,8 +95,16 @@ class BatchResult:
 @dataclass
 class _Work:
     note: NoteEvent
+    index: int
     chunks: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
+
+
+CANARY = (
+    "Patient admitted with shortness of breath, treated with diuretics and oxygen, improved, and "
+    "discharged home in stable condition with follow up in clinic."
+)
+"""A plain text the engine must always score: if it fails too, the engine is broken, not the note."""
 
 
 def update_from_state(
@@ -99,10 +116,12 @@ def update_from_state(
     change: str | None = None,
     produced_at: datetime | None = None,
     subject_id: int | None = None,
+    fingerprint: str | None = None,
 ) -> RiskUpdate:
     """The risk update that announces ``state`` (score by ``notestream.models.aggregate`` with the spec's c).
 
-    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0.
+    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0 (and
+    no ``risk``). ``risk`` is the score under the model's calibrator (:func:`notestream.models.calibration.calibrated_risk`).
     """
     score = state.score(spec.c)
     n = state.n_chunks
@@ -114,7 +133,9 @@ def update_from_state(
         subject_id=subject if subject is not None else 0,
         task=spec.task,
         model=model,
+        model_fingerprint=fingerprint,
         score=float(score) if score is not None else 0.0,
+        risk=calibrated_risk(spec.calibration, float(score) if score is not None else None),
         p_max=float(state.p_max) if state.p_max is not None else 0.0,
         p_mean=float(state.p_sum) / n if n > 0 else 0.0,
         n_chunks=n,
@@ -145,11 +166,14 @@ class Pipeline:
         tokenizer: Any = None,
         reemit_unchanged: bool = True,
         metrics: StoreTimer | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.spec = spec
         self.model = model
+        self.fingerprint = fingerprint
+        """The model's fingerprint (:func:`notestream.models.fingerprint.model_fingerprint`), put on every update."""
         self.admission_wait_s = admission_wait_s
         self.tokenizer = tokenizer
         self.reemit_unchanged = reemit_unchanged
@@ -166,17 +190,17 @@ class Pipeline:
         """Process one batch; every note ends up applied, dropped (counted) or rejected."""
         result = BatchResult()
         work: list[_Work] = []
-        pending: list[NoteEvent] = []
-        for note in notes:
+        pending: list[tuple[int, NoteEvent]] = []
+        for index, note in enumerate(notes):
             if note.is_error:
-                work.append(_Work(note))
+                work.append(_Work(note, index))
             elif not self._needs_admit(note):
-                self._admit_or_drop(note, None, work, result)
+                self._admit_or_drop(note, index, None, work, result)
             else:
-                pending.append(note)
+                pending.append((index, note))
         if pending:
-            admits = await self._admit_times(pending)
-            for note in pending:
+            admits = await self._admit_times([note for _, note in pending])
+            for index, note in pending:
                 admit = admits.get(note.hadm_id)
                 if admit is None:
                     result.rejected.append(
@@ -185,12 +209,13 @@ class Pipeline:
                             "admission_unknown",
                             f"no admit time for admission {note.hadm_id}: the note has none and no admit "
                             f"event arrived within {self.admission_wait_s:g} s",
+                            index,
                         )
                     )
                 else:
-                    self._admit_or_drop(note, admit, work, result)
-        order = {id(note): i for i, note in enumerate(notes)}
-        work.sort(key=lambda w: order[id(w.note)])  # batch order: revisions of a note stay ordered
+                    self._admit_or_drop(note, index, admit, work, result)
+        work.sort(key=lambda w: w.index)  # batch order: revisions of a note stay ordered
+        work = await self._chunk(work, result)
         await self._score(work, result)
         await self._apply(work, result)
         # counted once the whole batch is through: a batch that raised is retried and counted then
@@ -207,12 +232,41 @@ class Pipeline:
         return self.spec.window.kind in ("days", "hours") and note.admit_time is None
 
     def _admit_or_drop(
-        self, note: NoteEvent, admit: datetime | None, work: list[_Work], result: BatchResult
+        self, note: NoteEvent, index: int, admit: datetime | None, work: list[_Work], result: BatchResult
     ) -> None:
         if not in_window(note, self.spec, admit):
             result.dropped["outside_window"] += 1
             return
-        work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
+        work.append(_Work(note, index))
+
+    async def _chunk(self, work: list[_Work], result: BatchResult) -> list[_Work]:
+        """Clean and chunk the notes in a thread; a note whose cleaning or chunking fails is rejected."""
+
+        def chunk_all() -> list[BaseException | None]:
+            failures: list[BaseException | None] = []
+            for w in work:
+                try:
+                    if not w.note.is_error:
+                        w.chunks = note_chunks(w.note.text, self.spec, self.tokenizer)
+                    failures.append(None)
+                except Exception as exc:  # the failure table decides below, on the event loop
+                    failures.append(exc)
+            return failures
+
+        if not any(not w.note.is_error for w in work):
+            return work
+        failures = await asyncio.to_thread(chunk_all)
+        kept = []
+        for w, exc in zip(work, failures, strict=True):
+            if exc is None:
+                kept.append(w)
+                continue
+            decision = decide(exc, step="process")
+            if decision.fate != "dead_letter":
+                raise exc
+            detail = failure_detail(exc, step="process").replace("processing", "cleaning or chunking")
+            result.rejected.append(Rejected(w.note, str(decision.reason), detail, w.index))
+        return kept
 
     async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[int, datetime]:
         """Admit times of the notes' admissions from the store, waiting up to admission_wait_s."""
@@ -233,12 +287,16 @@ class Pipeline:
         if not any(w.chunks for w in work):
             return
         start = time.perf_counter()
-        outcomes = await score_isolating(self.engine, [w.chunks for w in work])
+        outcomes = await score_isolating(
+            self.engine, [w.chunks for w in work], note_failure=_one_notes_failure, canary=CANARY
+        )
         result.engine_s += time.perf_counter() - start
         for w, outcome in zip(list(work), outcomes, strict=True):
-            if isinstance(outcome, BatchFailed):
+            if isinstance(outcome, Exception):
                 work.remove(w)
-                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {outcome}"))
+                detail = failure_detail(outcome, step="process").replace("processing", "scoring")
+                reason = str(decide(outcome, step="process").reason)
+                result.rejected.append(Rejected(w.note, reason, detail, w.index))
             else:
                 w.probs = outcome
                 result.chunks += len(outcome)
@@ -270,20 +328,33 @@ class Pipeline:
                         note_change(note, w.probs, digest, res.state.seq if res.state else 0)
                     )
                 if res.reason == "conflict":
-                    result.rejected.append(Rejected(note, "conflict", conflict_detail(note)))
+                    result.rejected.append(Rejected(note, "conflict", conflict_detail(note), w.index))
                     continue
                 if res.state is None:
                     continue
                 if res.applied:
                     out.append(
                         update_from_state(
-                            res.state, spec=self.spec, model=self.model, trigger=note, change=res.reason
+                            res.state,
+                            spec=self.spec,
+                            model=self.model,
+                            trigger=note,
+                            change=res.reason,
+                            fingerprint=self.fingerprint,
                         )
                     )
                 elif self.reemit_unchanged:
                     # a redelivered note (after a crash between store write and emit): announce the
                     # current state again, same seq, so no applied change goes unannounced
-                    out.append(update_from_state(res.state, spec=self.spec, model=self.model, trigger=note))
+                    out.append(
+                        update_from_state(
+                            res.state,
+                            spec=self.spec,
+                            model=self.model,
+                            trigger=note,
+                            fingerprint=self.fingerprint,
+                        )
+                    )
             return out
 
         for updates in await asyncio.gather(*(apply_admission(items) for items in by_admission.values())):
@@ -345,7 +416,14 @@ class Pipeline:
             change="discharge",
             produced_at=event.produced_at,
             subject_id=event.subject_id,
+            fingerprint=self.fingerprint,
         )
+
+
+def _one_notes_failure(exc: Exception) -> bool:
+    """Whether an engine failure may be one note's (the failure table says dead letter), not the
+    engine's, the device's or the queue's."""
+    return decide(exc, step="process").fate == "dead_letter"
 
 
 CHANGELOG_REASONS = frozenset({"new", "revision", "retracted", "duplicate"})

@@ -4,7 +4,7 @@
 process and is shared by both agents of :func:`notestream.stream.app.create_app`), serves /metrics, /healthz and
 /readyz when ``settings.metrics_port`` is set, and closes what it created at shutdown. Its readiness
 checks are ``store`` (ping), ``engine`` (running), ``batches`` (no batch waiting for a retry) and
-``broker`` (:class:`BrokerCheck`).
+``broker`` (:class:`BrokerCheck`, added by :func:`notestream.stream.app.create_app` with :meth:`Runtime.add_check`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import faust
 
 from notestream.core.settings import Settings
-from notestream.models.spec import ModelSpec
+from notestream.models.spec import ModelSpec, serving_warning
 from notestream.stream.errors import StreamError
+from notestream.stream.faust_transport import producer_client
 from notestream.stream.metrics import Metrics
 from notestream.stream.pipeline import Pipeline
 from notestream.stream.store.heal import StoreHealer
@@ -52,8 +54,7 @@ class BrokerCheck:
             return False
         if time.monotonic() - self.last_ok < self.max_age_s:
             return True
-        producer = getattr(self.app.producer, "_producer", None)  # aiokafka's, once Faust started it
-        client = getattr(producer, "client", None)
+        client = producer_client(self.app)
         if client is None:
             return False
         await client.fetch_all_metadata()  # raises when no broker answers (run_checks: not ready)
@@ -71,8 +72,8 @@ class Runtime:
         self.pipeline: Pipeline | None = None
         self.metrics: Metrics | None = Metrics(role="worker") if settings.metrics_port is not None else None
         self.healthy = False
-        self.broker_check: BrokerCheck | None = None
-        """Set by :func:`create_app`; served as the ``broker`` readiness check."""
+        self._checks: dict[str, Callable[[], Awaitable[bool] | bool]] = {}
+        self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._owns: list[Any] = []
         self._fingerprint: str | None = None
@@ -91,6 +92,16 @@ class Runtime:
         self._fingerprint = model_fingerprint(model_dir)
         if self.engine is None:
             self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir)).load()
+
+    def add_check(self, name: str, check: Callable[[], Awaitable[bool] | bool]) -> None:
+        """Serve ``check`` in /readyz under ``name`` (add before the worker starts)."""
+        self._checks[name] = check
+
+    async def wait_ready(self) -> Pipeline:
+        """Wait until :meth:`ready` succeeded (never raises: the agents retry the start-up)."""
+        await self._ready.wait()
+        assert self.pipeline is not None
+        return self.pipeline
 
     def set_healthy(self, healthy: bool) -> None:
         """False while a batch waits for a retry (``/readyz`` reports it)."""
@@ -111,6 +122,8 @@ class Runtime:
                     "folder (Hugging Face format + notestream.json)."
                 )
             spec = ModelSpec.read(model_dir)
+            if (warning := serving_warning(spec)) is not None:
+                log.warning("%s: %s", Path(model_dir).name, warning)
             if self.store is None:
                 from notestream.stream.store import open_store
 
@@ -137,9 +150,11 @@ class Runtime:
                 admission_wait_s=self.settings.admission_wait_s,
                 tokenizer=tokenizer,
                 metrics=self.metrics,
+                fingerprint=self._fingerprint,
             )
             if self.metrics is not None:
                 await self._serve_metrics()
+            self._ready.set()
             log.info(
                 "Worker ready: model %s, task %s, window %s.",
                 Path(model_dir).name,
@@ -175,8 +190,7 @@ class Runtime:
             engine.on_batch = self.metrics.record_batch
         checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
                   "batches": lambda: self.healthy}  # fmt: skip
-        if self.broker_check is not None:
-            checks["broker"] = self.broker_check
+        checks.update(self._checks)
         self._owns.append(await start_http_server(self.settings, self.metrics, checks))
 
     async def close(self) -> None:

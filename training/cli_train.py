@@ -1,4 +1,4 @@
-"""The model-training commands of `notestream train` (pretrain, finetune, evaluate, baseline)."""
+"""The model-training commands of `notestream train` (pretrain, finetune, distill, evaluate, baseline)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from notestream.training.errors import TrainRunError
-from notestream.training.run_config import FinetuneConfig, PretrainConfig
+from notestream.training.run_config import DistillConfig, FinetuneConfig, PretrainConfig
 
 
 def _data_file(data: Path | None, given: Path | None, name: str, *, required: bool = True) -> Path | None:
@@ -133,6 +133,58 @@ def finetune_cmd(
     typer.echo(json.dumps({"model": str(finetune(train_csv, val_csv, base_model, out, config=config))}))
 
 
+def distill_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="The fine-tuned (float) model folder to distil."),
+    out: Path = typer.Option(
+        ..., "--out", help="Student model folder to write (served by the worker unchanged)."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Prepared dataset with train.csv and val.csv."),
+    train: Path | None = typer.Option(None, "--train", help="Training chunks (ID, TEXT, Label)."),
+    val: Path | None = typer.Option(None, "--val", help="Validation chunks: metrics and threshold."),
+    size: str = typer.Option(
+        DistillConfig.size, "--size", help="small (6 layers, teacher's width) | tiny (4 x 312)."
+    ),
+    layers: int | None = typer.Option(None, "--layers", help="Override the preset's layers."),
+    hidden: int | None = typer.Option(None, "--hidden", help="Override the preset's width."),
+    heads: int | None = typer.Option(None, "--heads", help="Override the preset's attention heads."),
+    init_from_teacher: bool = typer.Option(
+        DistillConfig.init_from_teacher,
+        "--init-from-teacher/--random-init",
+        help="Start from the teacher's layers (same width only).",
+    ),
+    alpha: float = typer.Option(
+        DistillConfig.alpha, "--alpha", help="Weight of the label loss (1 - alpha: the teacher's)."
+    ),
+    temperature: float = typer.Option(DistillConfig.temperature, "--temperature"),
+    epochs: float = typer.Option(DistillConfig.epochs, "--epochs"),
+    batch_size: int = typer.Option(DistillConfig.batch_size, "--batch-size"),
+    lr: float = typer.Option(DistillConfig.lr, "--lr"),
+    max_steps: int | None = typer.Option(DistillConfig.max_steps, "--max-steps"),
+    seed: int = typer.Option(DistillConfig.seed, "--seed"),
+) -> None:
+    """Distil a fine-tuned teacher into a small or tiny student (labels + the teacher's soft targets)."""
+    from notestream.training.distill import distill
+
+    train_csv = _data_file(data, train, "train.csv")
+    assert train_csv is not None
+    val_csv = _data_file(data, val, "val.csv", required=False)
+    config = DistillConfig(
+        size=size,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        init_from_teacher=init_from_teacher,
+        alpha=alpha,
+        temperature=temperature,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_steps=max_steps,
+        seed=seed,
+    )
+    typer.echo(json.dumps({"model": str(distill(train_csv, val_csv, teacher, out, config=config))}))
+
+
 def evaluate_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for report.json / metrics.json and the plots."),
     chunk_scores: Path | None = typer.Option(
@@ -141,12 +193,39 @@ def evaluate_cmd(
     model: Path | None = typer.Option(None, "--model", help="Model folder to evaluate."),
     data: Path | None = typer.Option(None, "--data", help="Prepared dataset (test.csv; val.csv; train.csv)."),
     test: Path | None = typer.Option(None, "--test", help="Test chunks (ID, TEXT, Label)."),
-    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Threshold at RP80 on val.csv."),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate", help="Fit the calibrator and the alert threshold on val.csv."
+    ),
+    calibration: str = typer.Option("isotonic", "--calibration", help="isotonic | platt | none."),
+    policy: str = typer.Option(
+        "rp80",
+        "--policy",
+        help="How the alert threshold is chosen on val.csv: rp80 (the reference) | precision | sensitivity "
+        "| budget (with --target: a precision or recall in 0-1, or alerts per 100 admissions).",
+    ),
+    target: float | None = typer.Option(
+        None, "--target", help="Target of --policy precision/sensitivity/budget."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0, help="Bootstrap resamples of the 95% CIs (0: none)."
+    ),
+    subgroup_margin: float = typer.Option(
+        0.05, "--subgroup-margin", help="Flag a subgroup whose AUROC is this much below the whole test set's."
+    ),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Bag-of-words beside the model."),
     c: float = typer.Option(2.0, "--c", help="Aggregation constant for --chunk-scores."),
 ) -> None:
-    """Admission-level AUROC, AUPRC, average precision and RP80, ROC/PR plots and a JSON report."""
+    """Admission-level AUROC, AUPRC, AP and RP80 with 95% CIs, calibration, alert policy, plots, report."""
     from notestream.training.evaluate import evaluate_chunk_scores, evaluate_model
+
+    if calibration not in ("isotonic", "platt", "none"):
+        raise TrainRunError(f"--calibration must be isotonic, platt or none, not {calibration!r}.")
+    if policy not in ("rp80", "precision", "sensitivity", "budget"):
+        raise TrainRunError(f"--policy must be rp80, precision, sensitivity or budget, not {policy!r}.")
+    if (policy == "rp80") != (target is None):
+        raise TrainRunError(
+            "--target goes with --policy precision, sensitivity or budget (and only with them)."
+        )
 
     if chunk_scores is not None:
         typer.echo(json.dumps(evaluate_chunk_scores(chunk_scores, out, c=c)))
@@ -155,12 +234,27 @@ def evaluate_cmd(
         raise TrainRunError("Give --model DIR (with --data DIR or --test FILE), or --chunk-scores FILE.")
     test_csv = _data_file(data, test, "test.csv")
     assert test_csv is not None
+    manifest = data / "manifest.json" if data is not None else None
+    balanced = json.loads(manifest.read_text()).get("balanced") if manifest and manifest.is_file() else None
     report = evaluate_model(
-        model, test_csv, out,
+        model,
+        test_csv,
+        out,
         val_csv=_data_file(data, None, "val.csv", required=False) if calibrate else None,
         train_csv=_data_file(data, None, "train.csv", required=False) if baseline else None,
-    )  # fmt: skip
-    typer.echo(json.dumps({k: report[k] for k in ("model", "baseline") if k in report}))
+        balanced_test_csv=_data_file(data, None, "test_balanced.csv", required=False)
+        if test is None
+        else None,
+        balanced=balanced,
+        method=None if calibration == "none" else calibration,  # type: ignore[arg-type]
+        policy=policy,  # type: ignore[arg-type]
+        target=target,
+        n_boot=bootstrap,
+        demographics_csv=_data_file(data, None, "demographics.csv", required=False),
+        subgroup_margin=subgroup_margin,
+    )
+    keys = ("model", "model_balanced", "baseline", "alert_policy")
+    typer.echo(json.dumps({k: report[k] for k in keys if k in report}))
 
 
 def baseline_cmd(
@@ -177,5 +271,6 @@ def add_training_commands(app: typer.Typer) -> None:
     """Attach pretrain, finetune, evaluate and baseline to ``app``."""
     app.command("pretrain")(pretrain_cmd)
     app.command("finetune")(finetune_cmd)
+    app.command("distill")(distill_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("baseline")(baseline_cmd)

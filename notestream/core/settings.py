@@ -235,6 +235,20 @@ class Settings(BaseSettings):
     max_note_bytes: int = Field(
         2_000_000, ge=1, description="Notes larger than this (UTF-8 bytes) are dead-lettered."
     )
+    dead_letter_max_bytes: int = Field(
+        900_000,
+        ge=4096,
+        description="Largest dead letter the worker sends (its JSON, the original message base64-encoded "
+        "inside: x4/3). A dead letter of a larger message carries the original's SHA-256, size and Kafka "
+        "coordinates instead of its bytes. Keep it under the broker's `message.max.bytes` (1 MB by "
+        "default); the worker's producer accepts records up to this plus 64 KiB.",
+    )
+    startup_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long the worker's start-up checks keep retrying an unreachable broker or Redis "
+        "before the worker exits with status 69 (EX_UNAVAILABLE).",
+    )
     retention_hours: float = Field(
         72.0, ge=0, description="Hours an admission's state stays in the store after discharge."
     )
