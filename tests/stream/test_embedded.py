@@ -87,7 +87,7 @@ async def test_producers_are_idempotent_on_the_embedded_broker(kafka_settings: S
 
 async def test_the_workers_faust_producer_is_idempotent(kafka_settings: Settings) -> None:
     # Faust turns idempotence on only inside its transactions; the worker's App does it always
-    app = create_app(kafka_settings.model_copy(update={"kafka_idempotence": True}))
+    app = create_app(kafka_settings.model_copy(update={"kafka_idempotence": True})).app
     assert app.conf.topic_disable_leader is True  # no `<group>-__assignor-__leader` topic to create
     client = app.producer._new_producer()  # type: ignore[attr-defined]
     await client.start()
@@ -96,7 +96,7 @@ async def test_the_workers_faust_producer_is_idempotent(kafka_settings: Settings
         assert client._sender._txn_manager.producer_id >= 0
     finally:
         await client.stop()
-    plain = create_app(kafka_settings.model_copy(update={"kafka_idempotence": False}))
+    plain = create_app(kafka_settings.model_copy(update={"kafka_idempotence": False})).app
     assert "enable_idempotence" not in plain.producer._settings_extra()  # type: ignore[attr-defined]
 
 
