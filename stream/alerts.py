@@ -56,6 +56,7 @@ from stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
 from stream.alerts_service import read_alert_log, run_alerts
 from stream.errors import AlertSinkError
 from stream.events import RiskAlert, RiskUpdate
+from stream.ids import Id
 
 if TYPE_CHECKING:
     from stream.metrics import Metrics
@@ -118,11 +119,11 @@ class AlertTracker:
 
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
-        self._tracks: dict[tuple[int, str], _Track] = {}
+        self._tracks: dict[tuple[Id, str], _Track] = {}
         self.seen = 0
         self.dropped_stale = 0
 
-    def raised(self) -> list[tuple[int, str]]:
+    def raised(self) -> list[tuple[Id, str]]:
         """The (hadm_id, task) pairs whose alert is raised now."""
         return sorted(k for k, t in self._tracks.items() if t.raised)
 
@@ -145,7 +146,7 @@ class AlertTracker:
         >>> tracker.raised()
         [(2, 'readmission')]
         """
-        last: dict[tuple[int, str], RiskAlert] = {}
+        last: dict[tuple[Id, str], RiskAlert] = {}
         for alert in alerts:
             key = (alert.hadm_id, alert.task)
             if key not in last or alert.seq >= last[key].seq:
@@ -180,7 +181,7 @@ class AlertTracker:
             subject_id=update.subject_id,
             task=update.task,
             model=update.model,
-            score=score if score is not None else 0.0,
+            score=score,
             threshold=threshold,
             hysteresis=self.policy.hysteresis,
             state=state,  # type: ignore[arg-type]

@@ -50,6 +50,7 @@ from stream.events import (
     NoteEvent,
     RiskUpdate,
     admission_key,
+    check_key,
     parse_event,
     parse_note,
     utcnow,
@@ -150,6 +151,7 @@ def create_app(
         for event in events:
             try:
                 note = parse_note(bytes(event.message.value or b""), max_text_bytes=settings.max_note_bytes)
+                check_key(event.message.key, note.hadm_id)
             except EventError as exc:
                 letters.append(dead_letter(event, exc))
                 continue
@@ -175,6 +177,7 @@ def create_app(
         pipeline = await runtime.ready()
         try:
             admission = parse_event(bytes(event.message.value or b""), AdmissionEvent)
+            check_key(event.message.key, admission.hadm_id)
         except EventError as exc:
             letter = dead_letter(event, exc)
             await emit([], [letter])

@@ -20,7 +20,8 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
 
 Notes with no chunk (10 words or fewer after cleaning, REFERENCE §4) are still applied to the store
 with no chunk probabilities: they count in ``n_notes`` and take part in dedupe and revisions (a later,
-longer revision replaces them), but do not move the score. An admission without any chunk has score 0.
+longer revision replaces them), but do not move the score. An admission without any chunk has score
+None (and p_max, p_mean None): no evidence yet, which subscribers must not read as a low risk.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from models.errors import BatchFailed
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from stream.ids import Id
 
 if TYPE_CHECKING:
     from stream.store import AdmissionState, RiskStore
@@ -96,11 +98,12 @@ def update_from_state(
     trigger: NoteEvent | None = None,
     change: str | None = None,
     produced_at: datetime | None = None,
-    subject_id: int | None = None,
+    subject_id: Id | None = None,
 ) -> RiskUpdate:
     """The risk update that announces ``state`` (score by ``models.aggregate`` with the spec's c).
 
-    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0.
+    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean
+    None: "no evidence yet", never a score of 0 (docs/events.md).
     """
     score = state.score(spec.c)
     n = state.n_chunks
@@ -112,9 +115,9 @@ def update_from_state(
         subject_id=subject if subject is not None else 0,
         task=spec.task,
         model=model,
-        score=float(score) if score is not None else 0.0,
-        p_max=float(state.p_max) if state.p_max is not None else 0.0,
-        p_mean=float(state.p_sum) / n if n > 0 else 0.0,
+        score=float(score) if score is not None else None,
+        p_max=float(state.p_max) if n > 0 and state.p_max is not None else None,
+        p_mean=float(state.p_sum) / n if n > 0 else None,
         n_chunks=n,
         n_notes=state.n_notes,
         seq=state.seq,
@@ -212,10 +215,10 @@ class Pipeline:
             return
         work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
 
-    async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[int, datetime]:
+    async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[Id, datetime]:
         """Admit times of the notes' admissions from the store, waiting up to admission_wait_s."""
         wanted = {n.hadm_id for n in notes}
-        found: dict[int, datetime] = {}
+        found: dict[Id, datetime] = {}
         deadline = time.monotonic() + self.admission_wait_s
         while True:
             with self._timed("admission"):
@@ -261,7 +264,7 @@ class Pipeline:
                 result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {exc}"))
 
     async def _apply(self, work: list[_Work], result: BatchResult) -> None:
-        by_admission: dict[int, list[_Work]] = {}
+        by_admission: dict[Id, list[_Work]] = {}
         for w in work:
             by_admission.setdefault(w.note.hadm_id, []).append(w)
 

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from stream.errors import StoreError
 from stream.events import AdmissionEvent
+from stream.ids import Id, parse_id
 from stream.store.memory_state import Admission, Note, dump_admissions, load_admissions, write_atomically
 from stream.store.records import (
     AdmissionInfo,
@@ -57,7 +58,7 @@ class MemoryRiskStore:
         self._clock = clock
         self._now: float | None = None  # the recorded time while a journal is replayed
         self._lock = threading.Lock()
-        self._admissions: dict[int, Admission] = {}
+        self._admissions: dict[Id, Admission] = {}
         self._model: str | None = None  # the model whose probabilities the store holds (claim)
         self._journal: IO[str] | None = None
         self.journal_path = Path(journal) if journal is not None else None
@@ -68,7 +69,7 @@ class MemoryRiskStore:
         return self._now if self._now is not None else self._clock()
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _get(self, hadm_id: int) -> Admission | None:
+    def _get(self, hadm_id: Id) -> Admission | None:
         adm = self._admissions.get(hadm_id)
         if adm is not None and adm.deadline <= self._time():
             del self._admissions[hadm_id]
@@ -78,7 +79,7 @@ class MemoryRiskStore:
     def _touch(self, adm: Admission) -> None:
         adm.deadline = adm.expire_at if adm.expire_at is not None else self._time() + self.idle_ttl_s
 
-    def _state(self, hadm_id: int, adm: Admission) -> AdmissionState | None:
+    def _state(self, hadm_id: Id, adm: Admission) -> AdmissionState | None:
         if not adm.has_record:
             return None
         top_note = (adm.top[1], adm.top[0]) if adm.top else None
@@ -96,7 +97,7 @@ class MemoryRiskStore:
         )
 
     @staticmethod
-    def _info(hadm_id: int, adm: Admission, applied: bool) -> AdmissionInfo:
+    def _info(hadm_id: Id, adm: Admission, applied: bool) -> AdmissionInfo:
         return AdmissionInfo(
             hadm_id=hadm_id,
             subject_id=adm.subject_id,
@@ -142,7 +143,7 @@ class MemoryRiskStore:
         self._get(event.hadm_id)  # a zero retention ends the admission at once, as in Redis
         return info
 
-    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+    async def admission(self, hadm_id: Id) -> AdmissionInfo | None:
         with self._lock:
             adm = self._get(hadm_id)
             if adm is None or (adm.admit_time is None and not adm.discharged):
@@ -152,8 +153,8 @@ class MemoryRiskStore:
     async def apply_note(
         self,
         *,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -170,8 +171,8 @@ class MemoryRiskStore:
 
     def _apply(
         self,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -217,22 +218,22 @@ class MemoryRiskStore:
         self._touch(adm)
         return ApplyResult(True, reason, self._state(hadm_id, adm))
 
-    async def state(self, hadm_id: int) -> AdmissionState | None:
+    async def state(self, hadm_id: Id) -> AdmissionState | None:
         with self._lock:
             adm = self._get(hadm_id)
             return None if adm is None else self._state(hadm_id, adm)
 
-    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+    async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         with self._lock:
             adm = self._get(hadm_id)
             if adm is None:
                 return {}
             return {k: NoteProbs(n.revision, n.probs) for k, n in adm.notes.items() if not n.is_error}
 
-    async def hadm_ids(self) -> list[int]:
+    async def hadm_ids(self) -> list[Id]:
         """Admissions held now (memory store only: for explain and the demo summary)."""
         with self._lock:
-            return sorted(h for h in list(self._admissions) if self._get(h) is not None)
+            return sorted((h for h in list(self._admissions) if self._get(h) is not None), key=_order)
 
     async def claim(self, model: str) -> str:
         with self._lock:
@@ -295,7 +296,7 @@ class MemoryRiskStore:
                 elif op["op"] == "model":
                     self._model = op["model"]
                 elif op["op"] == "note":
-                    self._apply(op["hadm_id"], op["subject_id"], op["note_id"], op["revision"], op["is_error"],
+                    self._apply(parse_id(op["hadm_id"]), parse_id(op["subject_id"]), op["note_id"], op["revision"], op["is_error"],
                                 tuple(op["probs"]))  # fmt: skip
                 elif op["op"] == "admission":
                     self._record(AdmissionEvent.model_validate(op["event"]))
@@ -322,3 +323,8 @@ class MemoryRiskStore:
         if self._journal is not None:
             self._journal.write(json.dumps(record) + "\n")
             self._journal.flush()
+
+
+def _order(hadm_id: Id) -> tuple[int, int, str]:
+    """Integer ids first, by value, then string ids: a total order over mixed ids."""
+    return (0, hadm_id, "") if isinstance(hadm_id, int) else (1, 0, hadm_id)

@@ -22,6 +22,7 @@ from typing import Literal, Protocol, runtime_checkable
 from models.aggregate import score_from
 from stream.errors import StoreError
 from stream.events import AdmissionEvent
+from stream.ids import Id
 
 EXACT_BITS = 1200  # p * 2**1200 is an integer for every finite float p (the smallest is 2**-1074)
 ApplyReason = Literal["new", "revision", "retracted", "duplicate", "stale"]
@@ -57,8 +58,8 @@ def check_probs(probs: Sequence[float]) -> list[float]:
 class AdmissionInfo:
     """The admission record (from the admissions topic). ``applied``: this event changed it."""
 
-    hadm_id: int
-    subject_id: int | None
+    hadm_id: Id
+    subject_id: Id | None
     admit_time: datetime | None = None
     discharge_time: datetime | None = None
     admission_type: str | None = None
@@ -79,8 +80,8 @@ class NoteProbs:
 class AdmissionState:
     """The aggregate of one admission's live notes. ``p_max`` is None while no chunk is held."""
 
-    hadm_id: int
-    subject_id: int | None
+    hadm_id: Id
+    subject_id: Id | None
     p_max: float | None
     p_sum: float
     n_chunks: int
@@ -129,15 +130,15 @@ class RiskStore(Protocol):
         and makes the admission expire ``retention`` after now."""
         ...
 
-    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+    async def admission(self, hadm_id: Id) -> AdmissionInfo | None:
         """The admission record, or None when neither admit nor discharge was recorded."""
         ...
 
     async def apply_note(
         self,
         *,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -147,11 +148,11 @@ class RiskStore(Protocol):
         """Apply one note atomically (dedupe, replace, retract) and return the new state."""
         ...
 
-    async def state(self, hadm_id: int) -> AdmissionState | None:
+    async def state(self, hadm_id: Id) -> AdmissionState | None:
         """The admission's aggregate, or None when the store holds nothing for it."""
         ...
 
-    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+    async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         """Live notes of the admission: note_id -> (revision, chunk probabilities)."""
         ...
 

@@ -1,6 +1,7 @@
 """The Redis risk store: one Lua script per note update, keys under a `{hadm_id}` hash tag.
 
-Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in one slot):
+Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in one slot; the id is
+escaped by :func:`stream.ids.id_key`, so ``{``, ``}`` and ``:`` inside it never break the tag):
 
 - ``a``: hash of the aggregate and the admission record (subject_id, seq, sum, n_chunks, n_notes,
   admit_time, discharge_time, discharged, expire_at, ...);
@@ -28,6 +29,7 @@ from redis import exceptions as rex
 
 from stream.errors import StoreError, StoreUnavailable
 from stream.events import AdmissionEvent
+from stream.ids import Id, id_key, parse_id
 from stream.store.records import (
     AdmissionInfo,
     AdmissionState,
@@ -134,9 +136,10 @@ class RedisRiskStore:
         self._read = self._redis.register_script(_READ_STATE)
         self._claim = self._redis.register_script(_CLAIM)
 
-    def keys(self, hadm_id: int) -> list[str]:
-        """The admission's keys: aggregate hash, notes hash, maxima sorted set."""
-        base = f"{self.namespace}:{{{int(hadm_id)}}}"
+    def keys(self, hadm_id: Id) -> list[str]:
+        """The admission's keys: aggregate hash, notes hash, maxima sorted set. The id is escaped
+        (:func:`stream.ids.id_key`) so that its ``{``, ``}`` and ``:`` never break the hash tag."""
+        base = f"{self.namespace}:{{{id_key(parse_id(hadm_id))}}}"
         return [f"{base}:a", f"{base}:n", f"{base}:m"]
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -151,13 +154,13 @@ class RedisRiskStore:
             raise StoreError(f"Redis failed to {what}: {exc}.") from exc
 
     @staticmethod
-    def _state(hadm_id: int, reply: list[Any]) -> AdmissionState | None:
+    def _state(hadm_id: Id, reply: list[Any]) -> AdmissionState | None:
         _, _, subject, limbs, n_chunks, n_notes, seq, discharged, top_note, top_max, top_chunk = reply
         if seq == "":
             return None
         return AdmissionState(
             hadm_id=hadm_id,
-            subject_id=int(subject) if subject else None,
+            subject_id=parse_id(subject) if subject else None,
             p_max=float(top_max) if top_note else None,
             p_sum=limbs_to_float(limbs),
             n_chunks=int(n_chunks or 0),
@@ -188,7 +191,7 @@ class RedisRiskStore:
         applied, subject, admit, discharge, kind, death, discharged = reply
         return AdmissionInfo(
             hadm_id=event.hadm_id,
-            subject_id=int(subject) if subject else None,
+            subject_id=parse_id(subject) if subject else None,
             admit_time=_time(admit),
             discharge_time=_time(discharge),
             admission_type=kind or None,
@@ -197,7 +200,7 @@ class RedisRiskStore:
             applied=bool(applied),
         )
 
-    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+    async def admission(self, hadm_id: Id) -> AdmissionInfo | None:
         fields = ["subject_id", "admit_time", "discharge_time", "admission_type", "death_time", "discharged"]
         values = await self._call(
             f"read admission {hadm_id}",
@@ -208,7 +211,7 @@ class RedisRiskStore:
             return None
         return AdmissionInfo(
             hadm_id=hadm_id,
-            subject_id=int(subject) if subject else None,
+            subject_id=parse_id(subject) if subject else None,
             admit_time=_time(admit or ""),
             discharge_time=_time(discharge or ""),
             admission_type=kind or None,
@@ -219,8 +222,8 @@ class RedisRiskStore:
     async def apply_note(
         self,
         *,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -242,14 +245,14 @@ class RedisRiskStore:
         )
         return ApplyResult(bool(reply[0]), reply[1], self._state(hadm_id, reply))
 
-    async def state(self, hadm_id: int) -> AdmissionState | None:
+    async def state(self, hadm_id: Id) -> AdmissionState | None:
         reply = await self._call(
             f"read the state of admission {hadm_id}",
             lambda: self._read(keys=self.keys(hadm_id), args=[]),  # type: ignore[arg-type]
         )
         return self._state(hadm_id, reply)
 
-    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+    async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         records = await self._call(
             f"read the notes of admission {hadm_id}",
             lambda: self._redis.hgetall(self.keys(hadm_id)[1]),  # type: ignore[arg-type]

@@ -94,7 +94,8 @@ async def test_short_notes_count_as_seen_but_do_not_score(engine: InferenceEngin
     result = await pipeline.process([short])
     assert result.chunks == 0
     [update] = result.updates
-    assert (update.n_notes, update.n_chunks, update.score, update.seq) == (1, 0, 0.0, 1)
+    assert (update.n_notes, update.n_chunks, update.score, update.seq) == (1, 0, None, 1)
+    assert (update.p_max, update.p_mean) == (None, None)  # no evidence yet, never a score of 0
 
 
 async def test_duplicates_revisions_and_retractions(engine: InferenceEngine, offline: OfflineScorer) -> None:
