@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,12 +223,14 @@ def write_evidence(evidence: AdmissionEvidence, out: Path, *, top: int = 30) -> 
             raise EvidenceError(f"{path} is a symbolic link; remove it, or give --out another folder.")
     json_path.write_text(json.dumps(evidence.to_json(), indent=2) + "\n", encoding="utf-8")
     shown = evidence.chunks[:top]
-    png_path = plot_evidence(
-        [f"note {_plain(ch.note_id)} / chunk {ch.chunk}" for ch in shown],
-        [ch.probability for ch in shown],
-        [ch.share for ch in shown],
-        png,
-        title=f"admission {_plain(evidence.hadm_id)}: score {evidence.score:.3f} over {evidence.n_chunks} chunks "
-        f"of {evidence.n_notes} notes (c = {evidence.c:g})",
-    )
+    with warnings.catch_warnings():  # a glyph the font lacks (ids of any script) is drawn as a box
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        png_path = plot_evidence(
+            [f"note {_plain(ch.note_id)} / chunk {ch.chunk}" for ch in shown],
+            [ch.probability for ch in shown],
+            [ch.share for ch in shown],
+            png,
+            title=f"admission {_plain(evidence.hadm_id)}: score {evidence.score:.3f} over {evidence.n_chunks} chunks "
+            f"of {evidence.n_notes} notes (c = {evidence.c:g})",
+        )
     return [json_path, png_path]
