@@ -44,7 +44,8 @@ def test_an_id_and_its_key_round_trip(raw: int | str) -> None:
     assert admission_key(raw) == admission_key(str(raw))  # one admission, one Kafka key
     check_key(admission_key(raw), raw)
     key = id_key(canonical)
-    assert key.isascii() and not set(key) & set("{}: /")
+    assert key.isascii()
+    assert not set(key) & set("{}: /")
 
 
 @given(ids, ids)
@@ -128,15 +129,17 @@ def test_the_store_keeps_admissions_of_any_id_apart(
                         is_error=False,
                         chunk_probs=probs,
                     )
-                    assert result.applied and result.state is not None
+                    assert result.applied
+                    assert result.state is not None
             for i, hadm in enumerate(hadms):
                 state = await store.state(hadm)
                 assert state is not None
                 assert (state.hadm_id, state.subject_id, state.n_notes) == (hadm, subject, len(note_ids))
                 assert state.p_max == max((i + 1) / 10, len(note_ids) / 20)
                 assert set(await store.note_probs(hadm)) == {str(n) for n in note_ids}
-                info = await store.admission(hadm)
-                assert info is not None and info.admit_time == admit
+                record = await store.admission(hadm)
+                assert record is not None
+                assert record.admit_time == admit
                 if isinstance(store, RedisRiskStore):
                     keys = store.keys(hadm)
                     assert {_tag(k) for k in keys} == {id_key(hadm)}  # the hash tag holds
@@ -171,12 +174,14 @@ def test_the_pipeline_scores_each_admission_of_any_id_once(pairs: list[tuple[int
         expected: dict[int | str, int] = {}
         for hadm, _ in pairs:
             expected[parse_id(hadm)] = expected.get(parse_id(hadm), 0) + 1
-        assert first.outcomes["new"] == len(notes) and again.outcomes["duplicate"] == len(notes)
+        assert first.outcomes["new"] == len(notes)
+        assert again.outcomes["duplicate"] == len(notes)
         last = {u.hadm_id: u for u in first.updates}
         assert {h: u.n_notes for h, u in last.items()} == expected
         for hadm in expected:
             state = await pipeline.store.state(hadm)
-            assert state is not None and state.n_notes == expected[hadm]
+            assert state is not None
+            assert state.n_notes == expected[hadm]
             assert admission_key(last[hadm].hadm_id) == admission_key(hadm)
 
     asyncio.run(run())
@@ -237,7 +242,8 @@ def test_explain_refuses_a_bad_id_and_a_planted_symlink(tiny_model_dir: Path, tm
     snapshot = store.snapshot(tmp_path / "run.json")
     base = ["explain", "--model", str(tiny_model_dir), "--snapshot", str(snapshot)]
     bad = CliRunner().invoke(_app(), [*base, "--admission", " A/1"])
-    assert bad.exit_code != 0 and "whitespace" in bad.output
+    assert bad.exit_code != 0
+    assert "whitespace" in bad.output
     shown = CliRunner().invoke(_app(), [*base, "--admission", "A/1"])
     assert shown.exit_code == 0, shown.output
     assert "[/]" in shown.output  # a note id is shown as it is, never read as markup
