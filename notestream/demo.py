@@ -137,7 +137,7 @@ def plan_feed(mimic: Path, model: Path, labels: dict[int, int]) -> Feed:
         if not isinstance(event, NoteEvent):
             continue
         feed.notes.append(event)
-        held = live.setdefault(event.hadm_id, {})
+        held = live.setdefault(int(event.hadm_id), {})  # MIMIC: integer ids
         if event.is_error:
             held.pop(event.note_id, None)
         elif in_window(event, spec):
@@ -173,7 +173,7 @@ async def offline_scores(model: Path, feed: Feed) -> Offline:
         spec, tokenizer = engine.spec, engine.classifiers[0].tokenizer
         live: dict[int, dict[str, NoteEvent]] = {}
         for note in feed.notes:
-            held = live.setdefault(note.hadm_id, {})
+            held = live.setdefault(int(note.hadm_id), {})
             if note.is_error:
                 held.pop(note.note_id, None)
             elif in_window(note, spec) and note.revision >= getattr(held.get(note.note_id), "revision", -1):
@@ -247,8 +247,8 @@ async def watch_updates(settings: Settings, watch: Watch, threshold: float, stop
                 for record in records:
                     update = RiskUpdate.from_bytes(record.value)
                     watch.updates.append(update)
-                    if update.hadm_id not in watch.last or update.seq >= watch.last[update.hadm_id].seq:
-                        watch.last[update.hadm_id] = update
+                    if (hadm := int(update.hadm_id)) not in watch.last or update.seq >= watch.last[hadm].seq:
+                        watch.last[hadm] = update
                     alert = tracker.observe(update)
                     if alert is not None:
                         watch.alerts.append(alert)

@@ -33,6 +33,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
@@ -232,6 +233,11 @@ class Settings(BaseSettings):
         description="How long the worker waits for an admission's admit event before dead-lettering a note "
         "that needs its admit time (days/hours windows) as `admission_unknown`.",
     )
+    source_timezone: str = Field(
+        "UTC",
+        description="IANA time zone (e.g. `America/New_York`) in which naive source times are read, such as "
+        "MIMIC's CHARTTIME and ADMITTIME; every time on the wire then carries its offset (docs/events.md).",
+    )
     session_timeout_s: float = Field(
         30.0,
         ge=1,
@@ -286,6 +292,20 @@ class Settings(BaseSettings):
         if not (value.startswith("kafka://") or value.startswith("embedded://")):
             raise ValueError("broker must start with kafka:// or embedded://")
         return value
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _check_source_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"source_timezone {value!r} is not an IANA time zone (e.g. UTC)") from exc
+        return value
+
+    @property
+    def source_zone(self) -> ZoneInfo:
+        """:attr:`source_timezone` as a ``tzinfo``."""
+        return ZoneInfo(self.source_timezone)
 
     @field_validator("store")
     @classmethod

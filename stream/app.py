@@ -150,7 +150,11 @@ def create_app(
         source: dict[int, EventT] = {}
         for event in events:
             try:
-                note = parse_note(bytes(event.message.value or b""), max_text_bytes=settings.max_note_bytes)
+                note = parse_note(
+                    bytes(event.message.value or b""),
+                    max_text_bytes=settings.max_note_bytes,
+                    source_timezone=settings.source_zone,
+                )
                 check_key(event.message.key, note.hadm_id)
             except EventError as exc:
                 letters.append(dead_letter(event, exc))
@@ -176,7 +180,9 @@ def create_app(
     async def admission_event(event: EventT) -> None:
         pipeline = await runtime.ready()
         try:
-            admission = parse_event(bytes(event.message.value or b""), AdmissionEvent)
+            admission = parse_event(
+                bytes(event.message.value or b""), AdmissionEvent, source_timezone=settings.source_zone
+            )
             check_key(event.message.key, admission.hadm_id)
         except EventError as exc:
             letter = dead_letter(event, exc)

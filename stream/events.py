@@ -31,10 +31,19 @@ b'167853'
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from stream.errors import EventError
 from stream.ids import Id, NoteId, parse_id
@@ -91,6 +100,20 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, description="Schema version of the event.")
+    _zone: tzinfo = PrivateAttr(default=UTC)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _aware(cls, value: Any, info: ValidationInfo) -> Any:
+        """Naive times (MIMIC's) are read in the source time zone: every time on the wire is aware."""
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=_source_zone(info))
+        return value
+
+    @model_validator(mode="after")
+    def _remember_zone(self, info: ValidationInfo) -> Event:
+        self._zone = _source_zone(info)
+        return self
 
     def to_bytes(self) -> bytes:
         """This event as UTF-8 JSON bytes."""
@@ -128,13 +151,15 @@ class NoteEvent(Event):
     def event_time(self) -> datetime | None:
         """When the note happened: CHART_TIME, else CHART_DATE (midnight), else STORE_TIME.
 
+        A date alone is midnight in the time zone the note was read in (``source_timezone``).
+
         >>> NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_date=date(2150, 3, 1)).event_time()
-        datetime.datetime(2150, 3, 1, 0, 0)
+        datetime.datetime(2150, 3, 1, 0, 0, tzinfo=datetime.timezone.utc)
         """
         if self.chart_time is not None:
             return self.chart_time
         if self.chart_date is not None:
-            return datetime(self.chart_date.year, self.chart_date.month, self.chart_date.day)
+            return datetime.combine(self.chart_date, time(), tzinfo=self._zone)
         return self.store_time
 
 
@@ -386,14 +411,22 @@ def check_key(key: bytes | None, hadm_id: int | str) -> None:
         )
 
 
-def _validate(obj: dict[str, Any], cls: type[E]) -> E:
+def _source_zone(info: ValidationInfo) -> tzinfo:
+    context = info.context if isinstance(info.context, dict) else {}
+    zone = context.get("source_timezone")
+    return zone if isinstance(zone, tzinfo) else UTC
+
+
+def _validate(obj: dict[str, Any], cls: type[E], source_timezone: tzinfo | None = None) -> E:
     try:
-        return cls.model_validate(obj)
+        return cls.model_validate(obj, context={"source_timezone": source_timezone or UTC})
     except ValidationError as exc:
         raise EventError("schema", _schema_detail(exc)) from exc
 
 
-def parse_event(raw: bytes, cls: type[E], *, max_bytes: int = MAX_EVENT_BYTES) -> E:
+def parse_event(
+    raw: bytes, cls: type[E], *, max_bytes: int = MAX_EVENT_BYTES, source_timezone: tzinfo | None = None
+) -> E:
     """Parse one message of any event type; failures raise :class:`EventError` with its reason.
 
     >>> parse_event(b'{"kind": "admit", "subject_id": 1, "hadm_id": 2}', AdmissionEvent)
@@ -401,10 +434,10 @@ def parse_event(raw: bytes, cls: type[E], *, max_bytes: int = MAX_EVENT_BYTES) -
     ...
     stream.errors.EventError: Invalid event (schema): field '<event>': Value error, field 'admit_time' is required when kind is 'admit'
     """
-    return _validate(_decode(raw, max_bytes=max_bytes), cls)
+    return _validate(_decode(raw, max_bytes=max_bytes), cls, source_timezone)
 
 
-def parse_note(raw: bytes, *, max_text_bytes: int) -> NoteEvent:
+def parse_note(raw: bytes, *, max_text_bytes: int, source_timezone: tzinfo | None = None) -> NoteEvent:
     """Parse a message of the notes topic, classifying every failure into a dead-letter reason.
 
     Reasons, checked in this order: ``too_large`` (over :func:`note_limit`, before decoding),
@@ -433,7 +466,7 @@ def parse_note(raw: bytes, *, max_text_bytes: int) -> NoteEvent:
                 f"field 'text' has {size} UTF-8 bytes, over the limit of {max_text_bytes} "
                 "(settings.max_note_bytes)",
             )
-    note = _validate(obj, NoteEvent)
+    note = _validate(obj, NoteEvent, source_timezone)
     try:
         note.note_id.encode("utf-8")
     except UnicodeEncodeError as exc:

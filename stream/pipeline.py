@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from models.errors import BatchFailed
@@ -146,6 +146,7 @@ class Pipeline:
         tokenizer: Any = None,
         reemit_unchanged: bool = True,
         metrics: StoreTimer | None = None,
+        source_timezone: tzinfo = UTC,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -156,6 +157,8 @@ class Pipeline:
         self.reemit_unchanged = reemit_unchanged
         """Emit the current state (same seq) for a duplicate or stale note too: see stream.app."""
         self.metrics = metrics
+        self.source_timezone = source_timezone
+        """The zone of the source's naive times: windows compare times as wall-clock times there."""
         """Optional: times every store call (``notestream_store_seconds{op}``); None records nothing."""
         self.counters: Counter[str] = Counter()
         """Running totals of completed batches: notes, the store outcomes (new, revision, duplicate, ...),
@@ -210,7 +213,7 @@ class Pipeline:
     def _admit_or_drop(
         self, note: NoteEvent, admit: datetime | None, work: list[_Work], result: BatchResult
     ) -> None:
-        if not in_window(note, self.spec, admit):
+        if not in_window(note, self.spec, admit, self.source_timezone):
             result.dropped["outside_window"] += 1
             return
         work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
@@ -326,9 +329,13 @@ class Pipeline:
         )
 
 
-def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -> bool:
+def in_window(
+    note: NoteEvent, spec: ModelSpec, admit: datetime | None = None, source_timezone: tzinfo = UTC
+) -> bool:
     """Whether the model scores this note: ``spec.window.admits`` with the note's admit time, else
-    ``admit`` (the store's admission record). Offline scoring of a feed uses the same test.
+    ``admit`` (the store's admission record). Offline scoring of a feed uses the same test. Times are
+    compared as wall-clock times of ``source_timezone`` (MIMIC's naive times, read in that zone, come
+    back unchanged), so a feed that sends offsets is compared in the same frame.
 
     >>> from models.spec import Window
     >>> note = NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2))
@@ -338,17 +345,22 @@ def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None) -
     """
     admit = note.admit_time if note.admit_time is not None else admit
     return spec.window.admits(
-        admit=_naive(admit),
-        chart_time=_naive(note.chart_time),
+        admit=_naive(admit, source_timezone),
+        chart_time=_naive(note.chart_time, source_timezone),
         chart_date=note.chart_date,
         category=note.category,
     )
 
 
-def _naive(moment: datetime | None) -> datetime | None:
-    """Event times are naive (MIMIC's shifted local time); drop a timezone a feed may have added."""
+def _naive(moment: datetime | None, zone: tzinfo = UTC) -> datetime | None:
+    """``moment`` as a naive wall-clock time of ``zone`` (the window arithmetic of models.spec is naive).
+
+    >>> from zoneinfo import ZoneInfo
+    >>> _naive(datetime(2150, 1, 1, 15, tzinfo=UTC), ZoneInfo("America/New_York"))
+    datetime.datetime(2150, 1, 1, 10, 0)
+    """
     if moment is not None and moment.tzinfo is not None:
-        return moment.replace(tzinfo=None)
+        return moment.astimezone(zone).replace(tzinfo=None)
     return moment
 
 

@@ -43,7 +43,7 @@ def raw(obj: object) -> bytes:
 def test_note_round_trip_and_future_fields_ignored() -> None:
     note = parse_note(raw({**NOTE, "schema_version": 2, "added_in_v2": {"x": 1}}), max_text_bytes=10_000)
     assert note.chart_date == date(2151, 8, 4)
-    assert note.event_time() == datetime(2151, 8, 4)
+    assert note.event_time() == datetime(2151, 8, 4, tzinfo=UTC)  # midnight in source_timezone (UTC)
     assert note.schema_version == 2
     assert NoteEvent.from_bytes(note.to_bytes()) == note
     assert note.produced_at.tzinfo is not None

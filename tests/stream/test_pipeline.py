@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -13,7 +14,7 @@ from models.engine import InferenceEngine
 from models.spec import ModelSpec, Window
 from stream.errors import StoreUnavailable
 from stream.events import NoteEvent
-from stream.pipeline import Pipeline
+from stream.pipeline import Pipeline, in_window
 from stream.store import MemoryRiskStore
 from tests.stream.feed import ADMIT, OfflineScorer, discharges, feed
 
@@ -157,3 +158,26 @@ async def test_discharge_gives_one_final_update(engine: InferenceEngine) -> None
     assert final.seq == updates[-1].seq + 1
     assert final.score == updates[-1].score
     assert await pipeline.admission(dis) is None, "a repeated discharge changes nothing"
+
+
+def test_windows_compare_times_in_the_source_timezone() -> None:
+    zone = ZoneInfo("America/New_York")
+    spec = ModelSpec(window=Window(kind="hours", value=24))
+    admit = datetime(2150, 1, 1, 8, tzinfo=zone)
+    # 23 h after the admit in New York's wall-clock time, but written in UTC by another feed
+    inside = NoteEvent(
+        note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2, 12, tzinfo=UTC)
+    )
+    outside = inside.model_copy(update={"chart_time": datetime(2150, 1, 2, 14, tzinfo=UTC)})
+    assert (in_window(inside, spec, admit, zone), in_window(outside, spec, admit, zone)) == (True, False)
+    # MIMIC's naive times read in that zone give the same answer as read in UTC: windows do not move
+    naive = NoteEvent.model_validate(
+        {"note_id": "1", "subject_id": 1, "hadm_id": 2, "text": "", "chart_time": "2150-01-02T07:00:00"},
+        context={"source_timezone": zone},
+    )
+    assert naive.chart_time == datetime(2150, 1, 2, 7, tzinfo=zone)
+    assert in_window(naive, spec, admit, zone) == in_window(
+        naive.model_copy(update={"chart_time": datetime(2150, 1, 2, 7, tzinfo=UTC)}),
+        spec,
+        datetime(2150, 1, 1, 8, tzinfo=UTC),
+    )
