@@ -15,6 +15,7 @@ from models.build import clinical_corpus
 from models.prep import note_chunks
 from models.spec import ModelSpec
 from stream.events import AdmissionEvent, NoteEvent, RiskUpdate
+from stream.ids import Id
 from stream.store import RedisRiskStore
 
 ADMIT = datetime(2150, 1, 1, 8, 0)
@@ -78,10 +79,10 @@ class OfflineScorer:
         chunks = note_chunks(text, self.spec, self.tokenizer)
         return [float(p) for p in self.classifier.predict(chunks)] if chunks else []
 
-    def scores(self, notes: Iterable[NoteEvent]) -> dict[int, float | None]:
+    def scores(self, notes: Iterable[NoteEvent]) -> dict[Id, float | None]:
         """Final score per admission of the live notes (highest revision, retractions removed)."""
-        live: dict[int, dict[str, NoteEvent]] = {}
-        dead: dict[int, dict[str, int]] = {}
+        live: dict[Id, dict[str, NoteEvent]] = {}
+        dead: dict[Id, dict[str, int]] = {}
         for note in notes:
             held = live.setdefault(note.hadm_id, {})
             gone = dead.setdefault(note.hadm_id, {})
@@ -96,16 +97,16 @@ class OfflineScorer:
             current = held.get(note.note_id)
             if current is None or note.revision > current.revision:
                 held[note.note_id] = note
-        out: dict[int, float | None] = {}
+        out: dict[Id, float | None] = {}
         for hadm, held in live.items():
             probs = [p for note in held.values() for p in self.note_probs(note.text)]
             out[hadm] = admission_score(probs, self.spec.c) if probs else None
         return out
 
 
-def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
+def final_updates(messages: list[Any]) -> dict[Id, RiskUpdate]:
     """The last update (highest seq) of each admission among confluent-kafka messages."""
-    last: dict[int, RiskUpdate] = {}
+    last: dict[Id, RiskUpdate] = {}
     for msg in messages:
         update = RiskUpdate.from_bytes(msg.value())
         if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:

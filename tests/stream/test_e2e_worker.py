@@ -102,7 +102,7 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         assert score is not None
         assert last[hadm].score == pytest.approx(score, abs=1e-6)
     # seq rises by one per applied change (no gaps once notes flow); repeats carry the same state
-    by_adm: dict[int, dict[int, RiskUpdate]] = {}
+    by_adm: dict[int | str, dict[int, RiskUpdate]] = {}
     for msg in updates:
         u = RiskUpdate.from_bytes(msg.value())
         seen = by_adm.setdefault(u.hadm_id, {})
