@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything notestream needs on a fresh machine, into the active Python environment.
 #  - redis-server (Debian package) where the binary is missing: the tests start their own server;
+#  - kcat (Debian package) where missing: the contract tests read risk updates with it;
 #  - torch==2.13.0 first, so that no dependency can pull a different (multi-GB CUDA) build;
 #  - notestream itself, editable, with its dev extras.
 # Safe to run again: each step is skipped or a no-op when already done.
@@ -13,6 +14,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "setup: installing kcat (Debian package): a Kafka client no project code wrote, for the contract tests" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
 fi
 
 "$PY" -m pip install -q "torch==2.13.0"

@@ -97,7 +97,7 @@ def hadm_from_key(key: bytes) -> int | str:
 class Event(BaseModel):
     """Base of every event: versioned, frozen, unknown fields ignored, JSON bytes in and out."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=True)
 
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, description="Schema version of the event.")
     _zone: tzinfo = PrivateAttr(default=UTC)
@@ -192,7 +192,12 @@ class RiskUpdate(Event):
     subject_id: Id
     task: str
     model: str = Field(description="Model name or folder the score comes from.")
-    score: float | None = Field(ge=0, le=1, description="None while the admission holds no chunk.")
+    score: float | None = Field(
+        ge=0,
+        le=1,
+        description="null while the admission holds no chunk (only short or retracted notes): no evidence "
+        "yet, never a risk of 0. p_max and p_mean are null then too.",
+    )
     p_max: float | None
     p_mean: float | None
     n_chunks: int = Field(ge=0)
@@ -205,7 +210,8 @@ class RiskUpdate(Event):
         default=None, ge=0, description="Index of the top chunk inside top_note_id."
     )
     change: Literal["new", "revision", "retracted", "discharge"] | None = Field(
-        default=None, description="What changed the aggregate (extension of the DESIGN fields)."
+        default=None,
+        description="What changed the aggregate; null for a repeat of the current state (same seq).",
     )
     note_time: datetime | None = None
     produced_at: datetime | None = Field(default=None, description="When the triggering event was produced.")
@@ -248,8 +254,14 @@ class DeadLetter(Event):
     topic: str
     partition: int | None = None
     offset: int | None = None
-    key: bytes | None = Field(default=None, repr=False)
-    original: bytes = Field(repr=False)
+    key: bytes | None = Field(
+        default=None, repr=False, description="The message's Kafka key, URL-safe base64 (RFC 4648 section 5)."
+    )
+    original: bytes = Field(
+        repr=False,
+        description="The message's bytes exactly, URL-safe base64 (RFC 4648 section 5); may hold note text.",
+        json_schema_extra={"contentEncoding": "base64url"},
+    )
     at: datetime = Field(default_factory=utcnow)
 
     @classmethod

@@ -61,9 +61,7 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         ("invalid_json", b'{"note_id": "x", "hadm_id": 100000,'),
         (
             "schema",
-            json.dumps(
-                {"note_id": "x", "hadm_id": 100000, "subject_id": "not a number", "text": "t"}
-            ).encode(),
+            json.dumps({"note_id": "x", "hadm_id": 100000, "subject_id": " padded ", "text": "t"}).encode(),
         ),
         ("missing_admission_id", json.dumps({"note_id": "x", "subject_id": 1, "text": "t"}).encode()),
         (
