@@ -16,7 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
 from notestream.settings import TOPICS, Settings
-from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, AdmissionEvent, NoteEvent, admission_key
+from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
 from stream.kafka import bootstrap_servers
 from stream.schemas import EVENTS, event_schemas, render, stale_files
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
@@ -92,18 +92,25 @@ def test_risk_updates_read_by_kcat_validate_against_the_schemas(
         update={"store": "memory://", "model_dir": tiny_model_dir, "source_timezone": "America/New_York"}
     )
     hadms: list[int | str] = [167853, "V2026-000123", "{ward}:7/B#1"]
+    # naive times, as MIMIC's: the worker reads them in source_timezone
     admits = [
-        AdmissionEvent(kind="admit", subject_id="MRN^1", hadm_id=h, admit_time="2150-01-01T08:00:00")
+        {"kind": "admit", "subject_id": "MRN^1", "hadm_id": h, "admit_time": "2150-01-01T08:00:00"}
         for h in hadms
     ]
-    notes = [
-        NoteEvent(note_id=f"n{i}", subject_id="MRN^1", hadm_id=h, text=LONG, chart_time="2150-01-01T09:00:00")
+    notes: list[dict[str, Any]] = [
+        {
+            "note_id": f"n{i}",
+            "subject_id": "MRN^1",
+            "hadm_id": h,
+            "text": LONG,
+            "chart_time": "2150-01-01T09:00:00",
+        }
         for i, h in enumerate(hadms)
     ]
     # a short note: the admission holds no chunk, its score is null
-    notes.append(NoteEvent(note_id="short", subject_id=5, hadm_id="007", text="pt comfortable."))
-    produce(settings, ADMISSIONS, [(admission_key(a.hadm_id), a.to_bytes()) for a in admits])
-    produce(settings, NOTES, [(admission_key(n.hadm_id), n.to_bytes()) for n in notes])
+    notes.append({"note_id": "short", "subject_id": 5, "hadm_id": "007", "text": "pt comfortable."})
+    produce(settings, ADMISSIONS, [(admission_key(a["hadm_id"]), json.dumps(a).encode()) for a in admits])
+    produce(settings, NOTES, [(admission_key(n["hadm_id"]), json.dumps(n).encode()) for n in notes])
     worker = start_worker(settings)
     read_topic(
         settings,
