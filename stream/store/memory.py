@@ -31,6 +31,7 @@ from stream.events import AdmissionEvent
 from stream.ids import Id, parse_id
 from stream.store.memory_state import Admission, Note, dump_admissions, load_admissions, write_atomically
 from stream.store.records import (
+    MAX_HELD,
     AdmissionInfo,
     AdmissionState,
     ApplyReason,
@@ -60,6 +61,7 @@ class MemoryRiskStore:
         self._lock = threading.Lock()
         self._admissions: dict[Id, Admission] = {}
         self._model: str | None = None  # the model whose probabilities the store holds (claim)
+        self._held: dict[Id, list[tuple[float, str]]] = {}  # notes waiting for their admission
         self._journal: IO[str] | None = None
         self.journal_path = Path(journal) if journal is not None else None
         if self.journal_path is not None:
@@ -235,6 +237,44 @@ class MemoryRiskStore:
         with self._lock:
             return sorted((h for h in list(self._admissions) if self._get(h) is not None), key=_order)
 
+    async def hold_note(self, hadm_id: Id, record: str, deadline: float) -> int:
+        with self._lock:
+            held = self._held.setdefault(hadm_id, [])
+            if len(held) >= MAX_HELD:
+                raise StoreError(f"admission {hadm_id} already holds {MAX_HELD} notes waiting for it")
+            held.append((deadline, record))
+            self._log(
+                {"op": "hold", "t": self._time(), "hadm_id": hadm_id, "deadline": deadline, "record": record}
+            )
+            return len(held)
+
+    async def held_notes(self, hadm_id: Id) -> list[str]:
+        with self._lock:
+            return [record for _, record in self._held.get(hadm_id, [])]
+
+    async def drop_held(self, hadm_id: Id, records: Sequence[str]) -> None:
+        with self._lock:
+            self._drop_held(hadm_id, list(records))
+            self._log({"op": "drop", "t": self._time(), "hadm_id": hadm_id, "records": list(records)})
+
+    async def due_held(self, now: float, limit: int = 100) -> list[tuple[Id, str]]:
+        with self._lock:
+            due = [(h, r) for h, held in self._held.items() for d, r in held if d <= now]
+            return due[:limit]
+
+    def _drop_held(self, hadm_id: Id, records: list[str]) -> None:
+        left = list(records)
+        kept = []
+        for deadline, record in self._held.get(hadm_id, []):
+            if record in left:
+                left.remove(record)
+            else:
+                kept.append((deadline, record))
+        if kept:
+            self._held[hadm_id] = kept
+        else:
+            self._held.pop(hadm_id, None)
+
     async def claim(self, model: str) -> str:
         with self._lock:
             if self._model is None:
@@ -298,6 +338,10 @@ class MemoryRiskStore:
                 elif op["op"] == "note":
                     self._apply(parse_id(op["hadm_id"]), parse_id(op["subject_id"]), op["note_id"], op["revision"], op["is_error"],
                                 tuple(op["probs"]))  # fmt: skip
+                elif op["op"] == "hold":
+                    self._held.setdefault(parse_id(op["hadm_id"]), []).append((op["deadline"], op["record"]))
+                elif op["op"] == "drop":
+                    self._drop_held(parse_id(op["hadm_id"]), op["records"])
                 elif op["op"] == "admission":
                     self._record(AdmissionEvent.model_validate(op["event"]))
                 else:
@@ -311,7 +355,13 @@ class MemoryRiskStore:
             if path.exists():
                 self._replay(path.read_text(encoding="utf-8"))
             snapshot = {**dump_admissions(self._admissions), "model": self._model}
-            write_atomically(path, json.dumps({"op": "snapshot", "t": self._time(), "data": snapshot}) + "\n")
+            lines = [json.dumps({"op": "snapshot", "t": self._time(), "data": snapshot})]
+            lines += [
+                json.dumps({"op": "hold", "t": self._time(), "hadm_id": h, "deadline": d, "record": r})
+                for h, held in self._held.items()
+                for d, r in held
+            ]  # notes still waiting for their admission survive the compaction
+            write_atomically(path, "\n".join(lines) + "\n")
             self._journal = path.open("a", encoding="utf-8")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(

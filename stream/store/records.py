@@ -24,6 +24,8 @@ from stream.errors import StoreError
 from stream.events import AdmissionEvent
 from stream.ids import Id
 
+MAX_HELD = 1000
+"""The most notes one admission holds while they wait for its admission event."""
 EXACT_BITS = 1200  # p * 2**1200 is an integer for every finite float p (the smallest is 2**-1074)
 ApplyReason = Literal["new", "revision", "retracted", "duplicate", "stale"]
 
@@ -154,6 +156,26 @@ class RiskStore(Protocol):
 
     async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         """Live notes of the admission: note_id -> (revision, chunk probabilities)."""
+        ...
+
+    async def hold_note(self, hadm_id: Id, record: str, deadline: float) -> int:
+        """Keep ``record`` (a note waiting for its admission: scored chunk probabilities and metadata,
+        never text) until :meth:`drop_held` removes it; :meth:`due_held` lists it once ``deadline``
+        (wall-clock seconds) has passed. Returns how many records the admission holds now; at most
+        :data:`MAX_HELD`, :class:`~stream.errors.StoreError` beyond."""
+        ...
+
+    async def held_notes(self, hadm_id: Id) -> list[str]:
+        """The records held for the admission, oldest first (they stay held)."""
+        ...
+
+    async def drop_held(self, hadm_id: Id, records: Sequence[str]) -> None:
+        """Remove these records of the admission (once each; absent ones are ignored). Callers act on
+        a record first and drop it after, so a crash in between repeats the act, never loses it."""
+        ...
+
+    async def due_held(self, now: float, limit: int = 100) -> list[tuple[Id, str]]:
+        """Up to about ``limit`` held records whose deadline is before ``now`` (they stay held)."""
         ...
 
     async def claim(self, model: str) -> str:

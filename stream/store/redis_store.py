@@ -17,6 +17,7 @@ bit for bit.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -31,6 +32,7 @@ from stream.errors import StoreError, StoreUnavailable
 from stream.events import AdmissionEvent
 from stream.ids import Id, id_key, parse_id
 from stream.store.records import (
+    MAX_HELD,
     AdmissionInfo,
     AdmissionState,
     ApplyResult,
@@ -263,6 +265,76 @@ class RedisRiskStore:
             if is_error == "0":
                 out[note_id] = NoteProbs(int(revision), tuple(float(p) for p in filter(None, csv.split(","))))
         return out
+
+    def _held_key(self, hadm_id: Id) -> str:
+        return f"{self.namespace}:{{{id_key(parse_id(hadm_id))}}}:h"
+
+    async def _reindex(self, hadm_id: Id) -> list[str]:
+        """Point the held-notes index at the admission's earliest deadline (or drop it when none is
+        held); returns the held entries. Run after every change, so a race between two changes ends
+        with the index right once the later one has run."""
+        key, member = self._held_key(hadm_id), json.dumps(hadm_id)
+        entries: list[str] = await self._redis.lrange(key, 0, -1)  # type: ignore[misc]
+        if entries:
+            earliest = min(float(e.split("|", 1)[0]) for e in entries)
+            await self._redis.zadd(f"{self.namespace}:held", {member: earliest})
+        else:
+            await self._redis.zrem(f"{self.namespace}:held", member)
+        return entries
+
+    async def hold_note(self, hadm_id: Id, record: str, deadline: float) -> int:
+        key = self._held_key(hadm_id)
+
+        async def hold() -> int:
+            async with self._redis.pipeline(transaction=True) as tx:
+                tx.rpush(key, f"{deadline!r}|{record}")
+                # kept an idle TTL past the later of now and the deadline: never lost before it is due
+                tx.pexpireat(key, round(max(deadline, time.time()) * 1000) + self.idle_ttl_ms)
+                size, _ = await tx.execute()
+            if int(size) > MAX_HELD:
+                await self._redis.lrem(key, -1, f"{deadline!r}|{record}")
+                raise StoreError(f"admission {hadm_id} already holds {MAX_HELD} notes waiting for it")
+            await self._reindex(hadm_id)
+            return int(size)
+
+        return await self._call(f"hold a note of admission {hadm_id}", hold)
+
+    async def held_notes(self, hadm_id: Id) -> list[str]:
+        async def read() -> list[str]:
+            entries = await self._redis.lrange(self._held_key(hadm_id), 0, -1)
+            return [entry.split("|", 1)[1] for entry in entries]
+
+        return await self._call(f"read the held notes of admission {hadm_id}", read)
+
+    async def drop_held(self, hadm_id: Id, records: Sequence[str]) -> None:
+        key = self._held_key(hadm_id)
+
+        async def drop() -> None:
+            wanted = list(records)
+            for entry in await self._redis.lrange(key, 0, -1):
+                record = entry.split("|", 1)[1]
+                if record in wanted:
+                    wanted.remove(record)
+                    await self._redis.lrem(key, 1, entry)
+            await self._reindex(hadm_id)
+
+        await self._call(f"drop held notes of admission {hadm_id}", drop)
+
+    async def due_held(self, now: float, limit: int = 100) -> list[tuple[Id, str]]:
+        async def due() -> list[tuple[Id, str]]:
+            index = f"{self.namespace}:held"
+            members = await self._redis.zrangebyscore(index, "-inf", now, start=0, num=limit)
+            out: list[tuple[Id, str]] = []
+            for member in members:
+                hadm_id = parse_id(json.loads(member))
+                entries = await self._reindex(hadm_id)  # also heals an index left stale by a race
+                for entry in entries:
+                    deadline, record = entry.split("|", 1)
+                    if float(deadline) <= now:
+                        out.append((hadm_id, record))
+            return out[:limit]
+
+        return await self._call("read the held notes that are due", due)
 
     async def claim(self, model: str) -> str:
         key = f"{self.namespace}:model"
