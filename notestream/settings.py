@@ -228,10 +228,12 @@ class Settings(BaseSettings):
         description="Sliding time-to-live of an admission's state without any event (no discharge seen).",
     )
     admission_wait_s: float = Field(
-        2.0,
+        6 * 3600.0,
         ge=0,
-        description="How long the worker waits for an admission's admit event before dead-lettering a note "
-        "that needs its admit time (days/hours windows) as `admission_unknown`.",
+        description="How long a note that needs its admit time (days/hours windows) waits for its "
+        "admission's admit event, held in the store (chunk probabilities, never text) while the worker "
+        "goes on with other notes; after it the note is dead-lettered as `admission_unknown` (checked "
+        "every 30 s).",
     )
     source_timezone: str = Field(
         "UTC",

@@ -29,6 +29,7 @@ in :mod:`stream.runtime` too (both are re-exported here).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -147,6 +148,7 @@ def create_app(
         pipeline = await runtime.ready()
         letters: list[DeadLetter] = []
         notes: list[NoteEvent] = []
+        refs: list[dict[str, Any]] = []
         source: dict[int, EventT] = {}
         for event in events:
             try:
@@ -160,8 +162,9 @@ def create_app(
                 letters.append(dead_letter(event, exc))
                 continue
             notes.append(note)
+            refs.append(note_ref(event))
             source[id(note)] = event
-        result = await pipeline.process(notes) if notes else None
+        result = await pipeline.process(notes, refs) if notes else None
         updates: list[RiskUpdate] = []
         if result is not None:
             updates = result.updates
@@ -191,7 +194,41 @@ def create_app(
                 runtime.metrics.dead_letter(letter.reason)
             return
         final = await pipeline.admission(admission)
-        await emit([final] if final is not None else [], [])
+        released = await pipeline.release(admission.hadm_id)  # notes that waited for this admission
+        await emit([*([final] if final is not None else []), *released.updates], [])
+
+    def note_ref(event: EventT) -> dict[str, Any]:
+        """Where a note was read, kept with it while it waits for its admission (no text)."""
+        msg = event.message
+        key = base64.urlsafe_b64encode(msg.key).decode("ascii") if msg.key is not None else None
+        return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "key": key}
+
+    @app.timer(interval=30.0)
+    async def expire_held() -> None:
+        """Dead-letter the held notes whose admission never came (admission_unknown), then forget them."""
+        if runtime.pipeline is None:
+            return
+        pipeline = runtime.pipeline
+        expired = await pipeline.expired()
+        letters = [
+            DeadLetter(
+                reason="admission_unknown",
+                detail=f"{item.detail}; the note is at {item.ref.get('topic')}[{item.ref.get('partition')}]"
+                f"@{item.ref.get('offset')}",
+                topic=str(item.ref.get("topic") or settings.topic(NOTES)),
+                partition=item.ref.get("partition"),
+                offset=item.ref.get("offset"),
+                key=base64.urlsafe_b64decode(item.ref["key"]) if item.ref.get("key") else None,
+                original=b"",  # the text was never held; the note stays on the notes topic
+            )
+            for item in expired
+        ]
+        if letters:
+            await emit([], letters)
+            await pipeline.forget(expired)
+            if runtime.metrics is not None:
+                for letter in letters:
+                    runtime.metrics.dead_letter(letter.reason)
 
     @app.agent(notes_topic, name="notes")
     async def notes_agent(stream: faust.StreamT) -> None:

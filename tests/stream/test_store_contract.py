@@ -10,7 +10,7 @@ import asyncio
 import math
 import random
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -167,7 +167,7 @@ async def test_random_histories_match_the_reference(store: RiskStore) -> None:
 
 
 async def test_admit_and_discharge(store: RiskStore) -> None:
-    admit = datetime(2150, 1, 1, 8, 30)
+    admit = datetime(2150, 1, 1, 8, 30, tzinfo=UTC)  # every event time is aware
     assert await store.admission(100) is None
     info = await store.record_admission(
         AdmissionEvent(kind="admit", subject_id=7, hadm_id=100, admit_time=admit, admission_type="EMERGENCY")
@@ -180,7 +180,7 @@ async def test_admit_and_discharge(store: RiskStore) -> None:
     )
     assert (await store.admission(100)) == info.__class__(**{**info.__dict__, "applied": False})
     await note(store, "a", [0.5])
-    out = datetime(2150, 1, 5, 12, 0)
+    out = datetime(2150, 1, 5, 12, 0, tzinfo=UTC)
     first = await store.record_admission(
         AdmissionEvent(kind="discharge", subject_id=7, hadm_id=100, discharge_time=out)
     )
