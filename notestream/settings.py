@@ -233,7 +233,7 @@ class Settings(BaseSettings):
         description="How long a note that needs its admit time (days/hours windows) waits for its "
         "admission's admit event, held in the store (chunk probabilities, never text) while the worker "
         "goes on with other notes; after it the note is dead-lettered as `admission_unknown` (checked "
-        "every 30 s).",
+        "every 30 s, or a quarter of the wait when shorter).",
     )
     source_timezone: str = Field(
         "UTC",

@@ -203,7 +203,7 @@ def create_app(
         key = base64.urlsafe_b64encode(msg.key).decode("ascii") if msg.key is not None else None
         return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "key": key}
 
-    @app.timer(interval=30.0)
+    @app.timer(interval=min(30.0, max(0.5, settings.admission_wait_s / 4)))
     async def expire_held() -> None:
         """Dead-letter the held notes whose admission never came (admission_unknown), then forget them."""
         if runtime.pipeline is None:
