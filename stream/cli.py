@@ -72,3 +72,7 @@ def register(app: typer.Typer) -> None:
     from stream.cli_data import register_data
 
     register_data(app)
+
+    from stream.cli_dlq import register_dlq
+
+    register_dlq(app)
