@@ -46,7 +46,7 @@ from pydantic import (
 )
 
 from stream.errors import EventError
-from stream.ids import Id, NoteId, parse_id
+from stream.ids import MAX_ID_INT, Id, NoteId, parse_id
 
 SCHEMA_VERSION = 1
 
@@ -132,7 +132,13 @@ class NoteEvent(Event):
     """A clinical note (or a new revision, or a retraction) of one admission."""
 
     note_id: NoteId = Field(description="The note's id: MIMIC-III ROW_ID, MIMIC-IV note_id, a document id.")
-    revision: int = Field(default=0, ge=0, description="A higher revision replaces the note's earlier one.")
+    revision: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_ID_INT,
+        strict=True,  # a JSON integer: never a bool, a float or a string coerced
+        description="A higher revision replaces the note's earlier one.",
+    )
     subject_id: Id
     hadm_id: Id = Field(description="Admission id; a note without one is dead-lettered.")
     category: str = ""
@@ -140,7 +146,7 @@ class NoteEvent(Event):
     chart_time: datetime | None = None
     chart_date: date | None = None
     store_time: datetime | None = None
-    is_error: bool = Field(default=False, description="MIMIC ISERROR: the note is retracted.")
+    is_error: bool = Field(default=False, strict=True, description="MIMIC ISERROR: the note is retracted.")
     text: str = Field(repr=False, description="Note text (PHI): only ever on the notes topic.")
     source: str = Field(default="", description="Feed that produced the note, e.g. mimic-iii.")
     produced_at: datetime = Field(default_factory=utcnow, description="When the feed produced it (UTC).")

@@ -37,6 +37,7 @@ Redis Cluster slot whatever the id holds.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -58,12 +59,13 @@ def parse_id(value: Any) -> int | str:
     """The canonical id of ``value`` (an int or a str), or ValueError saying what is wrong."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not an id")
-    if isinstance(value, int):
-        if value < 0:
+    if isinstance(value, Integral):  # int, and numpy's integers from tables (JSON only gives int)
+        number = int(value)
+        if number < 0:
             raise ValueError("an integer id must be non-negative")
-        if value > MAX_ID_INT:
+        if number > MAX_ID_INT:
             raise ValueError("an integer id must be below 2**63")
-        return int(value)
+        return number
     if not isinstance(value, str):
         kind = "a float" if isinstance(value, float) else f"a {type(value).__name__}"
         raise ValueError(f"an id is an integer or a string, not {kind}")

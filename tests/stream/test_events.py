@@ -71,6 +71,11 @@ def test_note_round_trip_and_future_fields_ignored() -> None:
         (raw({**NOTE, "hadm_id": "a\u0000b"}), "schema", "'hadm_id'"),
         (raw({**NOTE, "note_id": "x" * 129}), "schema", "'note_id'"),
         (raw({**NOTE, "revision": -1}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": True}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": 1.0}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": "2"}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": 2**63}), "schema", "'revision'"),
+        (raw({**NOTE, "is_error": "yes"}), "schema", "'is_error'"),
         (raw({**NOTE, "chart_time": "yesterday"}), "schema", "'chart_time'"),
     ],
 )
