@@ -58,9 +58,9 @@ def note_chunk_ids(
     encode: Callable[[list[str]], list[list[int]]], n_chunks: int, seed: int, corpus: list[str] | None = None
 ) -> list[list[list[int]]]:
     """Token ids of reference chunks, grouped per note, until ``n_chunks`` chunks are collected."""
-    from models.build import clinical_corpus
-    from models.prep import note_chunks
-    from models.spec import ModelSpec
+    from notestream.models.build import clinical_corpus
+    from notestream.models.prep import note_chunks
+    from notestream.models.spec import ModelSpec
 
     notes, total, i = [], 0, 0
     while total < n_chunks:
@@ -84,7 +84,7 @@ def note_chunk_ids(
 
 def sorted_efficiency(lengths: list[int], batch_size: int) -> float:
     """Padding efficiency of one caller that sorts all chunks by length first: the ceiling."""
-    from models.classifier import length_batches
+    from notestream.models.classifier import length_batches
 
     batches = length_batches(lengths, max_batch_size=batch_size, max_batch_tokens=batch_size * 512)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
@@ -107,7 +107,7 @@ def timed(fn, *args, warm=None):  # type: ignore[no-untyped-def]
 
 
 async def through_engine(clf, notes, *, batch_size: int, callers: int, texts=None):  # type: ignore[no-untyped-def]
-    from models.engine import InferenceEngine
+    from notestream.models.engine import InferenceEngine
 
     engine = InferenceEngine(
         clf, max_batch_size=batch_size, max_batch_tokens=batch_size * 512, max_wait_ms=5, queue_size=8192
@@ -143,9 +143,9 @@ def bench_config(
 ) -> dict:  # type: ignore[type-arg]
     import torch
 
-    from models.build import build_small_bert, clinical_corpus
-    from models.checkpoint import load_model_folder
-    from models.classifier import ChunkClassifier
+    from notestream.models.build import build_small_bert, clinical_corpus
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_small_bert(

@@ -31,14 +31,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.build import build_small_bert, clinical_corpus  # noqa: E402
-from models.checkpoint import load_model_folder  # noqa: E402
-from models.explain import attention_maps, prepare_chunk, token_importance, write_explanation  # noqa: E402
-from models.explain.importance import TokenImportance  # noqa: E402
-from models.explain.report import TextExplanation  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
-from stream.evidence import admission_evidence  # noqa: E402
-from stream.store import MemoryRiskStore  # noqa: E402
+from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
+from notestream.models.checkpoint import load_model_folder  # noqa: E402
+from notestream.models.explain import attention_maps, prepare_chunk, token_importance, write_explanation  # noqa: E402
+from notestream.models.explain.importance import TokenImportance  # noqa: E402
+from notestream.models.explain.report import TextExplanation  # noqa: E402
+from notestream.models.spec import ModelSpec  # noqa: E402
+from notestream.stream.evidence import admission_evidence  # noqa: E402
+from notestream.stream.store import MemoryRiskStore  # noqa: E402
 
 T = TypeVar("T")
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import httpx
 
-from notestream.settings import Settings
-from stream.metrics import Metrics, start_http_server
+from notestream.core.settings import Settings
+from notestream.stream.metrics import Metrics, start_http_server
 
 
 def per_call_ns(fn: Callable[[], object], n: int) -> float:

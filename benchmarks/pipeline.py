@@ -34,15 +34,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.build import build_small_bert, clinical_corpus  # noqa: E402
-from models.engine import InferenceEngine  # noqa: E402
-from models.prep import note_chunks  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
-from notestream.settings import TOPICS, Settings  # noqa: E402
-from stream.embedded import EmbeddedBroker  # noqa: E402
-from stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
-from stream.kafka import consumer, producer  # noqa: E402
-from stream.worker import spawn_worker, wait_ready  # noqa: E402
+from notestream.core.settings import TOPICS, Settings  # noqa: E402
+from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
+from notestream.models.engine import InferenceEngine  # noqa: E402
+from notestream.models.prep import note_chunks  # noqa: E402
+from notestream.models.spec import ModelSpec  # noqa: E402
+from notestream.stream.embedded import EmbeddedBroker  # noqa: E402
+from notestream.stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
+from notestream.stream.kafka import consumer, producer  # noqa: E402
+from notestream.stream.worker import spawn_worker, wait_ready  # noqa: E402
 
 
 def make_notes(n: int, seed: int) -> list[NoteEvent]:

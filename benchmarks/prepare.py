@@ -2,7 +2,7 @@
 
 Writes a synthetic MIMIC-III (2.08M notes by default, about 4 GB; ``--notes N`` scales it down), runs
 prepare in a child process (wall seconds, peak RSS), then takes a 1% cohort and runs both prepare and a
-plain in-memory pandas implementation of the reference steps (``training.reference_pandas``) on it, for
+plain in-memory pandas implementation of the reference steps (``notestream.training.reference_pandas``) on it, for
 the ratio. Prints ONE JSON line of figures. Target: prepare's peak RSS under 4 GB at full size.
 
     python benchmarks/prepare.py --notes 200000 --task early-3d
@@ -26,12 +26,12 @@ import json, resource, sys, time
 mode, src, out, notes, limit = sys.argv[1:6]
 t = time.perf_counter()
 if mode == "duckdb":
-    from training.mimic import Source
-    from training.prepare import PrepareConfig, prepare
+    from notestream.training.mimic import Source
+    from notestream.training.prepare import PrepareConfig, prepare
     r = prepare(Source.open(mimic_iii=src), out, PrepareConfig(notes=notes, memory_limit=limit), progress=False)
     chunks = r.manifest["counts"]["chunks"]["chunks"]
 else:
-    from training.reference_pandas import reference_prepare
+    from notestream.training.reference_pandas import reference_prepare
     chunks = len(reference_prepare(src, notes)["chunks"])
 try:  # VmHWM is this process's own peak; ru_maxrss would carry the parent's across exec
     hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from training.synth import write_mimic_iii
+    from notestream.training.synth import write_mimic_iii
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     try:

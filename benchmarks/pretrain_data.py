@@ -1,7 +1,7 @@
 """Benchmark the pre-training shard builder: peak memory must not grow with the corpus.
 
-Writes a synthetic MIMIC-III (``training.synth``), turns its notes into a pre-training corpus
-(``training.pretrain.corpus_from_mimic`` / ``write_corpus``: one sentence per line), takes its first half
+Writes a synthetic MIMIC-III (``notestream.training.synth``), turns its notes into a pre-training corpus
+(``notestream.training.pretrain.corpus_from_mimic`` / ``write_corpus``: one sentence per line), takes its first half
 as a second corpus, trains one WordPiece vocabulary on a sample, then builds shards from each corpus in
 a child process (wall seconds, examples, shard bytes, peak RSS read from VmHWM of the child). With
 ``--compare`` it also runs the former in-memory construction (read every note, tokenize into lists,
@@ -30,13 +30,13 @@ from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
 t = time.perf_counter()
 if mode == "shards":
-    from training.pretrain_data import build_shards
+    from notestream.training.pretrain_data import build_shards
     m = build_shards(corpus, tokenizer, out, max_length=int(max_length), dupe=int(dupe),
                      buffer_docs=int(buffer_docs), progress=False)
     figures = {"documents": m["documents"], "examples": m["examples"], "nsp_random": m["nsp_random"],
                "shards": len(m["shards"]), "shard_bytes": sum(p.stat().st_size for p in __import__("pathlib").Path(out).iterdir())}
 else:
-    from training.pretrain_data import nsp_examples, read_corpus
+    from notestream.training.pretrain_data import nsp_examples, read_corpus
     docs = read_corpus(corpus)
     tokenized = [[tokenizer(s, add_special_tokens=False)["input_ids"] for s in d] for d in docs]
     examples = nsp_examples(tokenized, int(max_length) - 3, dupe=int(dupe))
@@ -84,11 +84,11 @@ def main() -> None:
 
     from transformers import BertTokenizer
 
-    from models.build import train_wordpiece
-    from training.mimic import Source
-    from training.pretrain import corpus_from_mimic
-    from training.pretrain_data import iter_documents
-    from training.synth import write_mimic_iii
+    from notestream.models.build import train_wordpiece
+    from notestream.training.mimic import Source
+    from notestream.training.pretrain import corpus_from_mimic
+    from notestream.training.pretrain_data import iter_documents
+    from notestream.training.synth import write_mimic_iii
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-pretrain-"))
     try:

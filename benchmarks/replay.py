@@ -1,5 +1,5 @@
 """Replay throughput and memory: events per second out of ``iter_events`` over a synthetic MIMIC-III
-cohort (training.synth), in one sorted query and in time buckets, and the process's peak RSS.
+cohort (notestream.training.synth), in one sorted query and in time buckets, and the process's peak RSS.
 
 Prints ONE JSON line.    python benchmarks/replay.py [--patients 300]
 """
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.replay import ReplayCounts, ReplaySource, iter_events
-from training.synth import write_mimic_iii
+from notestream.stream.replay import ReplayCounts, ReplaySource, iter_events
+from notestream.training.synth import write_mimic_iii
 
 
 def run(patients: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Any
 
-from stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
 
 
 def _free_port() -> int:

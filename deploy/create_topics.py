@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from notestream.settings import Settings, load_settings
+from notestream.core.settings import Settings, load_settings
 
 HOUR_MS = 3_600_000
 

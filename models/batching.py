@@ -1,6 +1,6 @@
 """Batch planning for the inference engine: which queued chunks go into the next batch, and when.
 
-Pure functions over chunk lengths (token counts), used by :class:`models.engine.InferenceEngine`, which
+Pure functions over chunk lengths (token counts), used by :class:`notestream.models.engine.InferenceEngine`, which
 keeps the queue, the asyncio worker pool and the futures:
 
 - A batch is taken when it is full (count or token budget) or when its oldest chunk has waited

@@ -18,7 +18,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from models.spec import ModelSpec
+from notestream.models.spec import ModelSpec
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -106,7 +106,7 @@ def build_small_bert(
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    from models.checkpoint import save_model_folder
+    from notestream.models.checkpoint import save_model_folder
 
     vocab = train_wordpiece(corpus_texts, vocab_size=vocab_size)
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
@@ -124,5 +124,7 @@ def build_small_bert(
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config).eval()
     if spec is None:
-        spec = ModelSpec(max_length=max_length, provenance={"built_by": "models.build.build_small_bert"})
+        spec = ModelSpec(
+            max_length=max_length, provenance={"built_by": "notestream.models.build.build_small_bert"}
+        )
     return save_model_folder(model, tokenizer, spec, out_dir)

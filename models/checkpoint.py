@@ -2,9 +2,9 @@
 
 A model folder is an ordinary Hugging Face sequence-classification folder (``config.json``, weights as
 ``model.safetensors`` or a legacy ``pytorch_model.bin``, tokenizer files) plus ``notestream.json``
-(:class:`models.spec.ModelSpec`). Weights are never unpickled: safetensors, or
+(:class:`notestream.models.spec.ModelSpec`). Weights are never unpickled: safetensors, or
 ``torch.load(weights_only=True)`` for ``.bin`` files. The original ClinicalBERT release converts into
-this format with :func:`models.legacy.import_legacy` (re-exported here).
+this format with :func:`notestream.models.legacy.import_legacy` (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.errors import CheckpointError
-from models.spec import ModelSpec
+from notestream.models.errors import CheckpointError
+from notestream.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -53,7 +53,7 @@ def check_model_folder(path: str | Path) -> Path:
     >>> check_model_folder("/nonexistent/model")
     Traceback (most recent call last):
     ...
-    models.errors.CheckpointError: Model folder /nonexistent/model does not exist; pass the folder that holds config.json and the weights.
+    notestream.models.errors.CheckpointError: Model folder /nonexistent/model does not exist; pass the folder that holds config.json and the weights.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -144,7 +144,7 @@ def save_model_folder(
 
 
 def import_legacy(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
-    """Convert the original ClinicalBERT release; see :func:`models.legacy.import_legacy`."""
-    from models.legacy import import_legacy as _import_legacy
+    """Convert the original ClinicalBERT release; see :func:`notestream.models.legacy.import_legacy`."""
+    from notestream.models.legacy import import_legacy as _import_legacy
 
     return _import_legacy(src, dst, **kwargs)

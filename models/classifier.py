@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.errors import ModelsError, TokenizerError
+from notestream.models.errors import ModelsError, TokenizerError
 
 if TYPE_CHECKING:
     import torch
 
-    from models.checkpoint import LoadedModel
+    from notestream.models.checkpoint import LoadedModel
 
 
 def length_batches(lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:

@@ -28,7 +28,7 @@ def import_legacy_command(
     ),
 ) -> None:
     """Convert the original ClinicalBERT release into a model folder with the reference defaults."""
-    from models.legacy import import_legacy
+    from notestream.models.legacy import import_legacy
 
     out = import_legacy(src, dst, vocab=vocab, new_head=new_head)
     typer.echo(json.dumps({"model_dir": str(out)}))
@@ -37,8 +37,8 @@ def import_legacy_command(
 @model_app.command("info")
 def info_command(model_dir: Path = typer.Argument(..., help="A model folder.")) -> None:
     """Print a model folder's notestream.json after checking that the folder is a checkpoint."""
-    from models.checkpoint import check_model_folder
-    from models.spec import ModelSpec
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.spec import ModelSpec
 
     typer.echo(ModelSpec.read(check_model_folder(model_dir)).model_dump_json(indent=2))
 
@@ -62,8 +62,9 @@ def score(
     """Score MIMIC-format notes per admission through the inference engine (the stream, offline)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.engine import InferenceEngine
-    from models.scoring import (
+    from notestream.core.settings import load_settings
+    from notestream.models.engine import InferenceEngine
+    from notestream.models.scoring import (
         NoteRecord,
         ScoreRun,
         read_admit_times,
@@ -72,7 +73,6 @@ def score(
         write_failures,
         write_scores,
     )
-    from notestream.settings import load_settings
 
     settings = load_settings(config, devices=devices.split(",") if devices else None)
     admit_times = read_admit_times(admissions) if admissions is not None else None

@@ -12,9 +12,9 @@ stays responsive while the model runs::
                                   worker cuda:0 / cuda:1 / cpu (forward in a thread) --> futures
 
 - A batch is taken when it is full (count or token budget) or when its oldest chunk has waited
-  ``max_wait_ms``; which queued chunks join it is planned by :func:`models.batching.select_batch` (the
+  ``max_wait_ms``; which queued chunks join it is planned by :func:`notestream.models.batching.select_batch` (the
   oldest chunk, then those nearest to it in length while ``min_batch_efficiency`` of the computed tokens
-  stay real; see :mod:`models.batching` for the measurements behind the rule).
+  stay real; see :mod:`notestream.models.batching` for the measurements behind the rule).
 - One output per input is checked. A failing batch fails each request in it with :class:`BatchFailed`
   (the rest of such a request is dropped) and the worker goes on serving.
 - The queue holds at most ``queue_size`` chunks (a single larger request is admitted into an empty
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.batching import batch_is_full, has_room, keep_apart, select_batch, token_counts
-from models.classifier import ChunkClassifier
-from models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
+from notestream.models.batching import batch_is_full, has_room, keep_apart, select_batch, token_counts
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 
 if TYPE_CHECKING:
-    from models.spec import ModelSpec
-    from notestream.settings import Settings
+    from notestream.core.settings import Settings
+    from notestream.models.spec import ModelSpec
 
 __all__ = ["InferenceEngine", "resolve_devices", "select_batch"]
 
@@ -216,7 +216,7 @@ class InferenceEngine:
         return self
 
     def _load(self, folder: Path) -> list[ChunkClassifier]:
-        from models.checkpoint import load_model_folder
+        from notestream.models.checkpoint import load_model_folder
 
         return [
             ChunkClassifier(

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from notestream.errors import NotestreamError
+from notestream.core.errors import NotestreamError
 
 
 class ModelsError(NotestreamError):

@@ -7,7 +7,7 @@ constant ``c``, the decision threshold, stored metrics, provenance) is left out,
 into a served model does not make it a different model.
 
 The streaming store records the fingerprint of the model whose probabilities it holds
-(:meth:`stream.store.RiskStore.claim`), and a worker with another model refuses to mix its
+(:meth:`notestream.stream.store.RiskStore.claim`), and a worker with another model refuses to mix its
 probabilities in.
 """
 
@@ -17,8 +17,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from models.checkpoint import WEIGHT_FILES, check_model_folder
-from models.spec import ModelSpec
+from notestream.models.checkpoint import WEIGHT_FILES, check_model_folder
+from notestream.models.spec import ModelSpec
 
 CONTENT_FILES = (
     "config.json",
@@ -46,7 +46,7 @@ def model_fingerprint(folder: str | Path) -> str:
     the model's probabilities.
 
     >>> import tempfile
-    >>> from models.spec import ModelSpec
+    >>> from notestream.models.spec import ModelSpec
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     d = Path(tmp) / "readmission-v1"
     ...     d.mkdir()

@@ -27,8 +27,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from models.errors import CheckpointError
-from models.spec import ModelSpec
+from notestream.models.errors import CheckpointError
+from notestream.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def import_legacy(
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    from models.checkpoint import save_model_folder
+    from notestream.models.checkpoint import save_model_folder
 
     folder = Path(src)
     if not folder.is_dir():

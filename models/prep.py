@@ -3,7 +3,7 @@
 Training, offline scoring and the stream all call :func:`note_chunks`, so a note always gives the same
 chunks wherever it is scored, and streamed scores equal offline scores.
 
->>> from models.spec import ModelSpec
+>>> from notestream.models.spec import ModelSpec
 >>> note = "Admission Date: [**2150-1-1**]\\n" + "patient was given lasix " * 100
 >>> chunks = note_chunks(note, ModelSpec())
 >>> [len(c.split()) for c in chunks]
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from models.chunking import chunk_words, window_size, window_starts
-from models.text import clean
+from notestream.models.chunking import chunk_words, window_size, window_starts
+from notestream.models.text import clean
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from models.spec import ModelSpec
+    from notestream.models.spec import ModelSpec
 
 
 def note_chunks(text: Any, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase | None = None) -> list[str]:

@@ -2,8 +2,8 @@
 
 This is the stream's computation without Kafka: every note the model's window admits (ISERROR notes and
 notes without an admission are skipped) is cleaned and chunked on its own with
-:func:`models.prep.note_chunks`, its chunks are scored by the engine, and an admission's chunk
-probabilities are aggregated with :class:`models.aggregate.AggregateState`, exactly as the worker
+:func:`notestream.models.prep.note_chunks`, its chunks are scored by the engine, and an admission's chunk
+probabilities are aggregated with :class:`notestream.models.aggregate.AggregateState`, exactly as the worker
 applies notes to the store. So the final streamed score of an admission equals its offline score.
 
 Windows: ``all`` and ``discharge`` need only the notes (``discharge`` takes every discharge summary of
@@ -14,7 +14,7 @@ Admissions whose admitted notes give no chunk (10 words or fewer) have no score 
 the reference task. A note whose inference fails (its engine batch failed) is tried again on its own;
 when it fails again its admission is reported in :attr:`ScoreRun.failed` and left out of the scores (a
 score missing a note would be silently wrong), and scoring goes on. :func:`read_notes` / :func:`read_admit_times` read MIMIC-III NOTEEVENTS and
-MIMIC-IV-Note discharge / radiology files through :mod:`models.tables`.
+MIMIC-IV-Note discharge / radiology files through :mod:`notestream.mimic.tables`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.aggregate import AggregateState
-from models.errors import BatchFailed, ModelsError
-from models.prep import note_chunks
-from models.spec import DISCHARGE_CATEGORY
+from notestream.models.aggregate import AggregateState
+from notestream.models.errors import BatchFailed, ModelsError
+from notestream.models.prep import note_chunks
+from notestream.models.spec import DISCHARGE_CATEGORY
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformers import PreTrainedTokenizerBase
 
-    from models.engine import InferenceEngine
-    from models.spec import ModelSpec
+    from notestream.models.engine import InferenceEngine
+    from notestream.models.spec import ModelSpec
 
 SCORE_COLUMNS = ("HADM_ID", "SUBJECT_ID", "score", "p_max", "p_mean", "n_chunks", "n_notes")
 MIMIC_IV_CATEGORIES = {
@@ -240,7 +240,7 @@ def write_scores(scores: Iterable[AdmissionScore], path: str | Path) -> Path:
 # --- MIMIC files ------------------------------------------------------------------------------------
 def _value(x: Any) -> Any:
     """pandas missing values (NaN, NaT, NA) -> None."""
-    from models.text import is_missing
+    from notestream.models.text import is_missing
 
     return None if is_missing(x) else x
 
@@ -277,7 +277,7 @@ def _records(frame: pd.DataFrame, mimic_iv: bool) -> Iterator[NoteRecord]:
 
 def read_notes(path: str | Path, *, batch_rows: int = 2048) -> Iterator[NoteRecord]:
     """Notes of a MIMIC-III NOTEEVENTS or MIMIC-IV-Note discharge / radiology CSV(.gz), in file order."""
-    from models.tables import iter_table, read_header
+    from notestream.mimic.tables import iter_table, read_header
 
     header = {c.upper() for c in read_header(path)}
     mimic_iv = "NOTE_TYPE" in header
@@ -289,7 +289,7 @@ def read_notes(path: str | Path, *, batch_rows: int = 2048) -> Iterator[NoteReco
 
 def read_admit_times(path: str | Path) -> dict[int, datetime]:
     """HADM_ID -> ADMITTIME from a MIMIC-III or MIMIC-IV admissions CSV(.gz)."""
-    from models.tables import iter_table
+    from notestream.mimic.tables import iter_table
 
     out: dict[int, datetime] = {}
     for frame in iter_table(

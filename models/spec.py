@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from notestream.errors import ConfigError
+from notestream.core.errors import ConfigError
 
 SPEC_FILE = "notestream.json"
 SPEC_VERSION = 1

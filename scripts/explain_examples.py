@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 from rich.progress import track
 
-from models.build import build_small_bert, clinical_corpus
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier
-from models.explain import explain_text, write_explanation
-from models.prep import note_chunks
-from models.spec import Chunking, ModelSpec
-from stream.evidence import admission_evidence, write_evidence
-from stream.store import MemoryRiskStore
+from notestream.models.build import build_small_bert, clinical_corpus
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.explain import explain_text, write_explanation
+from notestream.models.prep import note_chunks
+from notestream.models.spec import Chunking, ModelSpec
+from notestream.stream.evidence import admission_evidence, write_evidence
+from notestream.stream.store import MemoryRiskStore
 
 PLANT = "relapse"
 EXAMPLE = "Patient was given lasix overnight. Family reports relapse of chest pain and will follow up."

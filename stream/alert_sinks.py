@@ -1,4 +1,4 @@
-"""Alert sinks: async callables taking a :class:`RiskAlert` (re-exported by :mod:`stream.alerts`).
+"""Alert sinks: async callables taking a :class:`RiskAlert` (re-exported by :mod:`notestream.stream.alerts`).
 
 :func:`stdout_sink` writes JSON lines, :func:`topic_sink` produces to the risk-alerts topic through an
 injected ``send``, and :class:`WebhookSink` POSTs with retries and exponential backoff.
@@ -13,8 +13,8 @@ from typing import Any, TextIO
 
 import httpx
 
-from stream.errors import AlertSinkError
-from stream.events import RiskAlert, admission_key
+from notestream.stream.errors import AlertSinkError
+from notestream.stream.events import RiskAlert, admission_key
 
 AlertSink = Callable[[RiskAlert], Awaitable[None]]
 

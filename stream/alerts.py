@@ -16,7 +16,7 @@ at-least-once redelivery, a late partition) and are dropped before they can reac
 >>> tracker.dropped_stale
 1
 
-Alerts go to sinks (:mod:`stream.alert_sinks`, re-exported here), async callables taking a
+Alerts go to sinks (:mod:`notestream.stream.alert_sinks`, re-exported here), async callables taking a
 :class:`RiskAlert`: :func:`stdout_sink` (JSON lines),
 :func:`topic_sink` (the risk-alerts topic through an injected ``send``), and :class:`WebhookSink`
 (HTTP POST with retries and exponential backoff). :func:`run_alerts` wires them to a Kafka consumer of
@@ -37,7 +37,7 @@ The tracker stays a pure state machine; only :func:`run_alerts` touches Kafka.
 [None, None, 'cleared']
 
 Why the topic and not Redis, how a crash neither loses nor duplicates an alert, and the service's
-metrics and readiness: see :mod:`stream.alerts_service`, which holds the Kafka loop (:func:`run_alerts`,
+metrics and readiness: see :mod:`notestream.stream.alerts_service`, which holds the Kafka loop (:func:`run_alerts`,
 :func:`read_alert_log`, re-exported here).
 """
 
@@ -49,17 +49,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.spec import ModelSpec
-from notestream.errors import ConfigError
-from notestream.settings import Settings
-from stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
-from stream.alerts_service import read_alert_log, run_alerts
-from stream.errors import AlertSinkError
-from stream.events import RiskAlert, RiskUpdate
-from stream.ids import Id
+from notestream.core.errors import ConfigError
+from notestream.core.settings import Settings
+from notestream.models.spec import ModelSpec
+from notestream.stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
+from notestream.stream.alerts_service import read_alert_log, run_alerts
+from notestream.stream.errors import AlertSinkError
+from notestream.stream.events import RiskAlert, RiskUpdate
+from notestream.stream.ids import Id
 
 if TYPE_CHECKING:
-    from stream.metrics import Metrics
+    from notestream.stream.metrics import Metrics
 
 __all__ = [
     "AlertPolicy",

@@ -1,9 +1,9 @@
-"""The alerts service: the Kafka loop of ``notestream alerts`` around :class:`stream.alerts.AlertService`.
+"""The alerts service: the Kafka loop of ``notestream alerts`` around :class:`notestream.stream.alerts.AlertService`.
 
 :func:`run_alerts` rebuilds the tracker's state from the ``risk-alerts`` topic (:func:`read_alert_log`:
 every partition from the beginning up to its end offsets at start-up; :meth:`AlertTracker.restore`),
 then consumes risk-updates and sends each raised or cleared alert to its sinks. Only this module touches
-Kafka; :mod:`stream.alerts` (the pure tracker, the policy, the service) re-exports both functions.
+Kafka; :mod:`notestream.stream.alerts` (the pure tracker, the policy, the service) re-exports both functions.
 
 Why the topic and not Redis: the topic *is* what downstream saw, so the rebuilt state is exactly
 what was sent. A Redis copy would be a second truth that can disagree with the topic (writing Redis and
@@ -22,7 +22,7 @@ holds, so they are dropped as stale (no duplicate). The webhook is called after 
 is at most once across such a crash.
 
 With ``settings.metrics_port`` set, :func:`run_alerts` serves /metrics, /healthz and /readyz
-(:mod:`stream.metrics`; ready once the state is rebuilt and the consumer holds partitions).
+(:mod:`notestream.stream.metrics`; ready once the state is rebuilt and the consumer holds partitions).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from notestream.settings import Settings
-from stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
-from stream.errors import BrokerError, EventError
-from stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate
+from notestream.core.settings import Settings
+from notestream.stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
+from notestream.stream.errors import BrokerError, EventError
+from notestream.stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate
 
 if TYPE_CHECKING:
-    from stream.alerts import AlertPolicy, AlertService
-    from stream.metrics import Metrics
+    from notestream.stream.alerts import AlertPolicy, AlertService
+    from notestream.stream.metrics import Metrics
 
 __all__ = ["read_alert_log", "run_alerts"]
 
@@ -53,7 +53,7 @@ async def read_alert_log(settings: Settings, *, timeout_s: float = 120.0) -> lis
     from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
 
-    from stream.kafka import consumer as make_consumer
+    from notestream.stream.kafka import consumer as make_consumer
 
     topic = settings.topic(RISK_ALERTS)
     consumer = make_consumer(settings, topic, group_id=None, enable_auto_commit=False)
@@ -115,13 +115,13 @@ async def run_alerts(
     new ``Metrics(role="alerts")``). Returns the service (alerts, counts)."""
     from aiokafka.errors import CommitFailedError
 
-    from stream.alerts import (  # imported here: stream.alerts re-exports this module
+    from notestream.stream.alerts import (  # imported here: notestream.stream.alerts re-exports this module
         AlertService,
         AlertTracker,
     )
-    from stream.kafka import consumer as make_consumer
-    from stream.kafka import producer as make_producer
-    from stream.metrics import Metrics, MetricsServer, start_http_server
+    from notestream.stream.kafka import consumer as make_consumer
+    from notestream.stream.kafka import producer as make_producer
+    from notestream.stream.metrics import Metrics, MetricsServer, start_http_server
 
     if metrics is None and settings.metrics_port is not None:
         metrics = Metrics(role="alerts")

@@ -1,9 +1,9 @@
 """The Faust app of the worker: topics, agents, dead letters. The thin Kafka adapter of the pipeline.
 
 Topics (``settings.topic(...)`` adds the prefix) carry raw bytes (``value_serializer="raw"``) and are
-parsed here with :mod:`stream.events`, so every bad message can be dead-lettered with its original
+parsed here with :mod:`notestream.stream.events`, so every bad message can be dead-lettered with its original
 bytes: invalid JSON, schema errors, a missing admission id, text over ``settings.max_note_bytes`` and
-non-UTF-8 bytes go to ``notes-dlq`` as a :class:`~stream.events.DeadLetter` with reason, detail, topic,
+non-UTF-8 bytes go to ``notes-dlq`` as a :class:`~notestream.stream.events.DeadLetter` with reason, detail, topic,
 partition and offset, while the good notes of the same batch keep flowing.
 
 Delivery: Faust's ``stream.take`` turns automatic acks off and acks the events of a batch only after
@@ -16,14 +16,14 @@ and the emit: at-least-once delivery. A crash replays the uncommitted tail; the 
 re-emits the admission's current state (same ``seq``): an update lost between the store write and the
 emit by a crash is thus emitted on redelivery, and subscribers drop the repeat of a ``seq`` they saw.
 
-Each batch runs through :func:`stream.guard.until_done`: transient failures (store unreachable, engine
+Each batch runs through :func:`notestream.stream.guard.until_done`: transient failures (store unreachable, engine
 overloaded, a failed send) are retried without acking; anything else ends the process without acking
 (Faust's ``take`` would otherwise ack a failed batch in its ``finally``), so a restart redelivers it.
 
-The engine and the store are created by :class:`~stream.runtime.Runtime` when the first agent starts
+The engine and the store are created by :class:`~notestream.stream.runtime.Runtime` when the first agent starts
 (so a model loads once per process and is shared by both agents) and closed on the app's
-``on_before_shutdown``; its readiness checks, :class:`~stream.runtime.BrokerCheck` among them, live
-in :mod:`stream.runtime` too (both are re-exported here).
+``on_before_shutdown``; its readiness checks, :class:`~notestream.stream.runtime.BrokerCheck` among them, live
+in :mod:`notestream.stream.runtime` too (both are re-exported here).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from notestream.settings import Settings
-from stream.errors import EventError
-from stream.events import (
+from notestream.core.settings import Settings
+from notestream.stream.errors import EventError
+from notestream.stream.events import (
     ADMISSIONS,
     NOTES,
     NOTES_DLQ,
@@ -56,10 +56,10 @@ from stream.events import (
     parse_note,
     utcnow,
 )
-from stream.faust_transport import App
-from stream.guard import until_done
-from stream.kafka import faust_broker_options
-from stream.runtime import BrokerCheck, Runtime
+from notestream.stream.faust_transport import App
+from notestream.stream.guard import until_done
+from notestream.stream.kafka import faust_broker_options
+from notestream.stream.runtime import BrokerCheck, Runtime
 
 __all__ = ["BrokerCheck", "Runtime", "create_app"]
 

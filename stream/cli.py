@@ -1,7 +1,7 @@
 """Commands of the `stream` package, mounted on the `notestream` CLI by notestream.cli.
 
-``worker`` runs the Faust worker; ``replay`` and ``alerts`` come from :mod:`stream.cli_data`;
-``demo`` (the one-machine run) lives in :mod:`notestream.demo`, imported only when it runs, because it
+``worker`` runs the Faust worker; ``replay`` and ``alerts`` come from :mod:`notestream.stream.cli_data`;
+``demo`` (the one-machine run) lives in :mod:`notestream.cli.demo`, imported only when it runs, because it
 needs ``training`` and ``stream`` must not import it.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from notestream.settings import load_settings
+from notestream.core.settings import load_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
-        from stream.worker import run_worker
+        from notestream.stream.worker import run_worker
 
         settings = load_settings(
             config,
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         """Synthesize a cohort, train a small model, stream it through a worker, and summarize."""
         from dataclasses import replace
 
-        from notestream.demo import DemoConfig, run_demo
+        from notestream.cli.demo import DemoConfig, run_demo
 
         cfg = DemoConfig(out=out, broker=broker, store=store, patients=patients, speed=speed, live=live)
         # options left unset keep the defaults of DemoConfig
@@ -69,10 +69,10 @@ def register(app: typer.Typer) -> None:
             cfg = replace(cfg, rate=rate)
         run_demo(cfg)
 
-    from stream.cli_data import register_data
+    from notestream.stream.cli_data import register_data
 
     register_data(app)
 
-    from stream.cli_dlq import register_dlq
+    from notestream.stream.cli_dlq import register_dlq
 
     register_dlq(app)

@@ -1,4 +1,4 @@
-"""The `notestream replay` and `notestream alerts` commands (mounted by ``stream.cli.register``)."""
+"""The `notestream replay` and `notestream alerts` commands (mounted by ``notestream.stream.cli.register``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from notestream.errors import ConfigError
-from notestream.settings import Settings, load_settings
+from notestream.core.errors import ConfigError
+from notestream.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from stream.metrics import Metrics
-    from stream.replay import ReplayCounts, ReplaySource
+    from notestream.stream.metrics import Metrics
+    from notestream.stream.replay import ReplayCounts, ReplaySource
 
 
 def _hadm_ids(values: list[str] | None) -> list[int] | None:
@@ -48,11 +48,11 @@ async def replay_with_metrics(
     on_event: Callable[[ReplayCounts], None] | None = None,
     **options: Any,
 ) -> ReplayCounts:
-    """:func:`stream.replay.replay`, counting its events in ``metrics`` (by kind, and skipped notes by
+    """:func:`notestream.stream.replay.replay`, counting its events in ``metrics`` (by kind, and skipped notes by
     reason; ``Metrics(role="replay")`` when ``settings.metrics_port`` is set and none is given) and
     serving /metrics, /healthz and /readyz on ``settings.metrics_port`` while it runs."""
-    from stream.metrics import Metrics, start_http_server
-    from stream.replay import replay
+    from notestream.stream.metrics import Metrics, start_http_server
+    from notestream.stream.replay import replay
 
     if metrics is None and settings.metrics_port is not None:
         metrics = Metrics(role="replay")
@@ -113,7 +113,7 @@ def register_data(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from stream.replay import ReplaySource
+        from notestream.stream.replay import ReplaySource
 
         if (mimic_iii is None) == (mimic_iv is None):
             raise ConfigError("Pass exactly one of --mimic-iii DIR or --mimic-iv DIR.")
@@ -164,7 +164,7 @@ def register_data(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Raise and clear alerts from risk-updates; write them to risk-alerts, stdout and a webhook."""
-        from stream.alerts import AlertPolicy, run_alerts
+        from notestream.stream.alerts import AlertPolicy, run_alerts
 
         settings = load_settings(
             config,

@@ -1,4 +1,4 @@
-"""`notestream dlq list` and `notestream dlq redrive`: the dead-letter topic for people (stream.dlq)."""
+"""`notestream dlq list` and `notestream dlq redrive`: the dead-letter topic for people (notestream.stream.dlq)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from stream.events import DEAD_LETTER_REASONS
+from notestream.stream.events import DEAD_LETTER_REASONS
 
 console = Console()
 
@@ -59,8 +59,8 @@ def register_dlq(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Dead letters by reason, time and key: never their original bytes (only their size)."""
-        from notestream.settings import load_settings
-        from stream.dlq import chosen, read_dead_letters
+        from notestream.core.settings import load_settings
+        from notestream.stream.dlq import chosen, read_dead_letters
 
         settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
         letters, unreadable = asyncio.run(read_dead_letters(settings))
@@ -106,8 +106,8 @@ def register_dlq(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Put chosen originals back on the topic they came from (safe: the store dedupes)."""
-        from notestream.settings import load_settings
-        from stream.dlq import chosen, read_dead_letters, redrive
+        from notestream.core.settings import load_settings
+        from notestream.stream.dlq import chosen, read_dead_letters, redrive
 
         settings = load_settings(config, broker=broker, topic_prefix=topic_prefix)
         picked_reason, picked_since = _reason(reason), _since(since)

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from models.explain.importance import METHODS
+from notestream.models.explain.importance import METHODS
 
 console = Console()
 progress = Console(stderr=True)  # spinners go to stderr, so --json output stays clean
@@ -92,12 +92,12 @@ def _explain_admission(
     top: int,
     config: Path | None,
 ) -> None:
-    from models.checkpoint import check_model_folder
-    from models.spec import ModelSpec
-    from notestream.settings import load_settings
-    from stream.evidence import AdmissionEvidence, admission_evidence, write_evidence
-    from stream.ids import parse_id
-    from stream.store import MemoryRiskStore, RiskStore, open_store
+    from notestream.core.settings import load_settings
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.spec import ModelSpec
+    from notestream.stream.evidence import AdmissionEvidence, admission_evidence, write_evidence
+    from notestream.stream.ids import parse_id
+    from notestream.stream.store import MemoryRiskStore, RiskStore, open_store
 
     if (store_url is None) == (snapshot is None):
         raise typer.BadParameter("With --admission give exactly one of --store URL or --snapshot FILE.")
@@ -174,9 +174,9 @@ def _explain_text(
     top: int,
     device: str,
 ) -> None:
-    from models.checkpoint import load_model_folder
-    from models.explain.errors import ExplainError
-    from models.explain.report import explain_text, write_explanation
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.explain.errors import ExplainError
+    from notestream.models.explain.report import explain_text, write_explanation
 
     try:
         content = text.read_text(encoding="utf-8")

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from notestream.settings import Settings
-from stream.errors import BrokerError, EventError
-from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, DeadLetter
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError, EventError
+from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, DeadLetter
 
 Letter = tuple[int, int, DeadLetter]
 """A dead letter with its own partition and offset on the dead-letter topic."""
@@ -46,7 +46,7 @@ async def read_dead_letters(settings: Settings, *, timeout_s: float = 60.0) -> t
     from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
 
-    from stream.kafka import consumer as make_consumer
+    from notestream.stream.kafka import consumer as make_consumer
 
     topic = settings.topic(NOTES_DLQ)
     consumer = make_consumer(settings, topic, group_id=None, enable_auto_commit=False)
@@ -114,8 +114,8 @@ async def redrive(settings: Settings, letters: Sequence[Letter], *, dry_run: boo
     """Put the originals of ``letters`` back on their topics (see the module docstring)."""
     from aiokafka.errors import KafkaError
 
-    from stream.kafka import consumer as make_consumer
-    from stream.kafka import producer as make_producer
+    from notestream.stream.kafka import consumer as make_consumer
+    from notestream.stream.kafka import producer as make_producer
 
     allowed = {settings.topic(NOTES), settings.topic(ADMISSIONS)}
     report = Redrive(dry_run=dry_run)

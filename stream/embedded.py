@@ -17,7 +17,7 @@ Use it as a context manager in the process that owns the cluster (the demo, the 
         broker.ensure_topics(["notes", "admissions"])
         run_worker(f"kafka://{broker.address}")
 
-or as a process of its own: ``python -m stream.embedded`` prints ``kafka://HOST:PORT`` and serves until
+or as a process of its own: ``python -m notestream.stream.embedded`` prints ``kafka://HOST:PORT`` and serves until
 it is stopped (SIGTERM, SIGINT or end of stdin).
 """
 
@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterable
 from types import TracebackType
 
-from stream.errors import BrokerError
+from notestream.stream.errors import BrokerError
 
 MOCK_PARTITIONS = 4
 """Partitions of every topic the mock cluster creates (fixed by librdkafka)."""

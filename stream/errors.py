@@ -17,7 +17,7 @@ Library errors are wrapped with ``raise ... from exc`` so the cause stays visibl
 
 from __future__ import annotations
 
-from notestream.errors import NotestreamError
+from notestream.core.errors import NotestreamError
 
 
 class StreamError(NotestreamError):
@@ -27,7 +27,7 @@ class StreamError(NotestreamError):
 class EventError(StreamError, ValueError):
     """A message is not a valid event.
 
-    ``reason`` is one of the dead-letter reasons of :mod:`stream.events` (``invalid_json``,
+    ``reason`` is one of the dead-letter reasons of :mod:`notestream.stream.events` (``invalid_json``,
     ``non_utf8``, ``schema``, ``missing_admission_id``, ``text_too_large``, ...) and ``detail`` names
     the offending field. Neither ever contains note text.
     """

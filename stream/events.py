@@ -45,8 +45,8 @@ from pydantic import (
     model_validator,
 )
 
-from stream.errors import EventError
-from stream.ids import MAX_ID_INT, Id, NoteId, parse_id
+from notestream.stream.errors import EventError
+from notestream.stream.ids import MAX_ID_INT, Id, NoteId, parse_id
 
 SCHEMA_VERSION = 1
 
@@ -79,7 +79,7 @@ def utcnow() -> datetime:
 
 
 def admission_key(hadm_id: int | str) -> bytes:
-    """The Kafka message key of an admission: its canonical id (:func:`stream.ids.parse_id`) as UTF-8.
+    """The Kafka message key of an admission: its canonical id (:func:`notestream.stream.ids.parse_id`) as UTF-8.
 
     One admission has one key whatever form its id came in, so it always lands on one partition:
 
@@ -415,7 +415,7 @@ def check_key(key: bytes | None, hadm_id: int | str) -> None:
     >>> check_key(b"167854", 167853)
     Traceback (most recent call last):
     ...
-    stream.errors.EventError: Invalid event (key_mismatch): the message key is not the admission id of its body (field 'hadm_id')
+    notestream.stream.errors.EventError: Invalid event (key_mismatch): the message key is not the admission id of its body (field 'hadm_id')
     """
     if key is None:
         return
@@ -450,7 +450,7 @@ def parse_event(
     >>> parse_event(b'{"kind": "admit", "subject_id": 1, "hadm_id": 2}', AdmissionEvent)
     Traceback (most recent call last):
     ...
-    stream.errors.EventError: Invalid event (schema): field '<event>': Value error, field 'admit_time' is required when kind is 'admit'
+    notestream.stream.errors.EventError: Invalid event (schema): field '<event>': Value error, field 'admit_time' is required when kind is 'admit'
     """
     return _validate(_decode(raw, max_bytes=max_bytes), cls, source_timezone)
 
@@ -465,7 +465,7 @@ def parse_note(raw: bytes, *, max_text_bytes: int, source_timezone: tzinfo | Non
     >>> parse_note(b'{"note_id": "1", "subject_id": 1, "hadm_id": 2, "text": "abcdef"}', max_text_bytes=3)
     Traceback (most recent call last):
     ...
-    stream.errors.EventError: Invalid event (text_too_large): field 'text' has 6 UTF-8 bytes, over the limit of 3 (settings.max_note_bytes)
+    notestream.stream.errors.EventError: Invalid event (text_too_large): field 'text' has 6 UTF-8 bytes, over the limit of 3 (settings.max_note_bytes)
     """
     obj = _decode(raw, max_bytes=note_limit(max_text_bytes))
     if obj.get("hadm_id") in (None, ""):

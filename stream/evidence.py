@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.aggregate import score_from
-from stream.errors import StreamError
-from stream.ids import Id, id_key
-from stream.store.records import AdmissionState, NoteProbs, RiskStore
+from notestream.models.aggregate import score_from
+from notestream.stream.errors import StreamError
+from notestream.stream.ids import Id, id_key
+from notestream.stream.store.records import AdmissionState, NoteProbs, RiskStore
 
 
 class EvidenceError(StreamError):
@@ -210,7 +210,7 @@ def _plain(value: object) -> str:
 def write_evidence(evidence: AdmissionEvidence, out: Path, *, top: int = 30) -> list[Path]:
     """Write ``evidence_<hadm_id>.json`` (all chunks) and ``evidence_<hadm_id>.png`` (the ``top``
     chunks as bars) into ``out`` (created if missing); returns the two paths."""
-    from models.explain.render import plot_evidence
+    from notestream.models.explain.render import plot_evidence
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -16,7 +16,7 @@ import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TransportT
 
-from stream.errors import BrokerError
+from notestream.stream.errors import BrokerError
 
 WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
 """Where aiokafka's consumer keeps ``fetch_max_wait_ms`` until ``start()`` builds its fetcher."""

@@ -9,8 +9,8 @@ restarts the agent without redelivering it. The worker therefore runs each batch
   retried with exponential backoff (0.5 s doubling to 30 s) for as long as it lasts; the partition
   waits, nothing is acked, ``/readyz`` reports the worker not ready meanwhile. A retry re-applies notes
   the store already holds; they are duplicates and change nothing.
-- a store bound to another model (:class:`~stream.errors.StoreModelMismatch`) or invalid settings
-  (:class:`~notestream.errors.ConfigError`) end the process with :data:`EXIT_CONFIG`: a restart
+- a store bound to another model (:class:`~notestream.stream.errors.StoreModelMismatch`) or invalid settings
+  (:class:`~notestream.core.errors.ConfigError`) end the process with :data:`EXIT_CONFIG`: a restart
   cannot fix them.
 - anything else, or a cancellation in the middle of a batch, ends the process at once with
   :data:`EXIT_CRASH` (``os._exit``: no ``finally`` acks, no offset commit). The orchestrator (compose's
@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 
-from models.errors import EngineOverloaded
-from notestream.errors import ConfigError
-from stream.errors import BrokerError, StoreModelMismatch, StoreUnavailable
+from notestream.core.errors import ConfigError
+from notestream.models.errors import EngineOverloaded
+from notestream.stream.errors import BrokerError, StoreModelMismatch, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """Kafka client configuration from the settings, shared by the worker, replay, alerts and the demo.
 
-One place turns :class:`notestream.settings.Settings` into the arguments of each Kafka client this
+One place turns :class:`notestream.core.settings.Settings` into the arguments of each Kafka client this
 project uses: aiokafka producers and consumers (replay, alerts, the demo's readers) and the Faust app
 (the worker). TLS and SASL come from the settings' own helpers
 (:meth:`Settings.aiokafka_security_kwargs`, :meth:`Settings.faust_broker_credentials`).
 
->>> from notestream.settings import Settings
+>>> from notestream.core.settings import Settings
 >>> bootstrap_servers(Settings(broker="kafka://k1:9092,k2:9092"))
 'k1:9092,k2:9092'
 >>> bootstrap_servers(Settings(broker="embedded://127.0.0.1:39001"))
@@ -21,14 +21,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from notestream.settings import Settings
-from stream.errors import BrokerError
+from notestream.core.settings import Settings
+from notestream.stream.errors import BrokerError
 
 
 def bootstrap_servers(settings: Settings) -> str:
     """``host:port[,host:port]`` of the broker the settings name.
 
-    ``embedded://HOST:PORT`` is the address an embedded broker printed (see :mod:`stream.embedded`); a
+    ``embedded://HOST:PORT`` is the address an embedded broker printed (see :mod:`notestream.stream.embedded`); a
     bare ``embedded://`` has no address, because the embedded broker only lives inside the process that
     started it (``notestream demo``, the tests).
     """
@@ -39,7 +39,7 @@ def bootstrap_servers(settings: Settings) -> str:
         raise BrokerError(
             "The broker is `embedded://` without an address, and the embedded broker only lives inside "
             "the process that started it. Pass --broker kafka://HOST:PORT (the address `notestream "
-            "demo` or `python -m stream.embedded` prints), or run `notestream demo`."
+            "demo` or `python -m notestream.stream.embedded` prints), or run `notestream demo`."
         )
     return address
 

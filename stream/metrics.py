@@ -48,8 +48,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from notestream.errors import ConfigError
-from notestream.settings import Settings
+from notestream.core.errors import ConfigError
+from notestream.core.settings import Settings
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 
@@ -215,7 +215,7 @@ class Metrics:
         return batches
 
     def observe_replay_counts(self, counts: Any) -> None:
-        """Bring the replay counters up to a replay's running counts (``stream.replay.ReplayCounts``:
+        """Bring the replay counters up to a replay's running counts (``notestream.stream.replay.ReplayCounts``:
         ``admits``, ``discharges``, ``notes``, ``retractions`` (a subset of notes), ``skipped_*``).
 
         Call it as often as convenient (the replay's ``on_event`` hook, and once at the end); only the

@@ -1,6 +1,6 @@
 """One batch of notes -> risk updates: window, clean + chunk, ONE engine call, store, updates.
 
-No Kafka here: :mod:`stream.app` is the thin adapter that feeds batches in and sends the results out,
+No Kafka here: :mod:`notestream.stream.app` is the thin adapter that feeds batches in and sends the results out,
 and tests drive :class:`Pipeline` directly. The steps for a batch:
 
 1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring.
@@ -12,12 +12,12 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    :meth:`Pipeline.release` applies the held notes when the admission's admit event arrives (window
    test then), and a note still held after ``admission_wait_s`` is returned by
    :meth:`Pipeline.expired` for the app to dead-letter as ``admission_unknown``.
-3. Each note is cleaned and chunked by :func:`models.prep.note_chunks`, the same function training and
+3. Each note is cleaned and chunked by :func:`notestream.models.prep.note_chunks`, the same function training and
    offline scoring use, so a streamed score equals the offline score of the same notes.
 4. The chunks of all notes of the batch go to the engine in ONE call.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
    notes of one admission in batch order, admissions concurrently.
-6. One :class:`~stream.events.RiskUpdate` per applied change (``change`` = new | revision |
+6. One :class:`~notestream.stream.events.RiskUpdate` per applied change (``change`` = new | revision |
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
 
@@ -41,27 +41,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
-from models.errors import BatchFailed
-from models.prep import note_chunks
-from models.spec import ModelSpec
-from stream.errors import StoreError, StoreUnavailable
-from stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
-from stream.ids import Id
+from notestream.models.errors import BatchFailed
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
+from notestream.stream.errors import StoreError, StoreUnavailable
+from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from notestream.stream.ids import Id
 
 if TYPE_CHECKING:
-    from stream.store import AdmissionState, RiskStore
+    from notestream.stream.store import AdmissionState, RiskStore
 
 log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
-    """What the pipeline needs of :class:`models.engine.InferenceEngine`."""
+    """What the pipeline needs of :class:`notestream.models.engine.InferenceEngine`."""
 
     async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]: ...
 
 
 class StoreTimer(Protocol):
-    """What the pipeline needs of :class:`stream.metrics.Metrics`: a timer around each store call."""
+    """What the pipeline needs of :class:`notestream.stream.metrics.Metrics`: a timer around each store call."""
 
     def store_timer(self, op: str) -> AbstractContextManager[None]: ...
 
@@ -118,7 +118,7 @@ def update_from_state(
     produced_at: datetime | None = None,
     subject_id: Id | None = None,
 ) -> RiskUpdate:
-    """The risk update that announces ``state`` (score by ``models.aggregate`` with the spec's c).
+    """The risk update that announces ``state`` (score by ``notestream.models.aggregate`` with the spec's c).
 
     An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean
     None: "no evidence yet", never a score of 0 (docs/events.md).
@@ -173,7 +173,7 @@ class Pipeline:
         self.admission_wait_s = admission_wait_s
         self.tokenizer = tokenizer
         self.reemit_unchanged = reemit_unchanged
-        """Emit the current state (same seq) for a duplicate or stale note too: see stream.app."""
+        """Emit the current state (same seq) for a duplicate or stale note too: see notestream.stream.app."""
         self.metrics = metrics
         """Optional: times every store call (``notestream_store_seconds{op}``); None records nothing."""
         self.source_timezone = source_timezone
@@ -430,7 +430,7 @@ def in_window(
     compared as wall-clock times of ``source_timezone`` (MIMIC's naive times, read in that zone, come
     back unchanged), so a feed that sends offsets is compared in the same frame.
 
-    >>> from models.spec import Window
+    >>> from notestream.models.spec import Window
     >>> note = NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2))
     >>> spec = ModelSpec(window=Window(kind="hours", value=24))
     >>> in_window(note, spec, datetime(2150, 1, 1, 1)), in_window(note, spec, datetime(2150, 1, 1))
@@ -446,7 +446,7 @@ def in_window(
 
 
 def _naive(moment: datetime | None, zone: tzinfo = UTC) -> datetime | None:
-    """``moment`` as a naive wall-clock time of ``zone`` (the window arithmetic of models.spec is naive).
+    """``moment`` as a naive wall-clock time of ``zone`` (the window arithmetic of notestream.models.spec is naive).
 
     >>> from zoneinfo import ZoneInfo
     >>> _naive(datetime(2150, 1, 1, 15, tzinfo=UTC), ZoneInfo("America/New_York"))

@@ -3,7 +3,7 @@
 :class:`ReplaySource` names the files (MIMIC-III ``NOTEEVENTS`` + ``ADMISSIONS``, or MIMIC-IV-Note
 ``discharge`` / ``radiology`` + hosp ``admissions``); :func:`iter_events` yields
 ``(event_time, topic_kind, key, event)`` from one out-of-core DuckDB query (see
-:mod:`stream.replay_sql`) fetched in batches, so a full-size NOTEEVENTS replays in bounded memory;
+:mod:`notestream.stream.replay_sql`) fetched in batches, so a full-size NOTEEVENTS replays in bounded memory;
 :func:`replay` produces them to Kafka (key = admission id) at a speed factor and returns counts.
 
 - Notes: ``note_id`` is MIMIC-III ROW_ID (as a string) or MIMIC-IV note_id; ISERROR='1' becomes
@@ -33,11 +33,26 @@ from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 
-from models.tables import TableError, connect, find_table, translate_errors
-from notestream.settings import Settings
-from stream.errors import BrokerError, ReplayError
-from stream.events import ADMISSIONS, NOTES, AdmissionEvent, Event, NoteEvent, admission_key, utcnow
-from stream.replay_sql import COLUMNS, bounds_sql, bucket_sql, events_sql, partition_sql, skipped_sql
+from notestream.core.settings import Settings
+from notestream.mimic.tables import TableError, connect, find_table, translate_errors
+from notestream.stream.errors import BrokerError, ReplayError
+from notestream.stream.events import (
+    ADMISSIONS,
+    NOTES,
+    AdmissionEvent,
+    Event,
+    NoteEvent,
+    admission_key,
+    utcnow,
+)
+from notestream.stream.replay_sql import (
+    COLUMNS,
+    bounds_sql,
+    bucket_sql,
+    events_sql,
+    partition_sql,
+    skipped_sql,
+)
 
 ReplayItem = tuple[datetime, str, bytes, Event]
 
@@ -318,7 +333,7 @@ async def replay(
     """Produce the events of ``source`` to the notes and admissions topics (aiokafka, key = admission
     id) and return the counts. Each event gets ``produced_at`` when it is sent. ``speed`` paces by
     event time, ``rate`` caps the events sent per second (:class:`Pacer`); None: as fast as possible."""
-    from stream.kafka import producer as make_producer
+    from notestream.stream.kafka import producer as make_producer
 
     counts = ReplayCounts()
     events = iter_events(

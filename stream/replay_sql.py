@@ -15,7 +15,7 @@ from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
-from models.tables import table_sql
+from notestream.mimic.tables import table_sql
 
 COLUMNS = (
     "ET", "K", "SUBJECT_ID", "HADM_ID", "NOTE_ID", "CATEGORY", "DESCRIPTION", "CHARTTIME", "CHARTDATE",

@@ -1,7 +1,7 @@
 """The worker's runtime: the engine, the store and the pipeline of one process, and its readiness.
 
 :class:`Runtime` creates the engine and the store when the first agent starts (so a model loads once per
-process and is shared by both agents of :func:`stream.app.create_app`), serves /metrics, /healthz and
+process and is shared by both agents of :func:`notestream.stream.app.create_app`), serves /metrics, /healthz and
 /readyz when ``settings.metrics_port`` is set, and closes what it created at shutdown. Its readiness
 checks are ``store`` (ping), ``engine`` (running), ``batches`` (no batch waiting for a retry) and
 ``broker`` (:class:`BrokerCheck`).
@@ -17,11 +17,11 @@ from typing import Any
 
 import faust
 
-from models.spec import ModelSpec
-from notestream.settings import Settings
-from stream.errors import StreamError
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
+from notestream.core.settings import Settings
+from notestream.models.spec import ModelSpec
+from notestream.stream.errors import StreamError
+from notestream.stream.metrics import Metrics
+from notestream.stream.pipeline import Pipeline
 
 __all__ = ["BrokerCheck", "Runtime"]
 
@@ -82,8 +82,8 @@ class Runtime:
         model_dir = self.settings.model_dir
         if model_dir is None:
             return  # ready() says what to do
-        from models.engine import InferenceEngine
-        from models.fingerprint import model_fingerprint
+        from notestream.models.engine import InferenceEngine
+        from notestream.models.fingerprint import model_fingerprint
 
         self._fingerprint = model_fingerprint(model_dir)
         if self.engine is None:
@@ -109,13 +109,13 @@ class Runtime:
                 )
             spec = ModelSpec.read(model_dir)
             if self.store is None:
-                from stream.store import open_store
+                from notestream.stream.store import open_store
 
                 self.store = open_store(self.settings)
                 self._owns.append(self.store)
             await self._claim_store(Path(model_dir))
             if self.engine is None:
-                from models.engine import InferenceEngine
+                from notestream.models.engine import InferenceEngine
 
                 self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir))
             if not getattr(self.engine, "started", True):  # built (or preloaded) here: start and own it
@@ -144,8 +144,8 @@ class Runtime:
 
     async def _claim_store(self, model_dir: Path) -> None:
         """Bind the store to this model, or stop: one store never mixes two models' probabilities."""
-        from models.fingerprint import model_fingerprint
-        from stream.store import claim_store
+        from notestream.models.fingerprint import model_fingerprint
+        from notestream.stream.store import claim_store
 
         fingerprint = self._fingerprint
         if fingerprint is None:
@@ -156,7 +156,7 @@ class Runtime:
         log.info("Store bound to model %s.", fingerprint)
 
     async def _serve_metrics(self) -> None:
-        from stream.metrics import start_http_server
+        from notestream.stream.metrics import start_http_server
 
         assert self.metrics is not None
         engine = self.engine

@@ -1,7 +1,7 @@
 """The published event contract: JSON Schema (2020-12) of every event, generated from the models.
 
-``python -m stream.schemas`` writes ``schemas/<Event>.schema.json`` (checked in, beside
-``schemas/asyncapi.yaml``); ``python -m stream.schemas --check`` exits 1 when a file differs from the
+``python -m notestream.stream.schemas`` writes ``schemas/<Event>.schema.json`` (checked in, beside
+``schemas/asyncapi.yaml``); ``python -m notestream.stream.schemas --check`` exits 1 when a file differs from the
 models (a test does the same). Events a producer writes into notestream (``NoteEvent``,
 ``AdmissionEvent``) are described as the worker *accepts* them; events notestream writes
 (``RiskUpdate``, ``RiskAlert``, ``DeadLetter``) as they are *sent*: every field present, and every
@@ -21,7 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from stream.events import SCHEMA_VERSION, AdmissionEvent, DeadLetter, Event, NoteEvent, RiskAlert, RiskUpdate
+from notestream.stream.events import (
+    SCHEMA_VERSION,
+    AdmissionEvent,
+    DeadLetter,
+    Event,
+    NoteEvent,
+    RiskAlert,
+    RiskUpdate,
+)
 
 SCHEMAS_DIR = Path("schemas")
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -93,7 +101,7 @@ def write_schemas(folder: Path = SCHEMAS_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stream.schemas [--check] [FOLDER]``."""
+    """``python -m notestream.stream.schemas [--check] [FOLDER]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     check = "--check" in args
     folders = [a for a in args if a != "--check"]
@@ -101,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     if check:
         stale = stale_files(folder)
         for path in stale:
-            print(f"{path} differs from the event models; run `python -m stream.schemas`.", file=sys.stderr)
+            print(
+                f"{path} differs from the event models; run `python -m notestream.stream.schemas`.",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for path in write_schemas(folder):
         print(f"wrote {path}")

@@ -1,7 +1,7 @@
-"""The worker process: one Faust worker running :func:`stream.app.create_app` until SIGTERM/SIGINT.
+"""The worker process: one Faust worker running :func:`notestream.stream.app.create_app` until SIGTERM/SIGINT.
 
 Run it as ``notestream worker --broker kafka://HOST:PORT --store redis://... --model-dir DIR`` or
-``python -m stream.worker`` with the same ``NOTESTREAM_*`` environment. Each worker is a process of its
+``python -m notestream.stream.worker`` with the same ``NOTESTREAM_*`` environment. Each worker is a process of its
 own (several workers share the consumer group; in the embedded mode the mock cluster needs one process
 per group member).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from notestream.settings import Settings, load_settings
-from stream.errors import StreamError
+from notestream.core.settings import Settings, load_settings
+from notestream.stream.errors import StreamError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ def run_worker(settings: Settings) -> None:
     """Run the worker in this process until it is stopped (blocks; exits the process at the end)."""
     import faust
 
-    import models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
-    from notestream.logging import setup_logging
-    from stream.app import create_app
-    from stream.kafka import bootstrap_servers
-    from stream.runtime import Runtime
+    import notestream.models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
+    from notestream.core.logging import setup_logging
+    from notestream.stream.app import create_app
+    from notestream.stream.kafka import bootstrap_servers
+    from notestream.stream.runtime import Runtime
 
     setup_logging(settings)  # level, JSON lines, note-text filter and secret masking from the settings
     bootstrap_servers(settings)  # fail early, with a clear message, on a bare embedded://
@@ -93,7 +93,7 @@ def spawn_worker(
     ready_file: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m stream.worker`` with these settings; its output goes to ``log_path``.
+    """Start ``python -m notestream.stream.worker`` with these settings; its output goes to ``log_path``.
 
     With ``ready_file`` the worker writes that file once it consumes (see :func:`wait_ready`).
     """
@@ -104,7 +104,7 @@ def spawn_worker(
         extra[READY_FILE_ENV] = str(ready_file)
     with log_path.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "stream.worker"],
+            [sys.executable, "-m", "notestream.stream.worker"],
             env=worker_env(settings, **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -125,8 +125,8 @@ def wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, *, timeout_s: fl
 
 
 def main() -> None:
-    """``python -m stream.worker``: settings from the environment / NOTESTREAM_CONFIG."""
-    from notestream.logging import setup_logging
+    """``python -m notestream.stream.worker``: settings from the environment / NOTESTREAM_CONFIG."""
+    from notestream.core.logging import setup_logging
 
     settings = load_settings()
     setup_logging(settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from notestream.demo import DemoConfig, run_demo
+from notestream.cli.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_demo_streams_the_offline_scores(tmp_path: Path, capsys: pytest.CaptureF
     assert capsys.readouterr().err.count("hadm_id") == 1
     assert (cfg.out / "summary.png").stat().st_size > 0
     # The run stays inspectable (notestream explain --snapshot) and its journal holds no note text.
-    from stream.store.memory import MemoryRiskStore
+    from notestream.stream.store.memory import MemoryRiskStore
 
     journal = cfg.out / "store.jsonl"
     store = MemoryRiskStore.restore(journal, clock=lambda: float("-inf"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from training.errors import TrainRunError
+from notestream.training.errors import TrainRunError
 
 
 def baseline_scores(
@@ -52,9 +52,9 @@ def baseline_scores(
 
 def baseline_report(data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Train the baseline on ``data_dir/train.csv``, score ``test.csv``; writes report.json and plots."""
-    from training.evaluate import plot_curves
-    from training.finetune import read_chunks
-    from training.metrics import admission_metrics, admission_scores
+    from notestream.training.evaluate import plot_curves
+    from notestream.training.finetune import read_chunks
+    from notestream.training.metrics import admission_metrics, admission_scores
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def synth(
     gz: bool = typer.Option(False, "--gzip", help="Write MIMIC-III tables as .csv.gz."),
 ) -> None:
     """Write a synthetic cohort in the exact MIMIC-III or MIMIC-IV(-Note) file formats."""
-    from training.synth import write_mimic_iii, write_mimic_iv
+    from notestream.training.synth import write_mimic_iii, write_mimic_iv
 
     if fmt is SynthFormat.mimic_iii:
         summary = write_mimic_iii(
@@ -70,7 +70,7 @@ def synth(
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the top-level app."""
-    from training import commands
+    from notestream.training import commands
 
     app.command("synth")(synth)
     commands.add_commands(train_app)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from training.errors import TrainRunError
+from notestream.training.errors import TrainRunError
 
 
 def _data_file(data: Path | None, given: Path | None, name: str, *, required: bool = True) -> Path | None:
@@ -55,7 +55,7 @@ def pretrain_cmd(
     seed: int = typer.Option(1, "--seed", help="Seed of the pairs, the model and the training order."),
 ) -> None:
     """Masked-LM + next-sentence pre-training on clinical notes (evaluation admissions left out)."""
-    from training.pretrain import PretrainConfig, corpus_from_dataset, corpus_from_mimic, pretrain
+    from notestream.training.pretrain import PretrainConfig, corpus_from_dataset, corpus_from_mimic, pretrain
 
     out.mkdir(parents=True, exist_ok=True)
     if corpus is None:
@@ -65,7 +65,7 @@ def pretrain_cmd(
         elif mimic_iii is not None or mimic_iv is not None:
             import pandas as pd
 
-            from training.mimic import Source
+            from notestream.training.mimic import Source
 
             held_out: set[int] = set()
             for name in ("val.csv", "test.csv"):
@@ -105,7 +105,7 @@ def finetune_cmd(
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="Default: on for GPUs that support it."),
 ) -> None:
     """Fine-tune a readmission (or other task) chunk classifier; several GPUs via torchrun."""
-    from training.finetune import FinetuneConfig, finetune, fresh_base
+    from notestream.training.finetune import FinetuneConfig, finetune, fresh_base
 
     train_csv = _data_file(data, train, "train.csv")
     assert train_csv is not None
@@ -131,7 +131,7 @@ def evaluate_cmd(
     c: float = typer.Option(2.0, "--c", help="Aggregation constant for --chunk-scores."),
 ) -> None:
     """Admission-level AUROC, AUPRC, average precision and RP80, ROC/PR plots and a JSON report."""
-    from training.evaluate import evaluate_chunk_scores, evaluate_model
+    from notestream.training.evaluate import evaluate_chunk_scores, evaluate_model
 
     if chunk_scores is not None:
         typer.echo(json.dumps(evaluate_chunk_scores(chunk_scores, out, c=c)))
@@ -153,7 +153,7 @@ def baseline_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for report.json and the plots."),
 ) -> None:
     """The paper's bag-of-words baseline (TF-IDF + logistic regression) on the same split and metrics."""
-    from training.baseline import baseline_report
+    from notestream.training.baseline import baseline_report
 
     typer.echo(json.dumps(baseline_report(data, out)))
 

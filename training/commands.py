@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from training.cli_train import add_training_commands
+from notestream.training.cli_train import add_training_commands
 
 
 def prepare_cmd(
@@ -32,9 +32,9 @@ def prepare_cmd(
     temp_dir: Path | None = typer.Option(None, "--temp-dir", help="Spill folder (default: inside --out)."),
 ) -> None:
     """Build a task dataset (cohort, chunks, split files, manifest) from MIMIC files."""
-    from training.errors import CohortError
-    from training.mimic import Source
-    from training.prepare import PrepareConfig, prepare
+    from notestream.training.errors import CohortError
+    from notestream.training.mimic import Source
+    from notestream.training.prepare import PrepareConfig, prepare
 
     choices = {"task": (task, ("readmission", "mortality", "prolonged-stay")),
                "notes": (notes, ("discharge", "early-2d", "early-3d")), "mode": (mode, ("huang2019", "hours")),

@@ -8,12 +8,12 @@
         ├── SplitError         a split cannot be drawn as asked (too few admissions of a class)
         └── TrainRunError      a pre-training, fine-tuning or evaluation run cannot go on
 
-Malformed or missing MIMIC files raise :class:`models.tables.TableError`, shared with the stream.
+Malformed or missing MIMIC files raise :class:`notestream.mimic.tables.TableError`, shared with the stream.
 """
 
 from __future__ import annotations
 
-from notestream.errors import NotestreamError
+from notestream.core.errors import NotestreamError
 
 
 class TrainingError(NotestreamError):

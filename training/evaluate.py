@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.spec import ModelSpec
-from training.errors import TrainRunError
-from training.finetune import read_chunks
-from training.metrics import admission_metrics, admission_scores
+from notestream.models.spec import ModelSpec
+from notestream.training.errors import TrainRunError
+from notestream.training.finetune import read_chunks
+from notestream.training.metrics import admission_metrics, admission_scores
 
 
 def score_chunks(
@@ -31,8 +31,8 @@ def score_chunks(
     """``chunks`` with a ``pred_score`` column: the model's probability for each chunk text."""
     import torch
 
-    from models.checkpoint import load_model_folder
-    from models.classifier import ChunkClassifier
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model_folder(model_dir, device=dev)
@@ -168,7 +168,7 @@ def evaluate_model(
         }
     curves = {"BERT model": (adm["Label"].to_numpy(), adm["score"].to_numpy())}
     if train_csv is not None:
-        from training.baseline import baseline_scores
+        from notestream.training.baseline import baseline_scores
 
         base = admission_scores(baseline_scores(read_chunks(train_csv), test), c=spec.c)
         report["baseline"] = {"name": "bag-of-words (TF-IDF + logistic regression)"} | admission_metrics(

@@ -15,7 +15,7 @@ threshold at the RP80 point.
 
 Python API (used by ``notestream demo``)::
 
-    from training.finetune import FinetuneConfig, finetune
+    from notestream.training.finetune import FinetuneConfig, finetune
     model_dir = finetune("data/train.csv", "data/val.csv", "base_bert/", "model/",
                          config=FinetuneConfig(epochs=1, batch_size=16, max_length=128))
 """
@@ -31,8 +31,8 @@ from typing import Any
 
 import pandas as pd
 
-from models.spec import ModelSpec
-from training.errors import TrainRunError
+from notestream.models.spec import ModelSpec
+from notestream.training.errors import TrainRunError
 
 log = logging.getLogger(__name__)
 
@@ -247,14 +247,14 @@ def finetune(
         "steps": int(result.global_step),
     }
     spec = spec.model_copy(update={"max_length": cfg.max_length, "provenance": provenance})
-    from models.checkpoint import save_model_folder
+    from notestream.models.checkpoint import save_model_folder
 
     trainer.model.eval()  # type: ignore[union-attr]
     save_model_folder(trainer.model.to("cpu"), tokenizer, spec, out)  # type: ignore[union-attr]
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
     if val_csv is not None:
-        from training.evaluate import calibrate
+        from notestream.training.evaluate import calibrate
 
         calibrate(out, val_csv, batch_size=cfg.eval_batch_size)
     return out
@@ -274,7 +274,7 @@ def fresh_base(
 ) -> Path:
     """A randomly initialised small BERT whose WordPiece vocabulary is trained on the training chunks
     (for runs without a pre-trained model: tests, the demo, quick experiments)."""
-    from models.build import build_small_bert
+    from notestream.models.build import build_small_bert
 
     texts = read_chunks(train_csv)["TEXT"].tolist()[:max_texts]
     return build_small_bert(

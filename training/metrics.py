@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from models.aggregate import admission_score
+from notestream.models.aggregate import admission_score
 
 PRECISION_FLOOR = 0.799999
 

@@ -14,7 +14,7 @@ Selection rules (reference mode ``huang2019``):
 - early ``days=n``: notes whose CHARTDATE - date(ADMITTIME) < n calendar days (before admission counts),
   all categories, CHARTDATE and TEXT present; one text per admission, joined with one space.
 
-The ``hours`` mode (streaming, :class:`models.spec.Window` ``kind="hours"``): notes whose CHARTTIME
+The ``hours`` mode (streaming, :class:`notestream.models.spec.Window` ``kind="hours"``): notes whose CHARTTIME
 (else CHARTDATE) is earlier than ADMITTIME + h hours, without notes flagged ISERROR (a live feed
 retracts them), each note kept apart so that it is chunked on its own as the stream does.
 """
@@ -29,10 +29,10 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from models.spec import DISCHARGE_CATEGORY, Window
-from models.tables import execute, fetch_df, find_table, iter_batches, table_sql
-from training.errors import CohortError
-from training.labels import ADMISSION_COLUMNS
+from notestream.mimic.tables import execute, fetch_df, find_table, iter_batches, table_sql
+from notestream.models.spec import DISCHARGE_CATEGORY, Window
+from notestream.training.errors import CohortError
+from notestream.training.labels import ADMISSION_COLUMNS
 
 Kind = Literal["mimic-iii", "mimic-iv"]
 NOTE_COLUMNS = ["KEY", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "CATEGORY", "ISERROR"]

@@ -31,12 +31,17 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from models.prep import note_chunks
-from models.spec import Chunking, ModelSpec, Window
-from models.tables import connect, execute, fetch_df
-from training.errors import CohortError
-from training.labels import cohort_table, mortality_cohort, prolonged_stay_cohort, readmission_cohort
-from training.mimic import (
+from notestream.mimic.tables import connect, execute, fetch_df
+from notestream.models.prep import note_chunks
+from notestream.models.spec import Chunking, ModelSpec, Window
+from notestream.training.errors import CohortError
+from notestream.training.labels import (
+    cohort_table,
+    mortality_cohort,
+    prolonged_stay_cohort,
+    readmission_cohort,
+)
+from notestream.training.mimic import (
     Source,
     fetch_texts,
     iter_admission_notes,
@@ -44,7 +49,13 @@ from training.mimic import (
     load_note_index,
     select_notes,
 )
-from training.split import EXTRA_NEGATIVES, SplitIds, patient_split, reference_split, shuffle_positions
+from notestream.training.split import (
+    EXTRA_NEGATIVES,
+    SplitIds,
+    patient_split,
+    reference_split,
+    shuffle_positions,
+)
 
 Task = Literal["readmission", "mortality", "prolonged_stay"]
 Notes = Literal["discharge", "early-2d", "early-3d"]

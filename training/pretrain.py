@@ -2,19 +2,19 @@
 
 1. A corpus file: one sentence per line, a blank line between notes. Notes are cleaned as the
    reference pre-training text (the ``huang2019`` cleaning, then every digit deleted and whitespace
-   collapsed) and split with :func:`models.text.sentences` (spaCy sentencizer, segments under 20
+   collapsed) and split with :func:`notestream.models.text.sentences` (spaCy sentencizer, segments under 20
    characters appended to the previous one). The notes of evaluation admissions must stay out of it
    (leakage was a real bug in the reference): :func:`corpus_from_dataset` drops every admission of the
    dataset's ``val.csv`` and ``test.csv``; :func:`corpus_from_mimic` drops the admissions you name.
-2. Examples as BERT's pre-training data (:mod:`training.pretrain_data`): the corpus is streamed,
+2. Examples as BERT's pre-training data (:mod:`notestream.training.pretrain_data`): the corpus is streamed,
    sentences packed into two segments up to ``max_length``; half the time segment B is a random segment
    of another note of a bounded buffer of notes (NSP label 1); the examples are written to on-disk
    shards (``out_dir/shards``) and read back lazily, so memory does not grow with the corpus. 15% of
    the tokens are selected for MLM at batch time (80% [MASK], 10% a random token, 10% unchanged).
 3. ``BertForPreTraining`` from a local BERT folder, or from a fresh small config with a WordPiece
-   vocabulary trained on the corpus (:func:`small_bert_config`, ``models.build.train_wordpiece``),
+   vocabulary trained on the corpus (:func:`small_bert_config`, ``notestream.models.build.train_wordpiece``),
    trained with the Hugging Face ``Trainer``. The output folder fine-tunes with
-   :func:`training.finetune.finetune`.
+   :func:`notestream.training.finetune.finetune`.
 
 >>> pretraining_text("Admission Date: [**2150-1-1**]\\nBP 120/80,   HR 88.")
 'bp /, hr'
@@ -31,9 +31,15 @@ from typing import Any
 
 import pandas as pd
 
-from models.text import clean, sentences
-from training.errors import TrainRunError
-from training.pretrain_data import ShardDataset, build_shards, iter_documents, nsp_examples, read_corpus
+from notestream.models.text import clean, sentences
+from notestream.training.errors import TrainRunError
+from notestream.training.pretrain_data import (
+    ShardDataset,
+    build_shards,
+    iter_documents,
+    nsp_examples,
+    read_corpus,
+)
 
 __all__ = [
     "PretrainConfig", "ShardDataset", "build_shards", "corpus_from_dataset", "corpus_from_mimic", "iter_documents",
@@ -78,9 +84,9 @@ def corpus_from_dataset(data_dir: str | Path, path: str | Path) -> int:
 def corpus_from_mimic(
     source: Any, path: str | Path, *, exclude_hadm: set[int], max_notes: int | None = None
 ) -> int:
-    """A corpus of MIMIC notes streamed from ``source`` (:class:`training.mimic.Source`), leaving out
+    """A corpus of MIMIC notes streamed from ``source`` (:class:`notestream.training.mimic.Source`), leaving out
     the notes of the ``exclude_hadm`` admissions (pass the evaluation admissions)."""
-    from models.tables import connect, iter_batches
+    from notestream.mimic.tables import connect, iter_batches
 
     con = connect()
 
@@ -210,7 +216,7 @@ def pretrain(
         except (OSError, ValueError) as exc:
             raise TrainRunError(f"Cannot load the BERT in {base_model_dir}: {exc}") from exc
     else:
-        from models.build import train_wordpiece
+        from notestream.models.build import train_wordpiece
 
         vocab = train_wordpiece((s for d in iter_documents(corpus) for s in d), vocab_size=cfg.vocab_size)
         tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from training.errors import TrainRunError
+from notestream.training.errors import TrainRunError
 
 Example = tuple[list[int], list[int], int]
 MANIFEST = "shards.json"

@@ -5,7 +5,7 @@ the hours-since-admission window the stream uses (each note chunked alone), a fr
 vocabulary trained on the training chunks, a short fine-tuning run and the decision threshold on
 validation. A few minutes on two CPU cores with the defaults.
 
-    from training.quickstart import quick_model
+    from notestream.training.quickstart import quick_model
     result = quick_model("work/", n_patients=600, seed=0)
     result.model_dir  # serve it: notestream worker --model-dir work/model
 """
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.spec import ModelSpec
-from training.finetune import FinetuneConfig, finetune, fresh_base
-from training.mimic import Source
-from training.prepare import PrepareConfig, prepare
-from training.synth import write_mimic_iii
+from notestream.models.spec import ModelSpec
+from notestream.training.finetune import FinetuneConfig, finetune, fresh_base
+from notestream.training.mimic import Source
+from notestream.training.prepare import PrepareConfig, prepare
+from notestream.training.synth import write_mimic_iii
 
 
 @dataclass

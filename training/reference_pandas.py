@@ -1,7 +1,7 @@
 """The reference preprocessing as plain, in-memory pandas, written from REFERENCE.md §1-§5.
 
 It loads whole tables into memory, as the original script did, so it only suits small inputs. It
-exists to check :func:`training.prepare.prepare` (same admissions and chunks in every file for the same
+exists to check :func:`notestream.training.prepare.prepare` (same admissions and chunks in every file for the same
 input) and as the baseline of ``benchmarks/prepare.py``. MIMIC-III files only.
 """
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.chunking import chunk_words
-from models.text import clean
-from training.labels import readmission_cohort
-from training.split import EXTRA_NEGATIVES, reference_split
+from notestream.models.chunking import chunk_words
+from notestream.models.text import clean
+from notestream.training.labels import readmission_cohort
+from notestream.training.split import EXTRA_NEGATIVES, reference_split
 
 
 def _read(folder: Path, name: str) -> pd.DataFrame:

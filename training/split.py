@@ -1,7 +1,7 @@
 """Train / validation / test splits of a cohort: the reference split (REFERENCE.md §5) and a patient split.
 
 The reference split works on admission ids with pandas ``random_state=1`` everywhere, on the cohort in
-the (SUBJECT_ID, ADMITTIME) order of :func:`training.labels.readmission_cohort` (its index matters:
+the (SUBJECT_ID, ADMITTIME) order of :func:`notestream.training.labels.readmission_cohort` (its index matters:
 ``drop`` removes by index label). Steps: negatives subsampled to the number of positives; 20% of each
 class to val+test, split 50/50 per class; the rest is train; ``extra_negatives`` unused negatives join
 the training chunks, which are then shuffled. Admissions are split, not patients, so one patient can
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.errors import SplitError
+from notestream.training.errors import SplitError
 
 SEED = 1
 EXTRA_NEGATIVES = {"discharge": 400, "early-3d": 500}

@@ -10,7 +10,7 @@ dated before the admission, duplicate discharge summaries on one date. MIMIC-IV 
 
 The planted signal: every note of an admission carries marker sentences (``synth_text.MARKERS``) at a
 rate that depends on the admission's true labels, computed by the reference rules of
-:mod:`training.labels`: readmission risk markers for positives, protective ones for negatives, death
+:mod:`notestream.training.labels`: readmission risk markers for positives, protective ones for negatives, death
 and long-stay markers. ``signal`` scales the difference (0: no signal; 1: the default, learnable by a
 tiny model in minutes).
 
@@ -31,7 +31,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from training.labels import readmission_labels
+from notestream.training.labels import readmission_labels
 
 MINUTE = np.timedelta64(60, "s")
 DAY_S = 86_400
@@ -173,7 +173,7 @@ def write_mimic_iii(
     progress: bool = False,
 ) -> SynthSummary:
     """Write ADMISSIONS, PATIENTS, DIAGNOSES_ICD and NOTEEVENTS (MIMIC-III v1.4 format) into ``out``."""
-    from training.synth_notes import write_noteevents
+    from notestream.training.synth_notes import write_noteevents
 
     cfg = SynthConfig(
         n_patients, seed, signal, readmit_rate, notes_scale, words_scale, compress, mean_admissions
@@ -206,7 +206,7 @@ def write_mimic_iv(
     progress: bool = False,
 ) -> SynthSummary:
     """Write ``hosp/admissions.csv.gz`` and ``note/discharge.csv.gz`` / ``note/radiology.csv.gz``."""
-    from training.synth_notes import write_mimic_iv_notes
+    from notestream.training.synth_notes import write_mimic_iv_notes
 
     cfg = SynthConfig(n_patients, seed, signal, readmit_rate, notes_scale, words_scale, True, mean_admissions)
     folder = Path(out)

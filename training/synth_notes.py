@@ -1,9 +1,9 @@
-"""Synthetic notes for a synthetic admission timeline (see :mod:`training.synth`), written in batches.
+"""Synthetic notes for a synthetic admission timeline (see :mod:`notestream.training.synth`), written in batches.
 
 For each batch of patients: notes per category from a Poisson rate per admission-day, note times inside
 the stay (a few before it), outpatient Radiology/ECG/Echo notes without HADM_ID, one discharge summary
 per admission (sometimes none, sometimes an addendum or a duplicate on the same date), then note bodies
-from :class:`training.synth_text.SentencePools` with the planted marker sentences. Everything is drawn
+from :class:`notestream.training.synth_text.SentencePools` with the planted marker sentences. Everything is drawn
 with numpy in whole batches; only the final string joins run per note, so 2M notes take minutes.
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from training.synth_text import CATEGORIES, DISCHARGE, DISCHARGE_WORDS, SentencePools
+from notestream.training.synth_text import CATEGORIES, DISCHARGE, DISCHARGE_WORDS, SentencePools
 
 if TYPE_CHECKING:
-    from training.synth import SynthConfig
+    from notestream.training.synth import SynthConfig
 
 DAY_S = 86_400
 BASE_RATE = 0.004
@@ -241,7 +241,7 @@ def _fmt(times: np.ndarray, unit: str) -> list[str]:
 
 def write_noteevents(adm: pd.DataFrame, path: Path, cfg: SynthConfig, *, progress: bool = False) -> int:
     """Write NOTEEVENTS in the MIMIC-III v1.4 format; returns the number of notes written."""
-    from training.synth import _open, _q
+    from notestream.training.synth import _open, _q
 
     rng = np.random.default_rng(cfg.seed + 3)
     n_batches = -(-adm["SUBJECT_ID"].nunique() // PATIENTS_PER_BATCH)
@@ -276,7 +276,7 @@ def write_mimic_iv_notes(
 ) -> tuple[dict[str, Path], int]:
     """Write ``discharge.csv.gz`` and ``radiology.csv.gz`` (MIMIC-IV-Note v2.2 format); returns the
     paths and the number of notes written."""
-    from training.synth import _open, _q
+    from notestream.training.synth import _open, _q
 
     rng = np.random.default_rng(cfg.seed + 4)
     paths = {"discharge": folder / "discharge.csv.gz", "radiology": folder / "radiology.csv.gz"}

@@ -1,4 +1,4 @@
-"""Sentence pools and note headers for synthetic MIMIC notes (see :mod:`training.synth`).
+"""Sentence pools and note headers for synthetic MIMIC notes (see :mod:`notestream.training.synth`).
 
 Notes are built from pools of clinical-sounding sentences drawn once per seed: a pool per note
 category, plus small pools of *marker* sentences that carry the planted signal (readmission risk,

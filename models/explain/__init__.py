@@ -12,11 +12,11 @@ Everything here holds note text in memory and writes it only where the caller sa
 Evidence across an admission's notes (from the risk store) lives in ``stream/evidence.py``.
 """
 
-from models.explain.attention import AttentionMaps, attention_maps, eager_copy, rollout
-from models.explain.errors import ExplainError
-from models.explain.importance import METHODS, TokenImportance, merge_wordpieces, token_importance
-from models.explain.inputs import ChunkInput, prepare_chunk
-from models.explain.report import TextExplanation, explain_text, write_explanation
+from notestream.models.explain.attention import AttentionMaps, attention_maps, eager_copy, rollout
+from notestream.models.explain.errors import ExplainError
+from notestream.models.explain.importance import METHODS, TokenImportance, merge_wordpieces, token_importance
+from notestream.models.explain.inputs import ChunkInput, prepare_chunk
+from notestream.models.explain.report import TextExplanation, explain_text, write_explanation
 
 __all__ = [
     "METHODS",

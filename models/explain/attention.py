@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.explain.errors import ExplainError
+from notestream.models.explain.errors import ExplainError
 
 
 def eager_copy(model: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Errors of the explanations (``models.explain``).
+"""Errors of the explanations (``notestream.models.explain``).
 
 ::
 
@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from models.errors import ModelsError
+from notestream.models.errors import ModelsError
 
 
 class ExplainError(ModelsError):

@@ -16,7 +16,7 @@ embeddings ``x`` (position and segment embeddings are added inside the model and
   over ``steps`` segments, refined where the output jumps (:func:`path_segments`: small,
   over-confident models switch within a sliver of the path, which plain uniform steps miss); a
   ``|delta|`` still large against the logit difference means "raise ``steps``".
-- ``rollout``: row ``[CLS]`` of attention rollout (:mod:`models.explain.attention`); unsigned.
+- ``rollout``: row ``[CLS]`` of attention rollout (:mod:`notestream.models.explain.attention`); unsigned.
 
 :func:`merge_wordpieces` sums the weights of a word's WordPiece pieces back into the word:
 
@@ -33,8 +33,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from models.explain.attention import attention_maps, probability_of
-from models.explain.errors import ExplainError
+from notestream.models.explain.attention import attention_maps, probability_of
+from notestream.models.explain.errors import ExplainError
 
 Method = Literal["integrated_gradients", "gradient_x_input", "rollout"]
 METHODS: tuple[str, ...] = ("integrated_gradients", "gradient_x_input", "rollout")

@@ -1,6 +1,6 @@
 """The one chunk an explanation looks at: the text cleaned and chunked exactly as the model scores it.
 
-A model scores a note chunk by chunk (``models.prep.note_chunks``: the model's cleaning mode, then its
+A model scores a note chunk by chunk (``notestream.models.prep.note_chunks``: the model's cleaning mode, then its
 chunking), each chunk tokenized into at most ``spec.max_length`` WordPiece tokens (``[CLS] ... [SEP]``,
 the head kept). Attention maps and token importances are per chunk, so :func:`prepare_chunk` picks one
 chunk of a text and says how many there were and whether the tokenizer cut its tail.
@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models.explain.errors import ExplainError
-from models.prep import note_chunks
-from models.spec import ModelSpec
-from models.text import clean
+from notestream.models.explain.errors import ExplainError
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
+from notestream.models.text import clean
 
 
 @dataclass(frozen=True)

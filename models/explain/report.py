@@ -20,12 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.explain.attention import AttentionMaps, attention_maps
-from models.explain.errors import ExplainError
-from models.explain.importance import TokenImportance, token_importance
-from models.explain.inputs import ChunkInput, prepare_chunk
-from models.explain.render import highlighted_html, plot_attention, plot_head_grid, plot_highlighted_text
-from models.spec import ModelSpec
+from notestream.models.explain.attention import AttentionMaps, attention_maps
+from notestream.models.explain.errors import ExplainError
+from notestream.models.explain.importance import TokenImportance, token_importance
+from notestream.models.explain.inputs import ChunkInput, prepare_chunk
+from notestream.models.explain.render import (
+    highlighted_html,
+    plot_attention,
+    plot_head_grid,
+    plot_highlighted_text,
+)
+from notestream.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)

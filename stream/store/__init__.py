@@ -12,17 +12,17 @@ memory store with a crash-safe journal file, ``redis://``, ``rediss://``, ``unix
 
 from __future__ import annotations
 
-from notestream.settings import Settings
-from stream.errors import StoreModelMismatch
-from stream.store.memory import MemoryRiskStore
-from stream.store.records import (
+from notestream.core.settings import Settings
+from notestream.stream.errors import StoreModelMismatch
+from notestream.stream.store.memory import MemoryRiskStore
+from notestream.stream.store.records import (
     AdmissionInfo,
     AdmissionState,
     ApplyResult,
     NoteProbs,
     RiskStore,
 )
-from stream.store.redis_store import RedisRiskStore
+from notestream.stream.store.redis_store import RedisRiskStore
 
 __all__ = [
     "AdmissionInfo",

@@ -26,11 +26,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
-from stream.ids import Id, parse_id
-from stream.store.memory_state import Admission, Note, dump_admissions, load_admissions, write_atomically
-from stream.store.records import (
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id, parse_id
+from notestream.stream.store.memory_state import (
+    Admission,
+    Note,
+    dump_admissions,
+    load_admissions,
+    write_atomically,
+)
+from notestream.stream.store.records import (
     MAX_HELD,
     AdmissionInfo,
     AdmissionState,
@@ -44,7 +50,7 @@ from stream.store.records import (
 
 
 class MemoryRiskStore:
-    """:class:`~stream.store.records.RiskStore` in process memory (thread-safe)."""
+    """:class:`~notestream.stream.store.records.RiskStore` in process memory (thread-safe)."""
 
     def __init__(
         self,

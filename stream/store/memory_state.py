@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stream.ids import Id, parse_id
+from notestream.stream.ids import Id, parse_id
 
 SNAPSHOT_VERSION = 1
 

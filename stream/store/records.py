@@ -19,10 +19,10 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Literal, Protocol, runtime_checkable
 
-from models.aggregate import score_from
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
-from stream.ids import Id
+from notestream.models.aggregate import score_from
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id
 
 MAX_HELD = 1000
 """The most notes one admission holds while they wait for its admission event."""
@@ -98,7 +98,7 @@ class AdmissionState:
         return self.p_sum / self.n_chunks if self.n_chunks else None
 
     def score(self, c: float = 2.0) -> float | None:
-        """The admission score (``models.aggregate.score_from``), None while no chunk is held.
+        """The admission score (``notestream.models.aggregate.score_from``), None while no chunk is held.
 
         >>> AdmissionState(1, 2, p_max=0.9, p_sum=1.2, n_chunks=3, n_notes=1, seq=1).score()
         0.6
@@ -162,7 +162,7 @@ class RiskStore(Protocol):
         """Keep ``record`` (a note waiting for its admission: scored chunk probabilities and metadata,
         never text) until :meth:`drop_held` removes it; :meth:`due_held` lists it once ``deadline``
         (wall-clock seconds) has passed. Returns how many records the admission holds now; at most
-        :data:`MAX_HELD`, :class:`~stream.errors.StoreError` beyond."""
+        :data:`MAX_HELD`, :class:`~notestream.stream.errors.StoreError` beyond."""
         ...
 
     async def held_notes(self, hadm_id: Id) -> list[str]:
@@ -179,9 +179,9 @@ class RiskStore(Protocol):
         ...
 
     async def claim(self, model: str) -> str:
-        """Record ``model`` (a :func:`models.fingerprint.model_fingerprint`) as the model whose
+        """Record ``model`` (a :func:`notestream.models.fingerprint.model_fingerprint`) as the model whose
         probabilities the store holds, unless one is recorded already; return the recorded one. The
-        record never expires: it outlives every admission (:func:`stream.store.claim_store`)."""
+        record never expires: it outlives every admission (:func:`notestream.stream.store.claim_store`)."""
         ...
 
     async def ping(self) -> bool:

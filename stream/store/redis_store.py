@@ -1,7 +1,7 @@
 """The Redis risk store: one Lua script per note update, keys under a `{hadm_id}` hash tag.
 
 Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in one slot; the id is
-escaped by :func:`stream.ids.id_key`, so ``{``, ``}`` and ``:`` inside it never break the tag):
+escaped by :func:`notestream.stream.ids.id_key`, so ``{``, ``}`` and ``:`` inside it never break the tag):
 
 - ``a``: hash of the aggregate and the admission record (subject_id, seq, sum, n_chunks, n_notes,
   admit_time, discharge_time, discharged, expire_at, ...);
@@ -11,7 +11,7 @@ escaped by :func:`stream.ids.id_key`, so ``{``, ``}`` and ``:`` inside it never 
 
 Every write slides the keys' TTL (``idle_ttl_s``), or after a discharge pins it to discharge (wall
 clock) + ``retention_s``. Probabilities travel as ``repr`` strings (exact), and the sum is kept exact in
-integer limbs (see :mod:`stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
+integer limbs (see :mod:`notestream.stream.store.records`), so this store agrees with :class:`MemoryRiskStore`
 bit for bit.
 """
 
@@ -28,10 +28,10 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis import exceptions as rex
 
-from stream.errors import StoreError, StoreUnavailable
-from stream.events import AdmissionEvent
-from stream.ids import Id, id_key, parse_id
-from stream.store.records import (
+from notestream.stream.errors import StoreError, StoreUnavailable
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id, id_key, parse_id
+from notestream.stream.store.records import (
     MAX_HELD,
     AdmissionInfo,
     AdmissionState,
@@ -92,10 +92,10 @@ def _iso(value: datetime | None) -> str:
 
 
 class RedisRiskStore:
-    """:class:`~stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
+    """:class:`~notestream.stream.store.records.RiskStore` in Redis (``redis.asyncio``, blocking pool).
 
     ``options`` are connection keyword arguments for the pool's ``from_url`` that override the ones
-    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`stream.store.open_store`
+    built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`notestream.stream.store.open_store`
     passes ``Settings.redis_kwargs()`` (ACL user, client certificate and key, health checks). The pool
     always decodes replies and waits up to ``timeout_s`` for a free connection.
     """
@@ -140,7 +140,7 @@ class RedisRiskStore:
 
     def keys(self, hadm_id: Id) -> list[str]:
         """The admission's keys: aggregate hash, notes hash, maxima sorted set. The id is escaped
-        (:func:`stream.ids.id_key`) so that its ``{``, ``}`` and ``:`` never break the hash tag."""
+        (:func:`notestream.stream.ids.id_key`) so that its ``{``, ``}`` and ``:`` never break the hash tag."""
         base = f"{self.namespace}:{{{id_key(parse_id(hadm_id))}}}"
         return [f"{base}:a", f"{base}:n", f"{base}:m"]
 

@@ -1,5 +1,5 @@
 """The whole flow, shared by the deploy integration tests: a synthetic MIMIC-III cohort written in the
-real file format, replayed by :func:`stream.replay.replay` into Kafka, scored by worker processes into
+real file format, replayed by :func:`notestream.stream.replay.replay` into Kafka, scored by worker processes into
 Redis, and the final risk update of every admission compared with the offline score of its notes.
 """
 
@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from models.spec import ModelSpec
-from notestream.settings import Settings
-from stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
-from stream.replay import ReplayCounts, ReplaySource, iter_events, replay
+from notestream.core.settings import Settings
+from notestream.models.spec import ModelSpec
+from notestream.stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
+from notestream.stream.replay import ReplayCounts, ReplaySource, iter_events, replay
 from tests.fixtures.kafka import read_topic
 from tests.stream.feed import OfflineScorer, final_updates
 
 
 def synthetic_cohort(folder: Path, n_patients: int = 5, seed: int = 7) -> ReplaySource:
     """ADMISSIONS and NOTEEVENTS of a small synthetic cohort, written as MIMIC-III files."""
-    from training.synth import write_mimic_iii
+    from notestream.training.synth import write_mimic_iii
 
     write_mimic_iii(folder, n_patients=n_patients, seed=seed, notes_scale=0.3, words_scale=0.3)
     return ReplaySource.mimic_iii(folder)

@@ -132,7 +132,7 @@ def test_dockerfile_is_multi_stage_non_root_and_chooses_the_torch_build() -> Non
 
 
 def test_every_compose_setting_is_a_real_setting(compose: dict[str, Any]) -> None:
-    from notestream.settings import Settings
+    from notestream.core.settings import Settings
 
     names = set()
     for service in compose["services"].values():

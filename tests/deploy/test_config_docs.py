@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from notestream.cli_config import config_app
-from notestream.config_docs import render_docs
-from notestream.settings import Settings
+from notestream.cli.config import config_app
+from notestream.cli.config_docs import render_docs
+from notestream.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

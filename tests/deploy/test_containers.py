@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from notestream.settings import TOPICS, Settings
+from notestream.core.settings import TOPICS, Settings
 from tests.deploy.flow import (
     assert_matches_offline,
     await_final_scores,
@@ -135,8 +135,8 @@ def test_whole_flow_on_kafka_and_redis_containers(
 
 async def _store_scores(settings: Settings, hadm_ids: list[int]) -> dict[int, Any]:
     """Each admission's score as Redis holds it."""
-    from models.spec import ModelSpec
-    from stream.store import open_store
+    from notestream.models.spec import ModelSpec
+    from notestream.stream.store import open_store
 
     assert settings.model_dir is not None
     c = ModelSpec.read(settings.model_dir).c

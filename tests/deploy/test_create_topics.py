@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from notestream.settings import TOPICS, Settings
+from notestream.core.settings import TOPICS, Settings
 from tests.deploy.flow import create_topics_module
 
 topics = create_topics_module()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from notestream.logging import NOTE_TEXT_FIELDS, setup_logging
+from notestream.core.logging import NOTE_TEXT_FIELDS, setup_logging
 
 NOTE = "Pt is a 67 yo man admitted with CHF exacerbation; lives alone."
 

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from notestream.settings import Settings
-from stream.metrics import Metrics, MetricsServer, ReadinessCheck, start_http_server
+from notestream.core.settings import Settings
+from notestream.stream.metrics import Metrics, MetricsServer, ReadinessCheck, start_http_server
 from tests.fixtures.deploy import RedisProcess
 
 
@@ -140,7 +140,7 @@ async def test_failing_or_hanging_checks_mean_not_ready(redis_process: RedisProc
 
 
 async def test_port_in_use_is_a_clear_error() -> None:
-    from notestream.errors import ConfigError
+    from notestream.core.errors import ConfigError
 
     settings = Settings(metrics_host="127.0.0.1")
     first = await start_http_server(settings, Metrics(), port=0)

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from notestream.settings import Settings
-from stream.events import AdmissionEvent
-from stream.replay import iter_events
+from notestream.core.settings import Settings
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.replay import iter_events
 from tests.deploy.flow import (
     assert_matches_offline,
     await_final_scores,

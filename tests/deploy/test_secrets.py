@@ -14,10 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
-from notestream.cli_config import config_app
-from notestream.errors import ConfigError
-from notestream.logging import setup_logging
-from notestream.settings import Settings, load_settings
+from notestream.cli.config import config_app
+from notestream.core.errors import ConfigError
+from notestream.core.logging import setup_logging
+from notestream.core.settings import Settings, load_settings
 from tests.fixtures.deploy import RedisProcess
 
 SECRETS = {

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from notestream.errors import ConfigError
-from notestream.settings import CONFIG_ENV, Settings, load_settings
+from notestream.core.errors import ConfigError
+from notestream.core.settings import CONFIG_ENV, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,7 +161,7 @@ def test_config_check_fails_clearly_on_a_missing_ca_file(
 ) -> None:
     from typer.testing import CliRunner
 
-    from notestream.cli_config import config_app
+    from notestream.cli.config import config_app
 
     monkeypatch.setenv("NOTESTREAM_KAFKA_SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("NOTESTREAM_KAFKA_SSL_CAFILE", str(tmp_path / "missing-ca.pem"))

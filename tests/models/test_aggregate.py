@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.aggregate import AggregateState, admission_score, score_from
+from notestream.models.aggregate import AggregateState, admission_score, score_from
 
 probs = st.floats(0.0, 1.0, allow_nan=False)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from models.build import build_small_bert, clinical_corpus
-from models.checkpoint import load_model_folder, save_model_folder
-from models.errors import CheckpointError
-from models.spec import ModelSpec, Window
-from notestream.errors import ConfigError
+from notestream.core.errors import ConfigError
+from notestream.models.build import build_small_bert, clinical_corpus
+from notestream.models.checkpoint import load_model_folder, save_model_folder
+from notestream.models.errors import CheckpointError
+from notestream.models.spec import ModelSpec, Window
 
 
 def test_round_trip_keeps_weights_tokenizer_and_spec(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.chunking import chunk_token_windows, chunk_words
+from notestream.models.chunking import chunk_token_windows, chunk_words
 
 
 def words(n: int) -> str:

@@ -11,11 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.build import build_small_bert, clinical_corpus
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier, length_batches
-from models.prep import note_chunks
-from models.spec import ModelSpec
+from notestream.models.build import build_small_bert, clinical_corpus
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier, length_batches
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.build import clinical_corpus
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier
-from models.engine import InferenceEngine, resolve_devices, select_batch
-from models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
-from models.prep import note_chunks
-from models.spec import ModelSpec
-from notestream.settings import Settings
+from notestream.core.settings import Settings
+from notestream.models.build import clinical_corpus
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.engine import InferenceEngine, resolve_devices, select_batch
+from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
 
 POISON = "[MASK]"  # a chunk holding this token makes its batch fail
 

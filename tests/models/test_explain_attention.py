@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.checkpoint import LoadedModel, load_model_folder
-from models.classifier import ChunkClassifier
-from models.explain import ExplainError, attention_maps, eager_copy, prepare_chunk, rollout
-from models.prep import note_chunks
+from notestream.models.checkpoint import LoadedModel, load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.explain import ExplainError, attention_maps, eager_copy, prepare_chunk, rollout
+from notestream.models.prep import note_chunks
 
 
 @pytest.fixture(scope="module")

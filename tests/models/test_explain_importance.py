@@ -11,9 +11,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.build import build_small_bert, clinical_corpus
-from models.checkpoint import LoadedModel, load_model_folder
-from models.explain import ExplainError, merge_wordpieces, token_importance
+from notestream.models.build import build_small_bert, clinical_corpus
+from notestream.models.checkpoint import LoadedModel, load_model_folder
+from notestream.models.explain import ExplainError, merge_wordpieces, token_importance
 
 PLANT = "relapse"  # the one word that makes a text positive
 

@@ -12,12 +12,12 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from models.checkpoint import LoadedModel, load_model_folder
-from models.explain import ExplainError, explain_text, write_explanation
-from models.explain.render import highlighted_html, plot_attention, plot_highlighted_text
-from stream.cli_explain import register_explain
+from notestream.models.checkpoint import LoadedModel, load_model_folder
+from notestream.models.explain import ExplainError, explain_text, write_explanation
+from notestream.models.explain.render import highlighted_html, plot_attention, plot_highlighted_text
+from notestream.stream.cli_explain import register_explain
 
-# generated text (models.build vocabulary words), never a real note
+# generated text (notestream.models.build vocabulary words), never a real note
 TEXT = "Patient was started on heparin drip overnight. Family denies chest pain <b>as tolerated</b> & fever."
 
 

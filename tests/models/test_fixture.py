@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification
 
-from models.spec import ModelSpec
+from notestream.models.spec import ModelSpec
 
 
 def test_tiny_model_dir_is_a_plain_hugging_face_folder(tiny_model_dir: Path) -> None:

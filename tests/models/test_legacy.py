@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
-from models.checkpoint import import_legacy, load_model_folder
-from models.classifier import ChunkClassifier
-from models.errors import CheckpointError
-from models.legacy import CONFIG_KEYS
-from models.spec import ModelSpec
+from notestream.models.checkpoint import import_legacy, load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.errors import CheckpointError
+from notestream.models.legacy import CONFIG_KEYS
+from notestream.models.spec import ModelSpec
 
 PROBE = [
     "patient was given lasix 40 mg iv overnight and tolerated it",
@@ -124,7 +124,7 @@ def test_pretraining_checkpoint_without_classifier_is_refused_unless_asked(
     src = write_legacy(model, vocab, tmp_path / "release", classifier=False, pretraining_heads=True)
     with pytest.raises(CheckpointError, match="no classifier"):
         import_legacy(src, tmp_path / "out")
-    with caplog.at_level(logging.WARNING, logger="models.legacy"):
+    with caplog.at_level(logging.WARNING, logger="notestream.models.legacy"):
         dst = import_legacy(src, tmp_path / "out", new_head=True)
     assert "UNTRAINED" in caplog.text
     assert ModelSpec.read(dst).provenance["new_head"] is True

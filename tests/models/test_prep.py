@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from models.checkpoint import load_model_folder
-from models.chunking import chunk_words
-from models.prep import note_chunks
-from models.spec import Chunking, ModelSpec
-from models.text import clean
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.chunking import chunk_words
+from notestream.models.prep import note_chunks
+from notestream.models.spec import Chunking, ModelSpec
+from notestream.models.text import clean
 
 
 @pytest.mark.parametrize("mode", ["huang2019", "clinical"])

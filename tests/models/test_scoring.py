@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.aggregate import admission_score
-from models.build import clinical_corpus
-from models.checkpoint import load_model_folder
-from models.classifier import ChunkClassifier
-from models.engine import InferenceEngine
-from models.errors import ModelsError
-from models.prep import note_chunks
-from models.scoring import SCORE_COLUMNS, NoteRecord, score_notes, write_failures
-from models.spec import ModelSpec, Window
 from notestream.cli import _mount, app
+from notestream.models.aggregate import admission_score
+from notestream.models.build import clinical_corpus
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.classifier import ChunkClassifier
+from notestream.models.engine import InferenceEngine
+from notestream.models.errors import ModelsError
+from notestream.models.prep import note_chunks
+from notestream.models.scoring import SCORE_COLUMNS, NoteRecord, score_notes, write_failures
+from notestream.models.spec import ModelSpec, Window
 
 ADMIT = {101: datetime(2150, 1, 1, 10, 0), 102: datetime(2150, 2, 1, 22, 0), 103: datetime(2150, 3, 1, 8, 0)}
 
@@ -233,7 +233,7 @@ def test_import_legacy_command_explains_a_missing_vocabulary(tmp_path: Path) -> 
 
 
 def test_mimic_iv_note_files_are_read_with_their_categories(tmp_path: Path) -> None:
-    from models.scoring import read_admit_times, read_notes
+    from notestream.models.scoring import read_admit_times, read_notes
 
     path = tmp_path / "discharge.csv"
     with path.open("w", newline="") as f:
@@ -256,7 +256,7 @@ def test_mimic_iv_note_files_are_read_with_their_categories(tmp_path: Path) -> N
 
 
 async def test_an_engine_failure_surfaces_as_itself(tiny_model_dir: Path, notes: list[NoteRecord]) -> None:
-    from models.errors import EngineClosed
+    from notestream.models.errors import EngineClosed
 
     engine = InferenceEngine(ChunkClassifier(load_model_folder(tiny_model_dir)))  # never started
     with pytest.raises(EngineClosed, match="start"):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.text import clean, is_missing, sentences
+from notestream.models.text import clean, is_missing, sentences
 
 
 def pandas_reference(values: list[object]) -> list[str]:

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from models.aggregate import admission_score
-from models.build import clinical_corpus
-from models.prep import note_chunks
-from models.spec import ModelSpec
-from stream.events import AdmissionEvent, NoteEvent, RiskUpdate
-from stream.ids import Id
-from stream.store import RedisRiskStore
+from notestream.models.aggregate import admission_score
+from notestream.models.build import clinical_corpus
+from notestream.models.prep import note_chunks
+from notestream.models.spec import ModelSpec
+from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate
+from notestream.stream.ids import Id
+from notestream.stream.store import RedisRiskStore
 
 ADMIT = datetime(2150, 1, 1, 8, 0)
 
@@ -67,8 +67,8 @@ class OfflineScorer:
     """The offline reference: each note's chunks through the classifier directly, then aggregated."""
 
     def __init__(self, model_dir: Path) -> None:
-        from models.checkpoint import load_model_folder
-        from models.classifier import ChunkClassifier
+        from notestream.models.checkpoint import load_model_folder
+        from notestream.models.classifier import ChunkClassifier
 
         loaded = load_model_folder(model_dir)
         self.spec: ModelSpec = loaded.spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from stream.ids import MAX_ID_CHARS, MAX_ID_INT, parse_id
+from notestream.stream.ids import MAX_ID_CHARS, MAX_ID_INT, parse_id
 
 _PUNCT = "-_.:/^&{}#%$[]*\\|'\"@!"
 _printable = st.characters(

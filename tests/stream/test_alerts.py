@@ -13,10 +13,10 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.spec import ModelSpec
-from notestream.errors import ConfigError
-from notestream.settings import Settings
-from stream.alerts import (
+from notestream.core.errors import ConfigError
+from notestream.core.settings import Settings
+from notestream.models.spec import ModelSpec
+from notestream.stream.alerts import (
     AlertPolicy,
     AlertService,
     AlertTracker,
@@ -25,8 +25,8 @@ from stream.alerts import (
     stdout_sink,
     topic_sink,
 )
-from stream.errors import AlertSinkError
-from stream.events import RiskAlert, RiskUpdate
+from notestream.stream.errors import AlertSinkError
+from notestream.stream.events import RiskAlert, RiskUpdate
 from tests.fixtures.kafka import produce, read_topic
 
 POLICY = AlertPolicy(threshold=0.6, hysteresis=0.1)
@@ -236,7 +236,7 @@ def test_alerts_command(kafka_settings: Settings) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from stream.cli_data import register_data
+    from notestream.stream.cli_data import register_data
 
     produce(
         kafka_settings,

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
-from notestream.settings import Settings
-from stream.alerts import AlertPolicy, AlertService, read_alert_log, run_alerts
-from stream.errors import AlertSinkError
-from stream.events import RiskAlert, RiskUpdate
-from stream.metrics import Metrics
+from notestream.core.settings import Settings
+from notestream.stream.alerts import AlertPolicy, AlertService, read_alert_log, run_alerts
+from notestream.stream.errors import AlertSinkError
+from notestream.stream.events import RiskAlert, RiskUpdate
+from notestream.stream.metrics import Metrics
 from tests.fixtures.kafka import produce, read_topic
 
 pytestmark = pytest.mark.slow

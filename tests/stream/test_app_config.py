@@ -8,11 +8,11 @@ from pathlib import Path
 import faust
 import pytest
 
-from notestream.settings import Settings, load_settings
-from stream.app import Runtime, create_app
-from stream.errors import BrokerError, StreamError
-from stream.kafka import aiokafka_config, bootstrap_servers, faust_broker_options
-from stream.worker import worker_env
+from notestream.core.settings import Settings, load_settings
+from notestream.stream.app import Runtime, create_app
+from notestream.stream.errors import BrokerError, StreamError
+from notestream.stream.kafka import aiokafka_config, bootstrap_servers, faust_broker_options
+from notestream.stream.worker import worker_env
 
 
 def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
@@ -82,7 +82,7 @@ def test_worker_env_gives_the_child_the_same_settings(monkeypatch: pytest.Monkey
 async def test_aiokafka_keeps_the_fetch_wait_where_the_worker_sets_it() -> None:
     import aiokafka
 
-    from stream.faust_transport import WAIT_ATTRIBUTE
+    from notestream.stream.faust_transport import WAIT_ATTRIBUTE
 
     consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1234)
     assert getattr(consumer, WAIT_ATTRIBUTE) == 1234  # an aiokafka upgrade that moves it fails here

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from stream.errors import StoreUnavailable
-from stream.guard import EXIT_CRASH, until_done
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.guard import EXIT_CRASH, until_done
 
 
 async def test_transient_failures_are_retried_until_the_batch_is_done() -> None:
@@ -26,7 +26,7 @@ async def test_transient_failures_are_retried_until_the_batch_is_done() -> None:
 def test_any_other_failure_ends_the_process_without_returning() -> None:
     script = (
         "import asyncio\n"
-        "from stream.guard import until_done\n"
+        "from notestream.stream.guard import until_done\n"
         "async def step():\n"
         "    raise ValueError('bug')\n"
         "asyncio.run(until_done('a batch', step))\n"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from notestream.settings import Settings
-from stream.app import BrokerCheck, create_app
+from notestream.core.settings import Settings
+from notestream.stream.app import BrokerCheck, create_app
 
 
 async def test_ready_once_joined_and_the_broker_answers(kafka_settings: Settings) -> None:

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
-from notestream.settings import TOPICS, Settings
-from stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
-from stream.kafka import bootstrap_servers
-from stream.schemas import EVENTS, event_schemas, render, stale_files
+from notestream.core.settings import TOPICS, Settings
+from notestream.stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
+from notestream.stream.kafka import bootstrap_servers
+from notestream.stream.schemas import EVENTS, event_schemas, render, stale_files
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def validator(name: str) -> Draft202012Validator:
 
 
 def test_the_checked_in_schemas_are_the_models_schemas() -> None:
-    assert stale_files(SCHEMAS) == [], "run `python -m stream.schemas` and commit schemas/"
+    assert stale_files(SCHEMAS) == [], "run `python -m notestream.stream.schemas` and commit schemas/"
     for schema in event_schemas().values():
         Draft202012Validator.check_schema(schema)
         assert json.loads(render(schema)) == schema

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import typer
 from typer.testing import CliRunner
 
-from notestream.settings import Settings
-from stream.cli_dlq import register_dlq
-from stream.errors import EventError
-from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, DeadLetter, NoteEvent, admission_key
+from notestream.core.settings import Settings
+from notestream.stream.cli_dlq import register_dlq
+from notestream.stream.errors import EventError
+from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, DeadLetter, NoteEvent, admission_key
 from tests.fixtures.kafka import produce, read_topic
 
 MARKER = "SECRET-NOTE-TEXT-4471"

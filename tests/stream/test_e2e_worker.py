@@ -13,9 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from models.prep import note_chunks
-from notestream.settings import Settings
-from stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, DeadLetter, RiskUpdate, admission_key
+from notestream.core.settings import Settings
+from notestream.models.prep import note_chunks
+from notestream.stream.events import (
+    ADMISSIONS,
+    NOTES,
+    NOTES_DLQ,
+    RISK_UPDATES,
+    DeadLetter,
+    RiskUpdate,
+    admission_key,
+)
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import OfflineScorer, discharges, feed, final_updates
 

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from stream.errors import EventError
-from stream.events import (
+from notestream.stream.errors import EventError
+from notestream.stream.events import (
     DEAD_LETTER_REASONS,
     AdmissionEvent,
     DeadLetter,

@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from models.aggregate import admission_score
-from stream.cli_explain import register_explain
-from stream.evidence import (
+from notestream.models.aggregate import admission_score
+from notestream.stream.cli_explain import register_explain
+from notestream.stream.evidence import (
     AdmissionEvidence,
     EvidenceError,
     admission_evidence,
     chunk_shares,
     rank_evidence,
 )
-from stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
 
 HADM = 4242
 
@@ -255,7 +255,7 @@ def test_explain_needs_exactly_one_source(tiny_model_dir: Path, tmp_path: Path) 
 
 
 def test_rank_evidence_uses_the_spec_constant() -> None:
-    from stream.store import NoteProbs
+    from notestream.stream.store import NoteProbs
 
     held = {"a": NoteProbs(0, (0.9, 0.1)), "b": NoteProbs(3, (0.2,))}
     for c in (1.0, 2.0, 5.0):

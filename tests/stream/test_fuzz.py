@@ -2,7 +2,7 @@
 dead letter, never an exception and never nothing.
 
 Drives what the worker does with one message (parse with the topic's bounds, check the key, then the
-:class:`~stream.pipeline.Pipeline` with a real memory store), with a fake scorer at the engine seam so
+:class:`~notestream.stream.pipeline.Pipeline` with a real memory store), with a fake scorer at the engine seam so
 that thousands of inputs run in seconds. Inputs: arbitrary bytes, and valid events mutated (fields
 replaced by any JSON value, removed, nested deep, numbers made huge, bytes flipped or cut).
 """
@@ -19,10 +19,10 @@ from hypothesis import example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from models.errors import BatchFailed
-from models.spec import ModelSpec, Window
-from stream.errors import EventError
-from stream.events import (
+from notestream.models.errors import BatchFailed
+from notestream.models.spec import ModelSpec, Window
+from notestream.stream.errors import EventError
+from notestream.stream.events import (
     DEAD_LETTER_REASONS,
     AdmissionEvent,
     DeadLetter,
@@ -31,8 +31,8 @@ from stream.events import (
     parse_event,
     parse_note,
 )
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore
 from tests.stream.ids import raw_ids
 
 MAX_TEXT = 4_000

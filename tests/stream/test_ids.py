@@ -18,13 +18,20 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 from typer.testing import CliRunner
 
-from models.spec import ModelSpec
-from stream.cli_explain import register_explain
-from stream.errors import EventError
-from stream.events import AdmissionEvent, NoteEvent, admission_key, check_key, hadm_from_key, parse_note
-from stream.ids import id_key, parse_id
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.models.spec import ModelSpec
+from notestream.stream.cli_explain import register_explain
+from notestream.stream.errors import EventError
+from notestream.stream.events import (
+    AdmissionEvent,
+    NoteEvent,
+    admission_key,
+    check_key,
+    hadm_from_key,
+    parse_note,
+)
+from notestream.stream.ids import id_key, parse_id
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
 from tests.stream.ids import ids, raw_ids
 
 STORE_EXAMPLES = hsettings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from models.engine import InferenceEngine
-from models.spec import ModelSpec, Window
-from stream.errors import StoreUnavailable
-from stream.events import NoteEvent
-from stream.pipeline import Pipeline, in_window
-from stream.store import MemoryRiskStore, RedisRiskStore
+from notestream.models.engine import InferenceEngine
+from notestream.models.spec import ModelSpec, Window
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.events import NoteEvent
+from notestream.stream.pipeline import Pipeline, in_window
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore
 from tests.stream.feed import ADMIT, OfflineScorer, discharges, feed
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.engine import InferenceEngine
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
-from stream.store import MemoryRiskStore
+from notestream.models.engine import InferenceEngine
+from notestream.stream.metrics import Metrics
+from notestream.stream.pipeline import Pipeline
+from notestream.stream.store import MemoryRiskStore
 from tests.stream.feed import discharges, feed
 
 

@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from notestream.settings import Settings
-from stream.errors import ReplayError
-from stream.events import AdmissionEvent, NoteEvent
-from stream.replay import Pacer, ReplayCounts, ReplaySource, iter_events, replay
+from notestream.core.settings import Settings
+from notestream.stream.errors import ReplayError
+from notestream.stream.events import AdmissionEvent, NoteEvent
+from notestream.stream.replay import Pacer, ReplayCounts, ReplaySource, iter_events, replay
 from tests.fixtures.kafka import read_topic
 
 ADM_III = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
@@ -483,7 +483,7 @@ def test_replay_command(kafka_settings: Settings, mimic_iii: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from stream.cli_data import register_data
+    from notestream.stream.cli_data import register_data
 
     app = typer.Typer()
     register_data(app)
@@ -503,8 +503,8 @@ def test_replay_command(kafka_settings: Settings, mimic_iii: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["mimic-iii", "mimic-iv"])
 def test_synthetic_cohorts_replay_every_note_once(tmp_path: Path, kind: str) -> None:
-    """training.synth's files (the demo's input) replay completely: sent + skipped = written."""
-    from training.synth import write_mimic_iii, write_mimic_iv
+    """notestream.training.synth's files (the demo's input) replay completely: sent + skipped = written."""
+    from notestream.training.synth import write_mimic_iii, write_mimic_iv
 
     if kind == "mimic-iii":
         summary = write_mimic_iii(

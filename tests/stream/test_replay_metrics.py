@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from notestream.settings import Settings
-from stream.cli_data import replay_with_metrics
-from stream.metrics import Metrics
-from stream.replay import ReplaySource
+from notestream.core.settings import Settings
+from notestream.stream.cli_data import replay_with_metrics
+from notestream.stream.metrics import Metrics
+from notestream.stream.replay import ReplaySource
 from tests.stream.test_replay import mimic_iii  # noqa: F401  (the fixture: 3 admissions, 10 notes)
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """The RiskStore contract: the in-memory store and the Redis store (a real redis-server) must agree.
 
 Every test here runs against both implementations; aggregates are compared with the batch reference
-(``models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
+(``notestream.models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from models.aggregate import admission_score
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
-from stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.models.aggregate import admission_score
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
 
 StoreFactory = Callable[..., RiskStore]
 
@@ -304,7 +304,7 @@ async def test_held_notes_wait_in_order_until_dropped(store: RiskStore) -> None:
 
 
 async def test_an_admission_holds_a_bounded_number_of_notes(store: RiskStore) -> None:
-    from stream.store.records import MAX_HELD
+    from notestream.stream.store.records import MAX_HELD
 
     for i in range(MAX_HELD):
         await store.hold_note(1, f"r{i}", deadline=1.0)

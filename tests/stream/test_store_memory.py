@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from notestream.settings import Settings
-from stream.errors import StoreError
-from stream.events import AdmissionEvent
-from stream.store import MemoryRiskStore, open_store
+from notestream.core.settings import Settings
+from notestream.stream.errors import StoreError
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.store import MemoryRiskStore, open_store
 
 
 async def test_snapshot_round_trip_is_exact(tmp_path: Path) -> None:
@@ -127,8 +127,8 @@ def test_journal_keeps_every_change_through_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "store.jsonl"
     code = f"""
 import asyncio, os, signal
-from notestream.settings import Settings
-from stream.store import MemoryRiskStore, open_store
+from notestream.core.settings import Settings
+from notestream.stream.store import MemoryRiskStore, open_store
 async def main():
     store = MemoryRiskStore(journal={str(path)!r})
     for i in range(200):

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from models.fingerprint import model_fingerprint
-from models.spec import ModelSpec
-from notestream.settings import Settings
-from stream.errors import StoreModelMismatch
-from stream.guard import EXIT_CONFIG
-from stream.runtime import Runtime
-from stream.store import MemoryRiskStore, RedisRiskStore, open_store
+from notestream.core.settings import Settings
+from notestream.models.fingerprint import model_fingerprint
+from notestream.models.spec import ModelSpec
+from notestream.stream.errors import StoreModelMismatch
+from notestream.stream.guard import EXIT_CONFIG
+from notestream.stream.runtime import Runtime
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore, open_store
 
 
 def test_fingerprint_follows_the_weights_not_the_folder_name(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -80,8 +80,8 @@ async def test_namespaces_keep_two_models_apart_in_one_redis(redis_url: str) -> 
 def test_a_store_of_another_model_ends_the_worker_with_a_config_status() -> None:
     script = (
         "import asyncio\n"
-        "from stream.errors import StoreModelMismatch\n"
-        "from stream.guard import until_done\n"
+        "from notestream.stream.errors import StoreModelMismatch\n"
+        "from notestream.stream.guard import until_done\n"
         "async def step():\n"
         "    raise StoreModelMismatch('The store holds the chunk probabilities of model v1@aaaa')\n"
         "asyncio.run(until_done('starting the worker', step))\n"

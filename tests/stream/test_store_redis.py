@@ -11,10 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from notestream.settings import Settings
-from stream.errors import StoreUnavailable
-from stream.events import AdmissionEvent
-from stream.store import MemoryRiskStore, RedisRiskStore, open_store
+from notestream.core.settings import Settings
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.events import AdmissionEvent
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore, open_store
 
 
 def _client(url: str, **kwargs: Any) -> Any:

@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 
-from notestream.settings import Settings
-from stream.errors import StoreUnavailable
-from stream.store import RedisRiskStore, open_store
+from notestream.core.settings import Settings
+from notestream.stream.errors import StoreUnavailable
+from notestream.stream.store import RedisRiskStore, open_store
 
 
 def _pool(store: Any) -> Any:

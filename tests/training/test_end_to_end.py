@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from models.spec import ModelSpec
 from notestream.cli import app
-from training.cli import register
-from training.finetune import FinetuneConfig, finetune
-from training.pretrain import PretrainConfig, corpus_from_dataset, pretrain
+from notestream.models.spec import ModelSpec
+from notestream.training.cli import register
+from notestream.training.finetune import FinetuneConfig, finetune
+from notestream.training.pretrain import PretrainConfig, corpus_from_dataset, pretrain
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""training.finetune: the BCE loss on one logit, checkpoints and resume, the model folder it writes."""
+"""notestream.training.finetune: the BCE loss on one logit, checkpoints and resume, the model folder it writes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from models.build import build_small_bert
-from models.checkpoint import load_model_folder
-from models.spec import ModelSpec, Window
-from training.errors import TrainRunError
-from training.finetune import FinetuneConfig, _trainer_class, finetune, read_chunks
+from notestream.models.build import build_small_bert
+from notestream.models.checkpoint import load_model_folder
+from notestream.models.spec import ModelSpec, Window
+from notestream.training.errors import TrainRunError
+from notestream.training.finetune import FinetuneConfig, _trainer_class, finetune, read_chunks
 
 WORDS = ["readmitted", "alone", "missed", "dialysis", "stable", "family", "support", "home"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from training.labels import (
+from notestream.training.labels import (
     mortality_cohort,
     prolonged_stay_cohort,
     readmission_cohort,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.metrics import admission_metrics, admission_scores, rp80
+from notestream.training.metrics import admission_metrics, admission_scores, rp80
 
 
 def test_hand_computed_case() -> None:

@@ -1,4 +1,4 @@
-"""training.prepare against a plain pandas transcription of the reference, plus splits and manifest."""
+"""notestream.training.prepare against a plain pandas transcription of the reference, plus splits and manifest."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from training.errors import CohortError
-from training.mimic import Source
-from training.prepare import PrepareConfig, prepare
-from training.reference_pandas import reference_prepare
-from training.synth import write_mimic_iii, write_mimic_iv
+from notestream.training.errors import CohortError
+from notestream.training.mimic import Source
+from notestream.training.prepare import PrepareConfig, prepare
+from notestream.training.reference_pandas import reference_prepare
+from notestream.training.synth import write_mimic_iii, write_mimic_iv
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_patient_split_has_no_shared_patients_and_manifest_hashes(mimic_iii: Pat
 
 def test_mimic_iv_and_cli(tmp_path: Path) -> None:
     from notestream.cli import app
-    from training.cli import register
+    from notestream.training.cli import register
 
     if not any(g.name == "train" for g in app.registered_groups):
         register(app)
@@ -82,7 +82,7 @@ def test_write_mimic_iv_source_is_found(tmp_path: Path) -> None:
 
 def test_baseline_command_reports_bag_of_words(mimic_iii: Path, tmp_path: Path) -> None:
     from notestream.cli import app
-    from training.cli import register
+    from notestream.training.cli import register
 
     prepare(
         Source.open(mimic_iii=mimic_iii), tmp_path / "data", PrepareConfig(notes="discharge"), progress=False

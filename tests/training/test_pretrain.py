@@ -1,4 +1,4 @@
-"""training.pretrain: the corpus (evaluation admissions held out), NSP pairs and MLM masking."""
+"""notestream.training.pretrain: the corpus (evaluation admissions held out), NSP pairs and MLM masking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from training.pretrain import (
+from notestream.training.pretrain import (
     _PretrainCollator,
     corpus_from_dataset,
     nsp_examples,
@@ -82,10 +82,10 @@ def test_mlm_masking_spares_special_tokens_and_sets_segments() -> None:
 
 
 def test_corpus_from_mimic_leaves_out_named_admissions(tmp_path: Path) -> None:
-    from models.tables import connect, fetch_df, table_sql
-    from training.mimic import Source
-    from training.pretrain import corpus_from_mimic
-    from training.synth import write_mimic_iii
+    from notestream.mimic.tables import connect, fetch_df, table_sql
+    from notestream.training.mimic import Source
+    from notestream.training.pretrain import corpus_from_mimic
+    from notestream.training.synth import write_mimic_iii
 
     write_mimic_iii(tmp_path / "m", 12, seed=9, notes_scale=0.1, words_scale=0.2)
     source = Source.open(mimic_iii=tmp_path / "m")

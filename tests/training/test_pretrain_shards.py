@@ -1,4 +1,4 @@
-"""training.pretrain_data: streamed NSP pairs in a bounded buffer, on-disk shards, training from them."""
+"""notestream.training.pretrain_data: streamed NSP pairs in a bounded buffer, on-disk shards, training from them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.errors import TrainRunError
-from training.pretrain import PretrainConfig, _PretrainCollator, pretrain, write_corpus
-from training.pretrain_data import (
+from notestream.training.errors import TrainRunError
+from notestream.training.pretrain import PretrainConfig, _PretrainCollator, pretrain, write_corpus
+from notestream.training.pretrain_data import (
     ShardDataset,
     build_shards,
     iter_documents,
@@ -60,7 +60,7 @@ def _int_docs(n: int, sentences: int = 6) -> list[list[list[int]]]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     from transformers import BertTokenizer
 
-    from models.build import train_wordpiece
+    from notestream.models.build import train_wordpiece
 
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     assert write_corpus(_notes(40, seed=3), path) >= 30

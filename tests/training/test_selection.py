@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.spec import Window
-from models.tables import connect
-from training.labels import readmission_cohort
-from training.mimic import Source, admission_texts, load_admissions
+from notestream.mimic.tables import connect
+from notestream.models.spec import Window
+from notestream.training.labels import readmission_cohort
+from notestream.training.mimic import Source, admission_texts, load_admissions
 
 ADMISSIONS = [
     # SUBJECT_ID, HADM_ID, ADMITTIME, DISCHTIME, ADMISSION_TYPE
@@ -90,8 +90,8 @@ def test_hours_mode_uses_charttime_then_chartdate_and_drops_errors(source: Sourc
 
 
 def test_early_notes_are_joined_in_reference_prepare(source: Source, tmp_path: Path) -> None:
-    from training.errors import SplitError
-    from training.prepare import PrepareConfig, prepare
+    from notestream.training.errors import SplitError
+    from notestream.training.prepare import PrepareConfig, prepare
 
     with pytest.raises(SplitError, match="positive"):
         # Every admission here is negative: the balanced reference split refuses, after chunking.
@@ -104,9 +104,9 @@ def test_early_notes_are_joined_in_reference_prepare(source: Source, tmp_path: P
 
 
 def test_hours_mode_chunks_each_note_alone(source: Source, tmp_path: Path) -> None:
-    from models.prep import note_chunks
-    from training.errors import SplitError
-    from training.prepare import PrepareConfig, prepare
+    from notestream.models.prep import note_chunks
+    from notestream.training.errors import SplitError
+    from notestream.training.prepare import PrepareConfig, prepare
 
     config = PrepareConfig(notes="early-2d", mode="hours", hours=48)
     with pytest.raises(SplitError):

@@ -1,4 +1,4 @@
-"""training.synth: deterministic synthetic MIMIC files in the real formats, with a planted signal."""
+"""notestream.training.synth: deterministic synthetic MIMIC files in the real formats, with a planted signal."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.tables import connect, fetch_df, find_table, table_sql
-from training.labels import readmission_cohort
-from training.synth import write_mimic_iii, write_mimic_iv
-from training.synth_text import MARKERS
+from notestream.mimic.tables import connect, fetch_df, find_table, table_sql
+from notestream.training.labels import readmission_cohort
+from notestream.training.synth import write_mimic_iii, write_mimic_iv
+from notestream.training.synth_text import MARKERS
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""models.tables: MIMIC CSV files in every accepted shape, and clear errors for broken ones."""
+"""notestream.mimic.tables: MIMIC CSV files in every accepted shape, and clear errors for broken ones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.tables import (
+from notestream.mimic.tables import (
     TableError,
     connect,
     fetch_df,

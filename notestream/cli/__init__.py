@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from notestream.errors import NotestreamError
+from notestream.core.errors import NotestreamError
 
 app = typer.Typer(
     name="notestream",
@@ -34,17 +34,17 @@ def version() -> None:
 
 def _mount() -> None:
     """Attach the command groups of every package (imported lazily by each module)."""
-    from models.cli import register as register_models
-    from stream.cli import register as register_stream
-    from training.cli import register as register_training
+    from notestream.models.cli import register as register_models
+    from notestream.stream.cli import register as register_stream
+    from notestream.training.cli import register as register_training
 
     register_models(app)
     register_training(app)
     register_stream(app)
-    from notestream.cli_config import register as register_config
+    from notestream.cli.config import register as register_config
 
     register_config(app)
-    from stream.cli_explain import register_explain
+    from notestream.stream.cli_explain import register_explain
 
     register_explain(app)
 

@@ -2,7 +2,7 @@
 
 Call :func:`setup_logging` once at the start of a process (worker, replay, alerts, demo)::
 
-    from notestream.logging import setup_logging
+    from notestream.core.logging import setup_logging
     setup_logging(settings)          # level, JSON or not, and the secrets to mask come from settings
 
 Then log as usual, passing identifiers (never text) as ``extra`` fields, which JSON lines keep::
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from notestream.settings import MASK, Settings, mask_url
+from notestream.core.settings import MASK, Settings, mask_url
 
 NOTE_TEXT_FIELDS = frozenset({"text", "note_text", "chunk_text", "texts", "chunk_texts", "body"})
 """Attribute names that mean "this is note text"; records carrying them are not emitted as they are."""

@@ -1,12 +1,12 @@
 """`notestream demo`: the whole system on one machine with no services, start to finish.
 
-1. synthesize a MIMIC-III-format cohort (:mod:`training.synth`);
+1. synthesize a MIMIC-III-format cohort (:mod:`notestream.training.synth`);
 2. prepare the early-notes readmission task in event-time mode (every note chunked alone, as the
-   stream scores it) and fine-tune a small BERT on it (:mod:`training.prepare`, :mod:`training.finetune`);
-3. start the embedded Kafka-protocol broker (:mod:`stream.embedded`) unless ``--broker`` names a real
+   stream scores it) and fine-tune a small BERT on it (:mod:`notestream.training.prepare`, :mod:`notestream.training.finetune`);
+3. start the embedded Kafka-protocol broker (:mod:`notestream.stream.embedded`) unless ``--broker`` names a real
    one, and the worker in its own process, with the in-memory store unless ``--store`` names Redis;
 4. replay the held-out admissions (every cohort admission not used for training or validation) as a
-   live feed (:func:`stream.replay.replay`) at ``rate`` events per second (default
+   live feed (:func:`notestream.stream.replay.replay`) at ``rate`` events per second (default
    :data:`DEFAULT_RATE`, well below what the worker can score, so the latencies in the summary are
    the service's and not time spent queueing behind a backlog; ``rate=0`` sends as fast as possible)
    while a reader shows a live table of risk updates and alerts (on a terminal; in a log, one line
@@ -42,9 +42,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from notestream.errors import NotestreamError
-from notestream.settings import Settings
-from stream.events import NoteEvent, RiskAlert, RiskUpdate
+from notestream.core.errors import NotestreamError
+from notestream.core.settings import Settings
+from notestream.stream.events import NoteEvent, RiskAlert, RiskUpdate
 
 console = Console(stderr=True)
 
@@ -96,9 +96,9 @@ class Feed:
 
 # --- 1-2: data and model ---------------------------------------------------------------------------
 def build_model(cfg: DemoConfig) -> tuple[Path, Path, Path]:
-    """Synthesize, prepare, fine-tune (:func:`training.quickstart.quick_model`); returns the mimic, data
+    """Synthesize, prepare, fine-tune (:func:`notestream.training.quickstart.quick_model`); returns the mimic, data
     and model folders."""
-    from training.quickstart import quick_model
+    from notestream.training.quickstart import quick_model
 
     console.log(
         f"Synthesizing {cfg.patients} patients, preparing the {cfg.hours:g}-hour early-notes readmission task "
@@ -126,9 +126,9 @@ def held_out(data: Path) -> dict[int, int]:
 
 def plan_feed(mimic: Path, model: Path, labels: dict[int, int]) -> Feed:
     """The notes the replay will send, and each admission's live in-window note count."""
-    from models.spec import ModelSpec
-    from stream.pipeline import in_window
-    from stream.replay import ReplaySource, iter_events
+    from notestream.models.spec import ModelSpec
+    from notestream.stream.pipeline import in_window
+    from notestream.stream.replay import ReplaySource, iter_events
 
     spec = ModelSpec.read(model)
     feed = Feed(labels)
@@ -162,10 +162,10 @@ class Offline:
 
 async def offline_scores(model: Path, feed: Feed) -> Offline:
     """Offline scores of the same notes with the same model (engine, note_chunks, aggregate)."""
-    from models.aggregate import admission_score
-    from models.engine import InferenceEngine
-    from models.prep import note_chunks
-    from stream.pipeline import in_window
+    from notestream.models.aggregate import admission_score
+    from notestream.models.engine import InferenceEngine
+    from notestream.models.prep import note_chunks
+    from notestream.stream.pipeline import in_window
 
     engine = InferenceEngine(model, devices=["cpu"])
     await engine.start()
@@ -231,9 +231,9 @@ class Watch:
 
 async def watch_updates(settings: Settings, watch: Watch, threshold: float, stop: asyncio.Event) -> None:
     """Read risk-updates from the start, track the last update per admission, derive alerts."""
-    from stream.alerts import AlertPolicy, AlertTracker
-    from stream.events import RISK_UPDATES
-    from stream.kafka import consumer
+    from notestream.stream.alerts import AlertPolicy, AlertTracker
+    from notestream.stream.events import RISK_UPDATES
+    from notestream.stream.kafka import consumer
 
     tracker = AlertTracker(
         AlertPolicy(threshold=threshold, hysteresis=min(settings.alert_hysteresis, threshold))
@@ -261,8 +261,8 @@ async def stream_feed(
     cfg: DemoConfig, settings: Settings, mimic: Path, feed: Feed, threshold: float
 ) -> Watch:
     """Worker process + replay + reader until every held-out admission has its final update."""
-    from stream.replay import ReplaySource, replay
-    from stream.worker import spawn_worker, wait_ready
+    from notestream.stream.replay import ReplaySource, replay
+    from notestream.stream.worker import spawn_worker, wait_ready
 
     watch, stop = Watch(), asyncio.Event()
     ready, log = cfg.out / "worker.ready", cfg.out / "worker.log"
@@ -357,7 +357,7 @@ def quantiles(values: list[float] | np.ndarray, name: str) -> dict[str, float | 
 
 def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, rate: float) -> dict[str, Any]:
     """The figures of the run (summary.json)."""
-    from training.metrics import admission_metrics
+    from notestream.training.metrics import admission_metrics
 
     scores = offline.scores
     both = [h for h in feed.expected_notes if scores.get(h) is not None]
@@ -435,9 +435,9 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``cfg.out/summary.json``)."""
-    from models.spec import ModelSpec
-    from notestream.settings import TOPICS
-    from stream.embedded import EmbeddedBroker
+    from notestream.core.settings import TOPICS
+    from notestream.models.spec import ModelSpec
+    from notestream.stream.embedded import EmbeddedBroker
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

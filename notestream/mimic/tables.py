@@ -37,7 +37,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from models.errors import ModelsError
+from notestream.models.errors import ModelsError
 
 ColumnType = Literal["int", "timestamp", "text"]
 

@@ -1,4 +1,4 @@
-"""The settings reference (docs/configuration.md), generated from :class:`notestream.settings.Settings`.
+"""The settings reference (docs/configuration.md), generated from :class:`notestream.core.settings.Settings`.
 
 One table, one row per field, in the model's order: so the documentation cannot drift from the code
 (a test compares the committed file with :func:`render_docs`). ``notestream config docs`` rewrites it.
@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from notestream.settings import CONFIG_ENV, Settings
+from notestream.core.settings import CONFIG_ENV, Settings
 
 DOCS_PATH = Path("docs/configuration.md")
 

@@ -6,9 +6,9 @@ caller can catch one type and a reader sees the cause::
 
     NotestreamError
     ├── ConfigError            settings or a model folder's notestream.json are wrong
-    ├── models.errors.*        checkpoint, tokenizer, inference engine
-    ├── training.errors.*      MIMIC files, cohorts, training runs
-    └── stream.errors.*        events, store, broker
+    ├── notestream.models.errors.*        checkpoint, tokenizer, inference engine
+    ├── notestream.training.errors.*      MIMIC files, cohorts, training runs
+    └── notestream.stream.errors.*        events, store, broker
 
 Messages are full sentences that say what went wrong and what to do.
 """

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from notestream.config_docs import DOCS_PATH, render_docs, write_docs
-from notestream.settings import Settings, load_settings
+from notestream.cli.config_docs import DOCS_PATH, render_docs, write_docs
+from notestream.core.settings import Settings, load_settings
 
 config_app = typer.Typer(
     name="config", help="Show, check and document notestream's settings.", no_args_is_help=True

@@ -51,7 +51,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from notestream.errors import ConfigError
+from notestream.core.errors import ConfigError
 
 CONFIG_ENV = "NOTESTREAM_CONFIG"
 MASK = "**********"

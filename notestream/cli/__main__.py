@@ -1,0 +1,5 @@
+"""`python -m notestream.cli`."""
+
+from notestream.cli import main
+
+main()

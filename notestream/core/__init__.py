@@ -1,0 +1,1 @@
+"""The base layer: the error root, the settings object, logging and topic names."""

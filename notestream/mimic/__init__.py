@@ -1,0 +1,1 @@
+"""MIMIC-III / MIMIC-IV file reading, shared by replay and training."""
