@@ -1,5 +1,5 @@
 PY ?= python3
-SRC = notestream models stream training tests benchmarks
+SRC = notestream models stream training tests benchmarks scripts
 
 .PHONY: setup format lint typecheck test check bench demo
 
@@ -13,6 +13,7 @@ format:
 lint:
 	$(PY) -m ruff check $(SRC)
 	$(PY) -m ruff format --check $(SRC)
+	lint-imports
 
 typecheck:
 	$(PY) -m mypy

@@ -84,9 +84,9 @@ def note_chunk_ids(
 
 def sorted_efficiency(lengths: list[int], batch_size: int) -> float:
     """Padding efficiency of one caller that sorts all chunks by length first: the ceiling."""
-    from notestream.models.classifier import length_batches
+    from notestream.models.batching import plan_batches
 
-    batches = length_batches(lengths, max_batch_size=batch_size, max_batch_tokens=batch_size * 512)
+    batches = plan_batches(lengths, max_batch_size=batch_size, max_batch_tokens=batch_size * 512)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     return sum(lengths) / padded
 

@@ -35,13 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from notestream.core.settings import TOPICS, Settings  # noqa: E402
+from notestream.core.topics import NOTES, RISK_UPDATES  # noqa: E402
 from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
 from notestream.models.engine import InferenceEngine  # noqa: E402
 from notestream.models.prep import note_chunks  # noqa: E402
 from notestream.models.spec import ModelSpec  # noqa: E402
 from notestream.stream.embedded import EmbeddedBroker  # noqa: E402
-from notestream.stream.events import NOTES, RISK_UPDATES, NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
+from notestream.stream.events import NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
 from notestream.stream.kafka import consumer, producer  # noqa: E402
+from notestream.stream.pipeline import latency_ms  # noqa: E402
 from notestream.stream.worker import spawn_worker, wait_ready  # noqa: E402
 
 
@@ -106,7 +108,7 @@ async def feed(settings: Settings, notes: list[NoteEvent], rate: float | None) -
 
 
 def latencies_ms(updates: list[RiskUpdate]) -> np.ndarray:
-    return np.array([(u.emitted_at - u.produced_at).total_seconds() * 1000 for u in updates if u.produced_at])
+    return np.array([ms for u in updates if (ms := latency_ms(u)) is not None], dtype=float)
 
 
 def main(notes_n: int, paced_s: float, store_updates: int) -> dict[str, Any]:

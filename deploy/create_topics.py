@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from notestream.core.settings import Settings, load_settings
+from notestream.core.topics import NOTES_DLQ
 
 HOUR_MS = 3_600_000
 
@@ -43,7 +44,7 @@ def topic_plan(settings: Settings) -> list[TopicSpec]:
     """The topics notestream needs, as the settings describe them."""
     plan = []
     for short, full in settings.topic_names().items():
-        hours = settings.dlq_retention_hours if short == "notes-dlq" else settings.topic_retention_hours
+        hours = settings.dlq_retention_hours if short == NOTES_DLQ else settings.topic_retention_hours
         configs = {"retention.ms": str(int(hours * HOUR_MS)), "cleanup.policy": "delete"}
         if settings.replication_factor > 1:
             configs["min.insync.replicas"] = str(min(2, settings.replication_factor))

@@ -1,4 +1,4 @@
-"""The admission score over chunk probabilities (REFERENCE.md §7) and its incremental state.
+"""The admission score over chunk probabilities (docs/reference.md §7) and its incremental state.
 
 ``score = (max(p) + sum(p) / c) / (1 + n / c)`` with ``c = 2``: a function of ``(max, sum, n)`` only.
 

@@ -60,6 +60,35 @@ def select_batch(
     return chosen
 
 
+def plan_batches(
+    lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int, min_efficiency: float = 0.0
+) -> list[list[int]]:
+    """Every batch of chunks known up front (offline scoring, evaluation), planned by the serving
+    rule: :func:`select_batch` over the chunks queued longest first, so each batch takes the longest
+    chunk left and its nearest lengths. A chunk longer than the budget gets a batch of its own.
+
+    >>> plan_batches([5, 100, 7, 98], max_batch_size=8, max_batch_tokens=200)
+    [[1, 3], [2, 0]]
+    >>> plan_batches([10, 10, 10], max_batch_size=2, max_batch_tokens=4096)
+    [[0, 1], [2]]
+    """
+    queue = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    while queue:
+        # on a queue sorted longest first, select_batch chooses among the first max_batch_size chunks
+        window = queue[:max_batch_size]
+        chosen = select_batch(
+            [lengths[i] for i in window],
+            max_batch_size=max_batch_size,
+            max_batch_tokens=max_batch_tokens,
+            min_efficiency=min_efficiency,
+        )
+        batches.append([window[k] for k in chosen])
+        taken = {window[k] for k in chosen}
+        queue = [i for i in window if i not in taken] + queue[max_batch_size:]
+    return batches
+
+
 def keep_apart(chosen: Sequence[int], isolated: Sequence[int | None]) -> list[int]:
     """The chosen indices that may share the batch of the first one (the oldest chunk).
 

@@ -4,7 +4,7 @@ A model folder is an ordinary Hugging Face sequence-classification folder (``con
 ``model.safetensors`` or a legacy ``pytorch_model.bin``, tokenizer files) plus ``notestream.json``
 (:class:`notestream.models.spec.ModelSpec`). Weights are never unpickled: safetensors, or
 ``torch.load(weights_only=True)`` for ``.bin`` files. The original ClinicalBERT release converts into
-this format with :func:`notestream.models.legacy.import_legacy` (re-exported here).
+this format with :func:`notestream.models.legacy.import_legacy`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from notestream.models.errors import CheckpointError
 from notestream.models.spec import ModelSpec
@@ -141,10 +141,3 @@ def save_model_folder(
         raise CheckpointError(f"Could not write the model folder {folder}: {exc}") from exc
     spec.write(folder)
     return folder
-
-
-def import_legacy(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
-    """Convert the original ClinicalBERT release; see :func:`notestream.models.legacy.import_legacy`."""
-    from notestream.models.legacy import import_legacy as _import_legacy
-
-    return _import_legacy(src, dst, **kwargs)

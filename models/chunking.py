@@ -1,6 +1,6 @@
 """Chunks of cleaned text: the reference 318-word chunks and token windows with a stride.
 
-Reference chunks (REFERENCE.md §4): ``words = text.split()``; ``len(words) // size`` full chunks, and
+Reference chunks (docs/reference.md §4): ``words = text.split()``; ``len(words) // size`` full chunks, and
 the remaining ``r`` words form one more chunk only if ``r > min_tail``. A text of ``min_tail`` words or
 fewer gives no chunk at all.
 
@@ -23,7 +23,7 @@ SPECIAL_TOKENS_PER_WINDOW = 2  # [CLS] and [SEP]
 
 
 def chunk_words(text: str, size: int = REFERENCE_SIZE, min_tail: int = REFERENCE_MIN_TAIL) -> list[str]:
-    """Split ``text`` into chunks of ``size`` words joined by single spaces (REFERENCE.md §4).
+    """Split ``text`` into chunks of ``size`` words joined by single spaces (docs/reference.md §4).
 
     >>> chunk_words("a b c d e", size=2, min_tail=0)
     ['a b', 'c d', 'e']

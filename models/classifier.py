@@ -1,8 +1,8 @@
 """Chunk texts -> probabilities on one device, in length-sorted batches.
 
-The probability of a chunk is the sigmoid of the single logit (the reference head, REFERENCE.md §6), or
+The probability of a chunk is the sigmoid of the single logit (the reference head, docs/reference.md §6), or
 the softmax probability of class 1 for a two-label head. Inputs are tokenized with [CLS]/[SEP] and
-truncated to the model's maximum length keeping the head (REFERENCE.md §4). Inference runs in eval mode
+truncated to the model's maximum length keeping the head (docs/reference.md §4). Inference runs in eval mode
 under ``torch.inference_mode`` (deterministic), in bf16 autocast on CUDA devices that support it.
 """
 
@@ -13,36 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from notestream.models.batching import plan_batches
 from notestream.models.errors import ModelsError, TokenizerError
 
 if TYPE_CHECKING:
     import torch
 
     from notestream.models.checkpoint import LoadedModel
-
-
-def length_batches(lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
-    """Group indices, sorted by length (longest first), into batches whose padded size
-    (longest x rows) stays within ``max_batch_tokens`` and whose rows stay within ``max_batch_size``.
-    A single input longer than the budget gets a batch of its own.
-
-    >>> length_batches([5, 100, 7, 98], max_batch_size=8, max_batch_tokens=200)
-    [[1, 3], [2, 0]]
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        grown = max(longest, lengths[i])
-        if current and (len(current) + 1 > max_batch_size or grown * (len(current) + 1) > max_batch_tokens):
-            batches.append(current)
-            current, grown = [], lengths[i]
-        current.append(i)
-        longest = grown
-    if current:
-        batches.append(current)
-    return batches
 
 
 class ChunkClassifier:
@@ -154,9 +131,10 @@ class ChunkClassifier:
         return probs.cpu().numpy().astype(np.float64)
 
     def predict_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """Probabilities of token-id lists, in input order, computed in length-sorted batches."""
+        """Probabilities of token-id lists, in input order, in the batches the engine's rule plans
+        (:func:`notestream.models.batching.plan_batches`)."""
         out = np.full(len(ids), np.nan, dtype=np.float64)
-        for group in length_batches(
+        for group in plan_batches(
             [len(x) for x in ids], max_batch_size=self.max_batch_size, max_batch_tokens=self.max_batch_tokens
         ):
             probs = self.forward_ids([ids[i] for i in group])

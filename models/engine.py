@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +98,26 @@ class _Counters:
     busy_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch the engine ran, as the engine cut it: what a metrics hook records.
+
+    ``real_tokens`` / ``padded_tokens`` is the batch's padding efficiency; ``seconds`` is the model's
+    time on it (tokenization excluded); ``failed`` batches failed their requests.
+    """
+
+    rows: int
+    real_tokens: int
+    padded_tokens: int
+    seconds: float
+    device: str
+    failed: bool = False
+
+
+BatchObserver = Callable[[BatchRecord], None]
+"""Called on the event loop once per batch, right after the batch ran; it must not block."""
+
+
 @dataclass(eq=False)
 class _Worker:
     classifier: ChunkClassifier
@@ -124,6 +144,7 @@ class InferenceEngine:
         queue_size: int = 4096,
         overload_timeout_s: float = 60.0,
         min_batch_efficiency: float = 0.9,
+        on_batch: BatchObserver | None = None,
     ) -> None:
         if isinstance(model, ChunkClassifier):
             model = [model]
@@ -154,6 +175,8 @@ class InferenceEngine:
         self._room = asyncio.Event()
         self._running = False
         self._counters = _Counters()
+        self.on_batch = on_batch
+        """Observer of every batch (:class:`BatchRecord`), e.g. the worker's metrics; None: none."""
 
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: str | Path | None = None) -> InferenceEngine:
@@ -411,6 +434,19 @@ class InferenceEngine:
             self._room.set()
             return batch
 
+    def _record(
+        self, worker: _Worker, rows: Sequence[Sequence[int]], seconds: float, *, failed: bool = False
+    ) -> tuple[int, int]:
+        """Tell the observer about a batch that ran; returns its (real, padded) token counts."""
+        real, padded = token_counts(rows)
+        if self.on_batch is not None:
+            record = BatchRecord(len(rows), real, padded, seconds, str(worker.classifier.device), failed)
+            try:
+                self.on_batch(record)
+            except Exception:  # an observer must never fail a batch
+                log.exception("The engine's batch observer failed; the batch's results stand.")
+        return real, padded
+
     async def _serve(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -432,6 +468,7 @@ class InferenceEngine:
                 raise
             except Exception as exc:
                 self._counters.failed_batches += 1
+                self._record(worker, rows, time.perf_counter() - started, failed=True)
                 log.error(
                     "A batch of %d chunks failed on %s (%s); its requests fail, the engine keeps serving.",
                     len(batch),
@@ -452,7 +489,7 @@ class InferenceEngine:
                 self._counters.busy_s += time.perf_counter() - started
             self._counters.batches += 1
             self._counters.chunks += len(batch)
-            real, padded = token_counts(rows)
+            real, padded = self._record(worker, rows, time.perf_counter() - started)
             self._counters.real_tokens += real
             self._counters.padded_tokens += padded
             for item, p in zip(batch, probs, strict=True):

@@ -1,4 +1,4 @@
-"""Import the original ClinicalBERT release into a model folder (REFERENCE.md §9).
+"""Import the original ClinicalBERT release into a model folder (docs/reference.md §9).
 
 The release is a folder with ``bert_config.json`` (no ``model_type``; LayerNorm epsilon 1e-12),
 ``pytorch_model.bin`` (a plain state dict, possibly saved under DataParallel with a ``module.`` prefix,

@@ -34,7 +34,7 @@ DISCHARGE_CATEGORY = "Discharge summary"
 class Chunking(BaseModel):
     """How a cleaned note becomes chunks.
 
-    ``words``: the reference 318-word chunks (REFERENCE.md §4); a tail of ``min_tail`` words or fewer is
+    ``words``: the reference 318-word chunks (docs/reference.md §4); a tail of ``min_tail`` words or fewer is
     dropped. ``tokens``: WordPiece windows of ``max_length - 2`` tokens advancing by ``stride`` tokens.
     """
 

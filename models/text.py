@@ -3,7 +3,7 @@
 Two cleaning modes; a model must be served with the mode it was trained with (``ModelSpec.cleaning``):
 
 ``huang2019``
-    Exactly the reference pipeline (REFERENCE.md §3): missing -> ``' '``, newlines and carriage returns
+    Exactly the reference pipeline (docs/reference.md §3): missing -> ``' '``, newlines and carriage returns
     -> spaces, strip, lower-case, then the regexes in order. Its flaws are kept on purpose: anything
     in brackets goes, ``[0-9]+\\.`` turns ``98.6`` into ``6``, whitespace is not collapsed.
 
@@ -106,7 +106,7 @@ def _sentencizer() -> Language:
 def sentences(text: Any) -> list[str]:
     """Split a note into sentences with spaCy's rule-based sentencizer (no model download).
 
-    As in the reference pre-training code (REFERENCE.md §10), a segment shorter than 20 characters is
+    As in the reference pre-training code (docs/reference.md §10), a segment shorter than 20 characters is
     appended to the previous one (a leading short segment stays on its own). Empty segments vanish.
 
     >>> sentences("Pt stable. BP ok. He was discharged home with his family today.")

@@ -16,19 +16,19 @@ at-least-once redelivery, a late partition) and are dropped before they can reac
 >>> tracker.dropped_stale
 1
 
-Alerts go to sinks (:mod:`notestream.stream.alert_sinks`, re-exported here), async callables taking a
+Alerts go to sinks (:mod:`notestream.stream.alert_sinks`), async callables taking a
 :class:`RiskAlert`: :func:`stdout_sink` (JSON lines),
 :func:`topic_sink` (the risk-alerts topic through an injected ``send``), and :class:`WebhookSink`
-(HTTP POST with retries and exponential backoff). :func:`run_alerts` wires them to a Kafka consumer of
+(HTTP POST with retries and exponential backoff). :func:`~notestream.stream.alerts_service.run_alerts` wires them to a Kafka consumer of
 risk-updates for ``notestream alerts``.
 
 **Durable state: the risk-alerts topic.** The tracker lives in memory, so a restarted service would
 forget which alerts are raised (and raise them again: a second page for a clinician; or never clear
-one raised before the restart). At start-up, before it reads any risk update, :func:`run_alerts`
+one raised before the restart). At start-up, before it reads any risk update, ``run_alerts``
 therefore rebuilds the state from the ``risk-alerts`` topic, the durable log of what was sent:
-:func:`read_alert_log` reads every partition from the beginning up to its end offsets at that moment,
+``read_alert_log`` reads every partition from the beginning up to its end offsets at that moment,
 and :meth:`AlertTracker.restore` takes the last alert of each (hadm_id, task) as its state and seq.
-The tracker stays a pure state machine; only :func:`run_alerts` touches Kafka.
+The tracker stays a pure state machine; only ``run_alerts`` touches Kafka.
 
 >>> restored = AlertTracker(AlertPolicy(threshold=0.7, hysteresis=0.1))
 >>> restored.restore([RiskAlert(hadm_id=1, task="readmission", score=0.75, threshold=0.7, state="raised", seq=2)])
@@ -37,8 +37,8 @@ The tracker stays a pure state machine; only :func:`run_alerts` touches Kafka.
 [None, None, 'cleared']
 
 Why the topic and not Redis, how a crash neither loses nor duplicates an alert, and the service's
-metrics and readiness: see :mod:`notestream.stream.alerts_service`, which holds the Kafka loop (:func:`run_alerts`,
-:func:`read_alert_log`, re-exported here).
+metrics and readiness: see :mod:`notestream.stream.alerts_service`, which holds the Kafka loop
+(:func:`~notestream.stream.alerts_service.run_alerts`, :func:`~notestream.stream.alerts_service.read_alert_log`).
 """
 
 from __future__ import annotations
@@ -52,26 +52,13 @@ from typing import TYPE_CHECKING
 from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
 from notestream.models.spec import ModelSpec
-from notestream.stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
-from notestream.stream.alerts_service import read_alert_log, run_alerts
+from notestream.stream.alert_sinks import AlertSink
 from notestream.stream.errors import AlertSinkError
 from notestream.stream.events import RiskAlert, RiskUpdate
 from notestream.stream.ids import Id
 
 if TYPE_CHECKING:
     from notestream.stream.metrics import Metrics
-
-__all__ = [
-    "AlertPolicy",
-    "AlertService",
-    "AlertSink",
-    "AlertTracker",
-    "WebhookSink",
-    "read_alert_log",
-    "run_alerts",
-    "stdout_sink",
-    "topic_sink",
-]
 
 log = logging.getLogger(__name__)
 

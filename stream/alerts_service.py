@@ -3,7 +3,7 @@
 :func:`run_alerts` rebuilds the tracker's state from the ``risk-alerts`` topic (:func:`read_alert_log`:
 every partition from the beginning up to its end offsets at start-up; :meth:`AlertTracker.restore`),
 then consumes risk-updates and sends each raised or cleared alert to its sinks. Only this module touches
-Kafka; :mod:`notestream.stream.alerts` (the pure tracker, the policy, the service) re-exports both functions.
+Kafka; :mod:`notestream.stream.alerts` holds the pure tracker, the policy and the service.
 
 Why the topic and not Redis: the topic *is* what downstream saw, so the rebuilt state is exactly
 what was sent. A Redis copy would be a second truth that can disagree with the topic (writing Redis and
@@ -33,12 +33,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from notestream.core.settings import Settings
+from notestream.core.topics import RISK_ALERTS, RISK_UPDATES
 from notestream.stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
+from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker
 from notestream.stream.errors import BrokerError, EventError
-from notestream.stream.events import RISK_ALERTS, RISK_UPDATES, RiskAlert, RiskUpdate
+from notestream.stream.events import RiskAlert, RiskUpdate
 
 if TYPE_CHECKING:
-    from notestream.stream.alerts import AlertPolicy, AlertService
     from notestream.stream.metrics import Metrics
 
 __all__ = ["read_alert_log", "run_alerts"]
@@ -115,10 +116,6 @@ async def run_alerts(
     new ``Metrics(role="alerts")``). Returns the service (alerts, counts)."""
     from aiokafka.errors import CommitFailedError
 
-    from notestream.stream.alerts import (  # imported here: notestream.stream.alerts re-exports this module
-        AlertService,
-        AlertTracker,
-    )
     from notestream.stream.kafka import consumer as make_consumer
     from notestream.stream.kafka import producer as make_producer
     from notestream.stream.metrics import Metrics, MetricsServer, start_http_server

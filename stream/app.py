@@ -40,12 +40,9 @@ import faust
 from faust.types import EventT
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
-    ADMISSIONS,
-    NOTES,
-    NOTES_DLQ,
-    RISK_UPDATES,
     AdmissionEvent,
     DeadLetter,
     NoteEvent,
@@ -144,6 +141,25 @@ def create_app(
             key=msg.key,
         )
 
+    def record_lag(events: Sequence[EventT]) -> None:
+        """This worker's lag per partition after a batch: high watermark minus the next offset."""
+        metrics = runtime.metrics
+        if metrics is None:
+            return
+        last: dict[Any, int] = {}
+        for event in events:
+            msg = event.message
+            last[msg.tp] = max(last.get(msg.tp, -1), msg.offset)
+        for tp, offset in last.items():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.observe_consumer_lag(tp.topic, tp.partition, highwater - offset - 1)
+
+    async def forget_lag(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        if runtime.metrics is not None:
+            for tp in revoked:
+                runtime.metrics.forget_partition(tp.topic, tp.partition)
+
     async def notes_batch(events: Sequence[EventT]) -> None:
         pipeline = await runtime.ready()
         letters: list[DeadLetter] = []
@@ -171,7 +187,6 @@ def create_app(
             for rej in result.rejected:
                 letters.append(dead_letter(source[id(rej.note)], EventError(rej.reason, rej.detail)))
         await emit(updates, letters)
-        runtime.record_engine()
         metrics = runtime.metrics
         if metrics is not None:
             metrics.notes_in.inc(len(events))
@@ -179,6 +194,7 @@ def create_app(
                 metrics.dead_letter(letter.reason)
             for reason, n in (result.dropped if result else {}).items():
                 metrics.notes_dropped.labels(reason=reason).inc(n)
+            record_lag(events)
 
     async def admission_event(event: EventT) -> None:
         pipeline = await runtime.ready()
@@ -196,6 +212,7 @@ def create_app(
         final = await pipeline.admission(admission)
         released = await pipeline.release(admission.hadm_id)  # notes that waited for this admission
         await emit([*([final] if final is not None else []), *released.updates], [])
+        record_lag([event])
 
     def note_ref(event: EventT) -> dict[str, Any]:
         """Where a note was read, kept with it while it waits for its admission (no text)."""
@@ -265,6 +282,7 @@ def create_app(
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(runtime.broker_check.assigned)  # type: ignore[arg-type]
     app.on_partitions_revoked.connect(runtime.broker_check.revoked)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(forget_lag)  # type: ignore[arg-type]
 
     async def close_runtime(sender: Any, *args: Any, **kwargs: Any) -> None:
         await runtime.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -12,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from notestream.core.errors import ConfigError
-from notestream.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from notestream.core.settings import Settings
     from notestream.stream.metrics import Metrics
     from notestream.stream.replay import ReplayCounts, ReplaySource
 
@@ -110,9 +109,12 @@ def register_data(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Replay MIMIC notes and admissions as a live feed, in event-time order, to Kafka."""
+        import asyncio
+
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        from notestream.core.settings import load_settings
         from notestream.stream.replay import ReplaySource
 
         if (mimic_iii is None) == (mimic_iv is None):
@@ -164,7 +166,11 @@ def register_data(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Raise and clear alerts from risk-updates; write them to risk-alerts, stdout and a webhook."""
-        from notestream.stream.alerts import AlertPolicy, run_alerts
+        import asyncio
+
+        from notestream.core.settings import load_settings
+        from notestream.stream.alerts import AlertPolicy
+        from notestream.stream.alerts_service import run_alerts
 
         settings = load_settings(
             config,

@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from notestream.stream.events import DEAD_LETTER_REASONS
-
 console = Console()
 
 
@@ -29,6 +27,8 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _reason(value: str | None) -> str | None:
+    from notestream.stream.events import DEAD_LETTER_REASONS
+
     if value is not None and value not in DEAD_LETTER_REASONS:
         raise typer.BadParameter(f"--reason must be one of {', '.join(DEAD_LETTER_REASONS)}")
     return value
@@ -91,6 +91,8 @@ def register_dlq(app: typer.Typer) -> None:
                 Text(letter.detail),
             )
         console.print(table)
+        from notestream.stream.events import DEAD_LETTER_REASONS
+
         by_reason = {r: sum(1 for *_, x in picked if x.reason == r) for r in DEAD_LETTER_REASONS}
         console.print(Text(", ".join(f"{r}: {n}" for r, n in by_reason.items() if n) or "none"))
         if unreadable:

@@ -14,7 +14,6 @@ Nothing is logged beyond file names.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from notestream.models.explain.importance import METHODS
+from notestream.models.explain.methods import METHODS
 
 console = Console()
 progress = Console(stderr=True)  # spinners go to stderr, so --json output stays clean
@@ -92,6 +91,8 @@ def _explain_admission(
     top: int,
     config: Path | None,
 ) -> None:
+    import asyncio
+
     from notestream.core.settings import load_settings
     from notestream.models.checkpoint import check_model_folder
     from notestream.models.spec import ModelSpec

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ
 from notestream.stream.errors import BrokerError, EventError
-from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, DeadLetter
+from notestream.stream.events import DeadLetter
 
 Letter = tuple[int, int, DeadLetter]
 """A dead letter with its own partition and offset on the dead-letter topic."""

@@ -50,12 +50,6 @@ from notestream.stream.ids import MAX_ID_INT, Id, NoteId, parse_id
 
 SCHEMA_VERSION = 1
 
-NOTES = "notes"
-ADMISSIONS = "admissions"
-RISK_UPDATES = "risk-updates"
-RISK_ALERTS = "risk-alerts"
-NOTES_DLQ = "notes-dlq"
-TopicKind = Literal["notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq"]
 
 DeadLetterReason = Literal[
     "invalid_json",  # the bytes are UTF-8 but not JSON

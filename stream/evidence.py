@@ -1,7 +1,7 @@
 """Which notes and chunks make an admission's score: read from the store, never re-scored.
 
 The admission score over ``n`` chunk probabilities is ``S = (p_max + p_sum / c) / (1 + n / c)``
-(REFERENCE.md §7). It is a sum of one term per chunk, so it splits exactly:
+(docs/reference.md §7). It is a sum of one term per chunk, so it splits exactly:
 
 - every chunk ``i`` contributes ``(p_i / c) / (1 + n / c)``;
 - the top chunk (the one holding ``p_max``) contributes ``p_max / (1 + n / c)`` on top of that.

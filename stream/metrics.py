@@ -8,8 +8,7 @@ embedded runs never collide) and records what it does::
     metrics.dead_letter("invalid_event")
     with metrics.store_timer("apply_note"):
         await store.apply_note(...)
-    metrics.observe_batch(rows=48, padded_tokens=48 * 256, real_tokens=9000)   # one engine batch, or
-    metrics.observe_engine_stats(engine.stats())   # every batch since the last call (the worker's way)
+    engine.on_batch = metrics.record_batch   # every engine batch, recorded where the engine cuts it
     metrics.track_queue_depth(lambda: engine.stats()["queue_depth"])
     metrics.observe_note_to_update(update.emitted_at - note.produced_at)
     metrics.updates_out.inc()
@@ -36,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -47,6 +46,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from notestream import __version__
+
+if TYPE_CHECKING:
+    from notestream.models.engine import BatchRecord
 
 from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
@@ -54,20 +61,44 @@ from notestream.core.settings import Settings
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-_ENGINE_TOTALS = ("batches", "chunks", "real_tokens", "padded_tokens")
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 
+ROLES = ("worker", "alerts", "replay")
+"""Process roles; each exports ``notestream_info``, the standard ``process_*``, ``python_*`` collectors
+and its own metrics only (the worker's objects exist in every role, unregistered, so shared code may
+record into them)."""
+
+
 class Metrics:
-    """The metric objects of one process, in their own registry (names start with ``notestream_``)."""
+    """The metric objects of one process, in their own registry (names start with ``notestream_``).
+
+    >>> names = lambda m: {f.name for f in m.registry.collect()}
+    >>> sorted(n for n in names(Metrics(role="alerts")) if n.startswith("notestream_"))[:3]
+    ['notestream_alert_updates', 'notestream_alert_updates_stale', 'notestream_alerts']
+    >>> "notestream_notes_in" in names(Metrics(role="alerts")), "process_cpu_seconds" in names(Metrics())
+    (False, True)
+    """
 
     def __init__(self, role: str = "worker", registry: CollectorRegistry | None = None) -> None:
+        if role not in ROLES:
+            raise ConfigError(f"Unknown metrics role {role!r}; one of {', '.join(ROLES)}.")
+        self.role = role
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        own = self.registry
+        # the standard collectors, as the default registry has them (CPU, memory, open files, GC)
+        ProcessCollector(registry=own)
+        PlatformCollector(registry=own)
+        GCCollector(registry=own)
         self.info = Gauge(
-            "notestream_info", "Constant 1, labelled with the process role.", ["role"], registry=r
+            "notestream_info",
+            "Constant 1, labelled with the process role, the notestream version and the served model "
+            "(folder name and fingerprint; empty until the worker has loaded it).",
+            ["role", "version", "model", "fingerprint"],
+            registry=own,
         )
-        self.info.labels(role=role).set(1)
+        self.set_model()
+        r = own if role == "worker" else None
         self.notes_in = Counter("notestream_notes_in", "Note events taken from the notes topic.", registry=r)
         self.updates_out = Counter(
             "notestream_updates_out", "Risk updates emitted to the risk-updates topic.", registry=r
@@ -105,6 +136,15 @@ class Metrics:
             buckets=(0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
             registry=r,
         )
+        self.batch_seconds = Histogram(
+            "notestream_engine_batch_seconds",
+            "Model time per engine batch (tokenization excluded), failed batches included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.failed_batches = Counter(
+            "notestream_engine_failed_batches", "Engine batches that failed their requests.", registry=r
+        )
         self.engine_queue_depth = Gauge(
             "notestream_engine_queue_depth", "Chunks waiting in the inference engine's queue.", registry=r
         )
@@ -121,11 +161,22 @@ class Metrics:
             buckets=_STORE_BUCKETS,
             registry=r,
         )
-        self.alerts = Counter("notestream_alerts", "Alerts emitted, by state.", ["state"], registry=r)
-        self.events_replayed = Counter(
-            "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
+        self.store_errors = Counter(
+            "notestream_store_errors",
+            "Risk-store operations that raised (the worker retries the batch), by operation.",
+            ["op"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "notestream_consumer_lag",
+            "Messages behind the end of each partition this worker consumes (high watermark minus the "
+            "next offset to process), after its latest batch from that partition.",
+            ["topic", "partition"],
+            registry=r,
         )
         # alerts (`notestream alerts`)
+        r = own if role == "alerts" else None
+        self.alerts = Counter("notestream_alerts", "Alerts emitted, by state.", ["state"], registry=r)
         self.alert_updates = Counter(
             "notestream_alert_updates", "Risk updates read by the alerts service.", registry=r
         )
@@ -148,6 +199,10 @@ class Metrics:
             registry=r,
         )
         # replay (`notestream replay`)
+        r = own if role == "replay" else None
+        self.events_replayed = Counter(
+            "notestream_events_replayed", "Events produced by a replay, by topic.", ["topic"], registry=r
+        )
         self.replay_sent = Counter(
             "notestream_replay_sent", "Events a replay handed to its Kafka producer (exact).", registry=r
         )
@@ -164,10 +219,30 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self._engine_seen: dict[str, int] = {}
         self._replay_seen: dict[str, int] = {}
 
     # --- helpers for the common cases -------------------------------------------------------------
+    def set_model(self, model: str = "", fingerprint: str = "") -> None:
+        """Label ``notestream_info`` with the served model (one series: the previous one is removed).
+
+        >>> m = Metrics()
+        >>> m.set_model("readmission-v3", "ab12")
+        >>> m.registry.get_sample_value("notestream_info", {"role": "worker", "version": __version__,
+        ...     "model": "readmission-v3", "fingerprint": "ab12"})
+        1.0
+        """
+        self.info.clear()
+        self.info.labels(role=self.role, version=__version__, model=model, fingerprint=fingerprint).set(1)
+
+    def observe_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Set one partition's consumer lag (messages; never below 0)."""
+        self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a partition's lag series (revoked: another worker reports it now)."""
+        with contextlib.suppress(KeyError):
+            self.consumer_lag.remove(topic, str(partition))
+
     def dead_letter(self, reason: str) -> None:
         """Count one dead letter with its reason (e.g. ``invalid_event``, ``admission_unknown``)."""
         self.dead_letters.labels(reason=reason).inc()
@@ -183,36 +258,24 @@ class Metrics:
         if padded_tokens > 0:
             self.padding_efficiency.observe(min(1.0, real_tokens / padded_tokens))
 
-    def observe_engine_stats(self, stats: Mapping[str, Any]) -> int:
-        """Record the engine batches run since the previous call, from ``InferenceEngine.stats()``.
+    def record_batch(self, batch: BatchRecord) -> None:
+        """Record one engine batch as the engine cut it (the engine's ``on_batch`` observer).
 
-        The engine exposes running totals only (batches, chunks, real and padded tokens), so the batches
-        of one interval are recorded with the interval's mean rows and tokens per batch (remainders
-        spread so that the histogram sums equal the totals; exact when one batch ran, the usual case
-        for a worker that reads the stats after each notes batch). Returns the number of batches.
-
+        >>> from notestream.models.engine import BatchRecord
         >>> m = Metrics()
-        >>> m.observe_engine_stats({"batches": 2, "chunks": 5, "real_tokens": 90, "padded_tokens": 100})
-        2
-        >>> m.observe_engine_stats({"batches": 2, "chunks": 5, "real_tokens": 90, "padded_tokens": 100})
-        0
+        >>> m.record_batch(BatchRecord(rows=3, real_tokens=90, padded_tokens=100, seconds=0.02, device="cpu"))
+        >>> m.record_batch(BatchRecord(rows=2, real_tokens=10, padded_tokens=20, seconds=0.01, device="cpu",
+        ...                            failed=True))
         >>> [m.registry.get_sample_value(name) for name in ("notestream_chunks_scored_total",
-        ...     "notestream_batch_size_count", "notestream_batch_size_sum", "notestream_batch_tokens_sum")]
-        [5.0, 2.0, 5.0, 100.0]
+        ...     "notestream_batch_size_count", "notestream_engine_batch_seconds_count",
+        ...     "notestream_engine_failed_batches_total")]
+        [3.0, 1.0, 2.0, 1.0]
         """
-        now = {key: int(stats.get(key) or 0) for key in _ENGINE_TOTALS}
-        before = self._engine_seen
-        delta = {key: now[key] - before.get(key, 0) for key in _ENGINE_TOTALS}
-        self._engine_seen = now
-        batches = delta["batches"]
-        if batches <= 0 or any(v < 0 for v in delta.values()):  # nothing ran, or a new engine's totals
-            return 0
-        rows_q, rows_r = divmod(delta["chunks"], batches)
-        padded_q, padded_r = divmod(delta["padded_tokens"], batches)
-        real_q, real_r = divmod(delta["real_tokens"], batches)
-        for i in range(batches):
-            self.observe_batch(rows_q + (i < rows_r), padded_q + (i < padded_r), real_q + (i < real_r))
-        return batches
+        self.batch_seconds.observe(batch.seconds)
+        if batch.failed:
+            self.failed_batches.inc()
+            return
+        self.observe_batch(batch.rows, batch.padded_tokens, batch.real_tokens)
 
     def observe_replay_counts(self, counts: Any) -> None:
         """Bring the replay counters up to a replay's running counts (``notestream.stream.replay.ReplayCounts``:
@@ -268,10 +331,14 @@ class Metrics:
 
     @contextlib.contextmanager
     def store_timer(self, op: str) -> Iterator[None]:
-        """Time a store operation (``with metrics.store_timer("apply_note"): ...``), failures included."""
+        """Time a store operation (``with metrics.store_timer("apply_note"): ...``), failures included
+        (and counted in ``notestream_store_errors_total{op}``)."""
         start = time.perf_counter()
         try:
             yield
+        except Exception:  # a cancelled operation is no store error
+            self.store_errors.labels(op=op).inc()
+            raise
         finally:
             self.store_latency.labels(op=op).observe(time.perf_counter() - start)
 

@@ -21,7 +21,7 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
 
-Notes with no chunk (10 words or fewer after cleaning, REFERENCE §4) are still applied to the store
+Notes with no chunk (10 words or fewer after cleaning, docs/reference.md §4) are still applied to the store
 with no chunk probabilities: they count in ``n_notes`` and take part in dedupe and revisions (a later,
 longer revision replaces them), but do not move the score. An admission without any chunk has score
 None (and p_max, p_mean None): no evidence yet, which subscribers must not read as a low risk.
@@ -42,6 +42,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from notestream.models.errors import BatchFailed
+from notestream.models.isolation import Scorer, score_isolating
+from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.errors import StoreError, StoreUnavailable
@@ -52,12 +54,6 @@ if TYPE_CHECKING:
     from notestream.stream.store import AdmissionState, RiskStore
 
 log = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    """What the pipeline needs of :class:`notestream.models.engine.InferenceEngine`."""
-
-    async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]: ...
 
 
 class StoreTimer(Protocol):
@@ -327,37 +323,18 @@ class Pipeline:
             self.counters["rejected_admission_unknown"] += 1
 
     async def _score(self, work: list[_Work], result: BatchResult) -> None:
-        texts = [chunk for w in work for chunk in w.chunks]
-        if not texts:
+        if not any(w.chunks for w in work):
             return
         start = time.perf_counter()
-        try:
-            probs = await self.engine.score(texts)
-        except BatchFailed:
-            # One bad note must not sink the batch: score note by note, reject the ones that fail.
-            log.warning("An engine batch of %d chunks failed; scoring its notes one by one.", len(texts))
-            await self._score_one_by_one(work, result)
-            result.engine_s += time.perf_counter() - start
-            return
+        outcomes = await score_isolating(self.engine, [w.chunks for w in work])
         result.engine_s += time.perf_counter() - start
-        if len(probs) != len(texts):
-            raise BatchFailed(f"The engine returned {len(probs)} probabilities for {len(texts)} chunks.")
-        i = 0
-        for w in work:
-            w.probs = [float(p) for p in probs[i : i + len(w.chunks)]]
-            i += len(w.chunks)
-        result.chunks += len(texts)
-
-    async def _score_one_by_one(self, work: list[_Work], result: BatchResult) -> None:
-        for w in list(work):
-            if not w.chunks:
-                continue
-            try:
-                w.probs = [float(p) for p in await self.engine.score(w.chunks, isolated=True)]
-                result.chunks += len(w.chunks)
-            except BatchFailed as exc:
+        for w, outcome in zip(list(work), outcomes, strict=True):
+            if isinstance(outcome, BatchFailed):
                 work.remove(w)
-                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {exc}"))
+                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {outcome}"))
+            else:
+                w.probs = outcome
+                result.chunks += len(outcome)
 
     async def _apply(self, work: list[_Work], result: BatchResult) -> None:
         by_admission: dict[Id, list[_Work]] = {}
@@ -422,13 +399,9 @@ class Pipeline:
         )
 
 
-def in_window(
-    note: NoteEvent, spec: ModelSpec, admit: datetime | None = None, source_timezone: tzinfo = UTC
-) -> bool:
-    """Whether the model scores this note: ``spec.window.admits`` with the note's admit time, else
-    ``admit`` (the store's admission record). Offline scoring of a feed uses the same test. Times are
-    compared as wall-clock times of ``source_timezone`` (MIMIC's naive times, read in that zone, come
-    back unchanged), so a feed that sends offsets is compared in the same frame.
+def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None, tz: tzinfo = UTC) -> bool:
+    """Whether the model scores this note: :func:`notestream.models.ledger.window_verdict` with the
+    note's own admit time, else ``admit`` (the store's admission record); naive times are read in ``tz``.
 
     >>> from notestream.models.spec import Window
     >>> note = NoteEvent(note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2))
@@ -436,25 +409,15 @@ def in_window(
     >>> in_window(note, spec, datetime(2150, 1, 1, 1)), in_window(note, spec, datetime(2150, 1, 1))
     (True, False)
     """
-    admit = note.admit_time if note.admit_time is not None else admit
-    return spec.window.admits(
-        admit=_naive(admit, source_timezone),
-        chart_time=_naive(note.chart_time, source_timezone),
+    verdict = window_verdict(
+        spec,
+        admit=note.admit_time if note.admit_time is not None else admit,
+        chart_time=note.chart_time,
         chart_date=note.chart_date,
         category=note.category,
+        tz=tz,
     )
-
-
-def _naive(moment: datetime | None, zone: tzinfo = UTC) -> datetime | None:
-    """``moment`` as a naive wall-clock time of ``zone`` (the window arithmetic of notestream.models.spec is naive).
-
-    >>> from zoneinfo import ZoneInfo
-    >>> _naive(datetime(2150, 1, 1, 15, tzinfo=UTC), ZoneInfo("America/New_York"))
-    datetime.datetime(2150, 1, 1, 10, 0)
-    """
-    if moment is not None and moment.tzinfo is not None:
-        return moment.astimezone(zone).replace(tzinfo=None)
-    return moment
+    return verdict is None
 
 
 def latency_ms(update: RiskUpdate, *, now: datetime | None = None) -> float | None:

@@ -34,17 +34,10 @@ from typing import Any, Literal
 from aiokafka.errors import KafkaError
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES
 from notestream.mimic.tables import TableError, connect, find_table, translate_errors
 from notestream.stream.errors import BrokerError, ReplayError
-from notestream.stream.events import (
-    ADMISSIONS,
-    NOTES,
-    AdmissionEvent,
-    Event,
-    NoteEvent,
-    admission_key,
-    utcnow,
-)
+from notestream.stream.events import AdmissionEvent, Event, NoteEvent, admission_key, utcnow
 from notestream.stream.replay_sql import (
     COLUMNS,
     bounds_sql,

@@ -154,6 +154,8 @@ class Runtime:
         where = f"The store {store_url} (namespace {self.settings.store_namespace})"
         await claim_store(self.store, fingerprint, where=where)
         log.info("Store bound to model %s.", fingerprint)
+        if self.metrics is not None:
+            self.metrics.set_model(model=model_dir.name, fingerprint=fingerprint)
 
     async def _serve_metrics(self) -> None:
         from notestream.stream.metrics import start_http_server
@@ -163,18 +165,13 @@ class Runtime:
         stats = getattr(engine, "stats", None)
         if callable(stats):
             self.metrics.track_queue_depth(lambda: float(stats()["queue_depth"]))
+        if hasattr(engine, "on_batch"):
+            engine.on_batch = self.metrics.record_batch
         checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
                   "batches": lambda: self.healthy}  # fmt: skip
         if self.broker_check is not None:
             checks["broker"] = self.broker_check
         self._owns.append(await start_http_server(self.settings, self.metrics, checks))
-
-    def record_engine(self) -> None:
-        """Record the engine batches since the last call (batch size and tokens, padding efficiency,
-        chunks scored) from ``engine.stats()``: called after each notes batch."""
-        stats = getattr(self.engine, "stats", None)
-        if self.metrics is not None and callable(stats):
-            self.metrics.observe_engine_stats(stats())
 
     async def close(self) -> None:
         """Close what :meth:`ready` created (engine first: it may hold work for the store)."""

@@ -30,15 +30,18 @@ READY_FILE_ENV = "NOTESTREAM_WORKER_READY_FILE"
 
 def run_worker(settings: Settings) -> None:
     """Run the worker in this process until it is stopped (blocks; exits the process at the end)."""
+    from notestream.core.logging import capture_library_logs, quiet_libraries, setup_logging
+
+    quiet_libraries()  # before torch, transformers and faust are imported: JSON logs stay JSON
     import faust
 
     import notestream.models.engine  # noqa: F401  (torch and transformers load before the worker joins its group)
-    from notestream.core.logging import setup_logging
     from notestream.stream.app import create_app
     from notestream.stream.kafka import bootstrap_servers
     from notestream.stream.runtime import Runtime
 
     setup_logging(settings)  # level, JSON lines, note-text filter and secret masking from the settings
+    capture_library_logs()
     bootstrap_servers(settings)  # fail early, with a clear message, on a bare embedded://
     if settings.embedded:
         # a worker talks to an embedded broker through its printed address, as to any Kafka
@@ -56,6 +59,7 @@ def run_worker(settings: Settings) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
+    worker.spinner = None  # Faust's terminal spinner writes cursor codes to stdout even when not a TTY
     log.info("Starting the notestream worker (group %s).", settings.consumer_group)
     worker.execute_from_commandline()
 

@@ -1,7 +1,7 @@
 """The paper's bag-of-words baseline: TF-IDF features + logistic regression, on the same chunk split.
 
 It is trained on the training chunks (ID, TEXT, Label) and scores the test chunks; the admission score
-and metrics are then computed exactly as for the model (REFERENCE.md §7-§8), so the two sit side by side
+and metrics are then computed exactly as for the model (docs/reference.md §7-§8), so the two sit side by side
 in each report.
 
 >>> train = pd.DataFrame({"ID": [1, 2, 3, 4], "TEXT": ["bad bad", "bad sad", "good fine", "fine good"],
@@ -52,9 +52,9 @@ def baseline_scores(
 
 def baseline_report(data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Train the baseline on ``data_dir/train.csv``, score ``test.csv``; writes report.json and plots."""
-    from notestream.training.evaluate import plot_curves
-    from notestream.training.finetune import read_chunks
+    from notestream.training.chunk_files import read_chunks
     from notestream.training.metrics import admission_metrics, admission_scores
+    from notestream.training.plots import plot_curves
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from notestream.training.errors import TrainRunError
+from notestream.training.run_config import FinetuneConfig, PretrainConfig
 
 
 def _data_file(data: Path | None, given: Path | None, name: str, *, required: bool = True) -> Path | None:
@@ -38,24 +39,36 @@ def pretrain_cmd(
         None, "--base-model", help="Local BERT to continue (else a fresh one)."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
-    epochs: float = typer.Option(1.0, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(1e-4, "--lr"),
-    max_length: int = typer.Option(128, "--max-length", help="Tokens per example (the paper: 128 then 512)."),
-    hidden: int = typer.Option(128, "--hidden", help="Fresh model: hidden size."),
-    layers: int = typer.Option(2, "--layers", help="Fresh model: layers."),
-    heads: int = typer.Option(2, "--heads", help="Fresh model: attention heads."),
-    vocab_size: int = typer.Option(8000, "--vocab-size", help="Fresh model: WordPiece vocabulary size."),
+    epochs: float = typer.Option(PretrainConfig.epochs, "--epochs"),
+    batch_size: int = typer.Option(PretrainConfig.batch_size, "--batch-size"),
+    lr: float = typer.Option(PretrainConfig.lr, "--lr"),
+    max_length: int = typer.Option(
+        PretrainConfig.max_length, "--max-length", help="Tokens per example (the paper: 128 then 512)."
+    ),
+    hidden: int = typer.Option(PretrainConfig.hidden, "--hidden", help="Fresh model: hidden size."),
+    layers: int = typer.Option(PretrainConfig.layers, "--layers", help="Fresh model: layers."),
+    heads: int = typer.Option(PretrainConfig.heads, "--heads", help="Fresh model: attention heads."),
+    vocab_size: int = typer.Option(
+        PretrainConfig.vocab_size, "--vocab-size", help="Fresh model: WordPiece vocabulary size."
+    ),
     dupe_factor: int = typer.Option(
-        1, "--dupe-factor", min=1, help="Passes over the corpus with new masks/pairs (the reference: 3)."
+        PretrainConfig.dupe_factor,
+        "--dupe-factor",
+        min=1,
+        help="Passes over the corpus with new masks/pairs (the reference: 3).",
     ),
     buffer_docs: int = typer.Option(
-        1000, "--buffer-docs", min=2, help="Notes in memory while pairing; random NSP B comes from them."
+        PretrainConfig.buffer_docs,
+        "--buffer-docs",
+        min=2,
+        help="Notes in memory while pairing; random NSP B comes from them.",
     ),
-    seed: int = typer.Option(1, "--seed", help="Seed of the pairs, the model and the training order."),
+    seed: int = typer.Option(
+        PretrainConfig.seed, "--seed", help="Seed of the pairs, the model and the training order."
+    ),
 ) -> None:
     """Masked-LM + next-sentence pre-training on clinical notes (evaluation admissions left out)."""
-    from notestream.training.pretrain import PretrainConfig, corpus_from_dataset, corpus_from_mimic, pretrain
+    from notestream.training.pretrain import corpus_from_dataset, corpus_from_mimic, pretrain
 
     out.mkdir(parents=True, exist_ok=True)
     if corpus is None:
@@ -91,21 +104,23 @@ def finetune_cmd(
     base_model: Path | None = typer.Option(
         None, "--base-model", help="Local BERT folder (else a fresh small one)."
     ),
-    epochs: float = typer.Option(3.0, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size", help="Per device."),
-    lr: float = typer.Option(2e-5, "--lr"),
-    warmup: float = typer.Option(0.1, "--warmup", help="Warm-up share of the steps."),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
+    epochs: float = typer.Option(FinetuneConfig.epochs, "--epochs"),
+    batch_size: int = typer.Option(FinetuneConfig.batch_size, "--batch-size", help="Per device."),
+    lr: float = typer.Option(FinetuneConfig.lr, "--lr"),
+    warmup: float = typer.Option(FinetuneConfig.warmup, "--warmup", help="Warm-up share of the steps."),
+    weight_decay: float = typer.Option(FinetuneConfig.weight_decay, "--weight-decay"),
+    grad_accum: int = typer.Option(
+        FinetuneConfig.grad_accum, "--grad-accum", help="Gradient accumulation steps."
+    ),
     max_steps: int | None = typer.Option(None, "--max-steps"),
-    max_length: int = typer.Option(512, "--max-length"),
-    seed: int = typer.Option(42, "--seed"),
+    max_length: int = typer.Option(FinetuneConfig.max_length, "--max-length"),
+    seed: int = typer.Option(FinetuneConfig.seed, "--seed"),
     save_steps: int | None = typer.Option(None, "--save-steps", help="Checkpoint every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in OUT."),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="Default: on for GPUs that support it."),
 ) -> None:
     """Fine-tune a readmission (or other task) chunk classifier; several GPUs via torchrun."""
-    from notestream.training.finetune import FinetuneConfig, finetune, fresh_base
+    from notestream.training.finetune import finetune, fresh_base
 
     train_csv = _data_file(data, train, "train.csv")
     assert train_csv is not None

@@ -24,7 +24,7 @@ def prepare_cmd(
     hours: float | None = typer.Option(
         None, "--hours", help="Window of the hours mode (default: days x 24)."
     ),
-    split: str = typer.Option("reference", "--split", help="reference (REFERENCE.md §5) | patient."),
+    split: str = typer.Option("reference", "--split", help="reference (docs/reference.md §5) | patient."),
     seed: int = typer.Option(1, "--seed", help="Seed of the patient split."),
     cleaning: str = typer.Option("huang2019", "--cleaning", help="huang2019 | clinical."),
     chunk_words: int = typer.Option(318, "--chunk-words", min=11, help="Words per chunk (reference: 318)."),

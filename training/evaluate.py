@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from notestream.models.spec import ModelSpec
+from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
-from notestream.training.finetune import read_chunks
 from notestream.training.metrics import admission_metrics, admission_scores
+from notestream.training.plots import plot_curves
 
 
 def score_chunks(
@@ -72,43 +73,6 @@ def calibrate(model_dir: str | Path, val_csv: str | Path, *, batch_size: int = 6
     )
     new.write(model_dir)
     return metrics
-
-
-def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | Path) -> list[Path]:
-    """ROC and precision-recall curves of each (labels, scores) pair as ``roc.png`` and ``pr.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for kind in ("roc", "pr"):
-        fig, ax = plt.subplots(figsize=(5, 5))
-        for name, (labels, scores) in curves.items():
-            if len(np.unique(labels)) < 2:
-                continue
-            if kind == "roc":
-                x, y, _ = roc_curve(labels, scores)
-                ax.plot(x, y, label=f"{name} (AUROC {auc(x, y):.3f})")
-            else:
-                p, r, _ = precision_recall_curve(labels, scores)
-                ax.plot(r, p, label=f"{name} (AUPRC {auc(r, p):.3f})")
-        if kind == "roc":
-            ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-            ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC (admissions)")
-        else:
-            ax.axhline(0.8, linestyle=":", color="grey", linewidth=0.8)
-            ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (admissions)")
-        ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
-        fig.tight_layout()
-        path = folder / f"{kind}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
 
 
 def evaluate_chunk_scores(scores_file: str | Path, out_dir: str | Path, *, c: float = 2.0) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Fine-tune a BERT chunk classifier on prepared chunk files (REFERENCE.md §6) with the HF Trainer.
+"""Fine-tune a BERT chunk classifier on prepared chunk files (docs/reference.md §6) with the HF Trainer.
 
 The model is BERT -> pooled [CLS] -> dropout -> Linear(hidden, 1); the loss is binary cross-entropy on
 that one logit, computed here (``BertForSequenceClassification`` with ``num_labels=1`` would compute
@@ -15,7 +15,8 @@ threshold at the RP80 point.
 
 Python API (used by ``notestream demo``)::
 
-    from notestream.training.finetune import FinetuneConfig, finetune
+    from notestream.training.finetune import finetune
+    from notestream.training.run_config import FinetuneConfig
     model_dir = finetune("data/train.csv", "data/val.csv", "base_bert/", "model/",
                          config=FinetuneConfig(epochs=1, batch_size=16, max_length=128))
 """
@@ -25,54 +26,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from notestream.models.spec import ModelSpec
+from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
+from notestream.training.run_config import FinetuneConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Hyper-parameters; the defaults are the paper's (lr 2e-5, 10% warm-up, weight decay 0.01, batch 32,
-    3 epochs, 512 tokens)."""
-
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    max_steps: int | None = None
-    max_length: int = 512
-    seed: int = 42
-    bf16: bool | None = None
-    save_steps: int | None = None
-    save_total_limit: int = 2
-    resume: bool = False
-    logging_steps: int = 50
-    eval_batch_size: int = 64
-    progress: bool = True
-
-
-def read_chunks(path: str | Path) -> pd.DataFrame:
-    """A chunk file (ID, TEXT, Label) as written by ``prepare``; clear errors for anything else."""
-    p = Path(path)
-    if not p.is_file():
-        raise TrainRunError(f"Chunk file {p} does not exist; run `notestream train prepare` first.")
-    try:
-        df = pd.read_csv(p, dtype={"TEXT": str}, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise TrainRunError(f"Cannot read the chunk file {p}: {exc}") from exc
-    missing = {"ID", "TEXT", "Label"} - set(df.columns)
-    if missing:
-        raise TrainRunError(f"{p} lacks the column(s) {sorted(missing)}; chunk files have ID, TEXT, Label.")
-    return df[["ID", "TEXT", "Label"]]
 
 
 def dataset_spec(train_csv: str | Path) -> tuple[ModelSpec, str | None]:

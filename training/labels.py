@@ -1,4 +1,4 @@
-"""Admission labels: 30-day readmission exactly as the reference (REFERENCE.md §1), mortality, long stay.
+"""Admission labels: 30-day readmission exactly as the reference (docs/reference.md §1), mortality, long stay.
 
 All functions are pure: a DataFrame of admissions in, a new DataFrame out. Columns (upper case):
 SUBJECT_ID, HADM_ID, ADMITTIME, DISCHTIME, DEATHTIME, ADMISSION_TYPE; times as datetimes (strings are
@@ -51,7 +51,7 @@ def _days(delta: pd.Series) -> pd.Series:
 def readmission_labels(admissions: pd.DataFrame) -> pd.DataFrame:
     """Every admission with NEXT_ADMITTIME, NEXT_ADMISSION_TYPE, DAYS_NEXT_ADMIT, OUTPUT_LABEL, DURATION.
 
-    Steps (REFERENCE.md §1): sort by (SUBJECT_ID, ADMITTIME) and renumber the index 0..n-1 (the split
+    Steps (docs/reference.md §1): sort by (SUBJECT_ID, ADMITTIME) and renumber the index 0..n-1 (the split
     samples from this index); the next admission of the subject gives NEXT_*; an ELECTIVE next admission
     is blanked and the blank back-filled within the subject; DAYS_NEXT_ADMIT = (NEXT_ADMITTIME -
     DISCHTIME) in days; OUTPUT_LABEL = DAYS_NEXT_ADMIT < 30 (missing -> 0, negative -> 1). NEWBORN and

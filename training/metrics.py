@@ -1,4 +1,4 @@
-"""Admission-level metrics exactly as the reference (REFERENCE.md §7-§8).
+"""Admission-level metrics exactly as the reference (docs/reference.md §7-§8).
 
 - ``auroc``: area under sklearn's ROC curve.
 - ``auprc``: the TRAPEZOID area under sklearn's precision-recall curve, ``auc(recall, precision)``, as the
@@ -78,7 +78,7 @@ def admission_metrics(labels: ArrayLike, scores: ArrayLike) -> dict[str, Any]:
 def admission_scores(chunks: pd.DataFrame, *, c: float = 2.0) -> pd.DataFrame:
     """Chunk rows (ID, Label, pred_score) -> admission rows (ID, Label, score, n_chunks).
 
-    The score is (max + sum / c) / (1 + n / c) (REFERENCE.md §7); the label is the minimum of the
+    The score is (max + sum / c) / (1 + n / c) (docs/reference.md §7); the label is the minimum of the
     admission's chunk labels.
 
     >>> df = pd.DataFrame({"ID": [7, 7, 9], "Label": [1, 1, 0], "pred_score": [0.2, 0.6, 0.3]})

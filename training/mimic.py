@@ -1,4 +1,4 @@
-"""MIMIC admissions and notes in DuckDB, and the note selection of each task (REFERENCE.md §2).
+"""MIMIC admissions and notes in DuckDB, and the note selection of each task (docs/reference.md §2).
 
 A :class:`Source` is a MIMIC-III folder (``ADMISSIONS``, ``NOTEEVENTS``) or a MIMIC-IV folder (hosp
 ``admissions``, note ``discharge`` and ``radiology``). Notes are read twice, never held in Python as a

@@ -6,7 +6,7 @@
   DURATION), in the reference's (SUBJECT_ID, ADMITTIME) order;
 - ``chunks.csv``: every chunk of every selected admission before splitting (ID, TEXT, Label), in the
   reference's order (discharge task: by SUBJECT_ID, HADM_ID; early notes: by HADM_ID);
-- ``train.csv``, ``val.csv``, ``test.csv`` (ID, TEXT, Label): the split (REFERENCE.md §5, or by patient);
+- ``train.csv``, ``val.csv``, ``test.csv`` (ID, TEXT, Label): the split (docs/reference.md §5, or by patient);
   the 2-day task writes only ``test.csv`` (it is scored with the 3-day model);
 - ``manifest.json``: the configuration, the model description (``spec``: cleaning, chunking, window,
   task) that fine-tuning copies into the model folder, input file sizes, counts, the SHA-256 of every

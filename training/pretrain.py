@@ -1,4 +1,4 @@
-"""Pre-train a BERT on clinical notes: masked LM + next-sentence prediction (REFERENCE.md §10).
+"""Pre-train a BERT on clinical notes: masked LM + next-sentence prediction (docs/reference.md §10).
 
 1. A corpus file: one sentence per line, a blank line between notes. Notes are cleaned as the
    reference pre-training text (the ``huang2019`` cleaning, then every digit deleted and whitespace
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from notestream.training.pretrain_data import (
     nsp_examples,
     read_corpus,
 )
+from notestream.training.run_config import PretrainConfig
 
 __all__ = [
     "PretrainConfig", "ShardDataset", "build_shards", "corpus_from_dataset", "corpus_from_mimic", "iter_documents",
@@ -166,29 +167,6 @@ class _PretrainCollator:
             "labels": labels,
             "next_sentence_label": torch.tensor([nsp for _, _, nsp in items], dtype=torch.long),
         }
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Pre-training settings. The paper: lr 2e-5 from BERT-base, length 128 then 512, batch 64 / 16."""
-
-    max_length: int = 128
-    batch_size: int = 32
-    lr: float = 1e-4
-    epochs: float = 1.0
-    max_steps: int | None = None
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    dupe_factor: int = 1  # the reference: 3
-    buffer_docs: int = 1000  # notes in memory while pairing; the random NSP B is one of them
-    shard_examples: int = 1_000_000  # examples per shard file
-    seed: int = 1
-    vocab_size: int = 8000
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 2
-    save_steps: int | None = None
-    progress: bool = True
 
 
 def pretrain(

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from notestream.models.spec import ModelSpec
-from notestream.training.finetune import FinetuneConfig, finetune, fresh_base
+from notestream.training.finetune import finetune, fresh_base
 from notestream.training.mimic import Source
 from notestream.training.prepare import PrepareConfig, prepare
+from notestream.training.run_config import FinetuneConfig
 from notestream.training.synth import write_mimic_iii
 
 

@@ -1,4 +1,4 @@
-"""The reference preprocessing as plain, in-memory pandas, written from REFERENCE.md §1-§5.
+"""The reference preprocessing as plain, in-memory pandas, written from docs/reference.md §1-§5.
 
 It loads whole tables into memory, as the original script did, so it only suits small inputs. It
 exists to check :func:`notestream.training.prepare.prepare` (same admissions and chunks in every file for the same

@@ -1,4 +1,4 @@
-"""Train / validation / test splits of a cohort: the reference split (REFERENCE.md §5) and a patient split.
+"""Train / validation / test splits of a cohort: the reference split (docs/reference.md §5) and a patient split.
 
 The reference split works on admission ids with pandas ``random_state=1`` everywhere, on the cohort in
 the (SUBJECT_ID, ADMITTIME) order of :func:`notestream.training.labels.readmission_cohort` (its index matters:

@@ -1,7 +1,7 @@
 """Synthetic MIMIC cohorts in the exact MIMIC-III and MIMIC-IV-Note file formats, with a planted signal.
 
 No real MIMIC text may enter the project, so tests, benchmarks and the demo run on these files. They
-follow the real formats (MIMIC.md): quoted upper-case headers and quoted strings for MIMIC-III, dates
+follow the real formats (docs/mimic.md): quoted upper-case headers and quoted strings for MIMIC-III, dates
 shifted into 2100-2200, discharge summaries (and ECG, Echo) with CHARTDATE only, a few notes without
 CHARTTIME, outpatient Radiology/ECG/Echo notes without HADM_ID, ISERROR '1', categories with trailing
 spaces ('Physician '), ``[**...**]`` placeholders, ELECTIVE chains, NEWBORN admissions, deaths, notes
@@ -23,32 +23,18 @@ True
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pandas as pd
 
 from notestream.training.labels import readmission_labels
+from notestream.training.synth_config import SynthConfig
+from notestream.training.synth_csv import open_csv, quote
 
 MINUTE = np.timedelta64(60, "s")
 DAY_S = 86_400
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """What to synthesize. ``notes_scale``/``words_scale`` shrink cohorts for fast demos and tests."""
-
-    n_patients: int = 500
-    seed: int = 0
-    signal: float = 1.0
-    readmit_rate: float = 0.25
-    notes_scale: float = 1.0
-    words_scale: float = 1.0
-    gzip: bool = False
-    mean_admissions: float = 1.35
 
 
 @dataclass
@@ -142,19 +128,6 @@ def _fmt(times: np.ndarray, unit: str = "s") -> np.ndarray:
     return out
 
 
-def _open(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "wt", encoding="utf-8", compresslevel=1, newline="")
-    return open(path, "w", encoding="utf-8", newline="", buffering=1 << 20)
-
-
-def _q(value: object) -> str:
-    """A quoted CSV string field ('' for missing)."""
-    if value is None or value == "":
-        return ""
-    return '"' + str(value).replace('"', '""') + '"'
-
-
 def _name(out: Path, stem: str, compress: bool) -> Path:
     return out / (stem + (".csv.gz" if compress else ".csv"))
 
@@ -224,7 +197,7 @@ def write_mimic_iv(
     summary = SynthSummary(patients=n_patients, admissions=len(adm))
     path = folder / "hosp" / "admissions.csv.gz"
     t = {c: _fmt(adm[c].to_numpy(dtype="datetime64[s]")) for c in ("ADMITTIME", "DISCHTIME", "DEATHTIME")}
-    with _open(path) as fh:
+    with open_csv(path) as fh:
         fh.write(
             "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,admit_provider_id,"
             "admission_location,discharge_location,insurance,language,marital_status,race,edregtime,"
@@ -251,7 +224,7 @@ def _write_admissions_iii(adm: pd.DataFrame, path: Path, cfg: SynthConfig) -> Pa
     ed_in_s = _fmt(ed_in)
     ed_out_s = _fmt(adm["ADMITTIME"].to_numpy(dtype="datetime64[s]") - 15 * MINUTE)
     diagnoses = ["PNEUMONIA", "CONGESTIVE HEART FAILURE", "SEPSIS", "CORONARY ARTERY DISEASE\\CORONARY ARTERY BYPASS GRAFT /SDA", "NEWBORN", "GI BLEED", "S/P FALL"]  # fmt: skip
-    with _open(path) as fh:
+    with open_csv(path) as fh:
         fh.write(
             '"ROW_ID","SUBJECT_ID","HADM_ID","ADMITTIME","DISCHTIME","DEATHTIME","ADMISSION_TYPE",'
             '"ADMISSION_LOCATION","DISCHARGE_LOCATION","INSURANCE","LANGUAGE","RELIGION","MARITAL_STATUS",'
@@ -263,12 +236,12 @@ def _write_admissions_iii(adm: pd.DataFrame, path: Path, cfg: SynthConfig) -> Pa
             died = int(row["DIED"])
             fh.write(
                 f"{i + 1},{row['SUBJECT_ID']},{row['HADM_ID']},{t['ADMITTIME'][i]},{t['DISCHTIME'][i]},"
-                f"{t['DEATHTIME'][i]},{_q(row['ADMISSION_TYPE'])},"
-                f"{_q('EMERGENCY ROOM ADMIT' if emergency else 'PHYS REFERRAL/NORMAL DELI')},"
-                f"{_q('DEAD/EXPIRED' if died else 'HOME')},{_q('Medicare')},{_q('' if newborn else 'ENGL')},"
-                f"{_q('CATHOLIC')},{_q('' if newborn else 'MARRIED')},{_q('WHITE')},"
+                f"{t['DEATHTIME'][i]},{quote(row['ADMISSION_TYPE'])},"
+                f"{quote('EMERGENCY ROOM ADMIT' if emergency else 'PHYS REFERRAL/NORMAL DELI')},"
+                f"{quote('DEAD/EXPIRED' if died else 'HOME')},{quote('Medicare')},{quote('' if newborn else 'ENGL')},"
+                f"{quote('CATHOLIC')},{quote('' if newborn else 'MARRIED')},{quote('WHITE')},"
                 f"{ed_in_s[i] if emergency else ''},{ed_out_s[i] if emergency else ''},"
-                f"{_q('NEWBORN' if newborn else diagnoses[row['HADM_ID'] % 6])},{died},1\n"
+                f"{quote('NEWBORN' if newborn else diagnoses[row['HADM_ID'] % 6])},{died},1\n"
             )
     return path
 
@@ -281,11 +254,11 @@ def _write_patients_iii(adm: pd.DataFrame, path: Path) -> Path:
     )
     dob = _fmt(pats["DOB"].to_numpy(dtype="datetime64[s]"))
     dod = _fmt(pats["DOD"].to_numpy(dtype="datetime64[D]").astype("datetime64[s]"))
-    with _open(path) as fh:
+    with open_csv(path) as fh:
         fh.write('"ROW_ID","SUBJECT_ID","GENDER","DOB","DOD","DOD_HOSP","DOD_SSN","EXPIRE_FLAG"\n')
         for i, (subject, gender) in enumerate(zip(pats.index, pats["GENDER"], strict=True)):
             flag = int(dod[i] != "")
-            fh.write(f"{i + 1},{subject},{_q(gender)},{dob[i]},{dod[i]},{dod[i]},,{flag}\n")
+            fh.write(f"{i + 1},{subject},{quote(gender)},{dob[i]},{dod[i]},{dod[i]},,{flag}\n")
     return path
 
 
@@ -295,11 +268,11 @@ def _write_diagnoses_iii(adm: pd.DataFrame, path: Path, cfg: SynthConfig) -> Pat
         ["4280", "42731", "5849", "25000", "4019", "5990", "486", "2724", "51881", "V3000", "2859"]
     )
     row_id = 1
-    with _open(path) as fh:
+    with open_csv(path) as fh:
         fh.write('"ROW_ID","SUBJECT_ID","HADM_ID","SEQ_NUM","ICD9_CODE"\n')
         for row in adm.to_dict("records"):
             n = int(rng.integers(1, 9))
             for seq, code in enumerate(rng.choice(codes, n, replace=False), start=1):
-                fh.write(f"{row_id},{row['SUBJECT_ID']},{row['HADM_ID']},{seq},{_q(code)}\n")
+                fh.write(f"{row_id},{row['SUBJECT_ID']},{row['HADM_ID']},{seq},{quote(code)}\n")
                 row_id += 1
     return path

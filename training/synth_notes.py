@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from notestream.training.synth_csv import open_csv, quote
 from notestream.training.synth_text import CATEGORIES, DISCHARGE, DISCHARGE_WORDS, SentencePools
 
 if TYPE_CHECKING:
-    from notestream.training.synth import SynthConfig
+    from notestream.training.synth_config import SynthConfig
 
 DAY_S = 86_400
 BASE_RATE = 0.004
@@ -241,12 +242,11 @@ def _fmt(times: np.ndarray, unit: str) -> list[str]:
 
 def write_noteevents(adm: pd.DataFrame, path: Path, cfg: SynthConfig, *, progress: bool = False) -> int:
     """Write NOTEEVENTS in the MIMIC-III v1.4 format; returns the number of notes written."""
-    from notestream.training.synth import _open, _q
 
     rng = np.random.default_rng(cfg.seed + 3)
     n_batches = -(-adm["SUBJECT_ID"].nunique() // PATIENTS_PER_BATCH)
     row_id = 0
-    with _open(path) as fh, Progress(disable=not progress, transient=True) as bar:
+    with open_csv(path) as fh, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("Writing NOTEEVENTS", total=n_batches)
         fh.write(
             '"ROW_ID","SUBJECT_ID","HADM_ID","CHARTDATE","CHARTTIME","STORETIME","CATEGORY","DESCRIPTION",'
@@ -263,8 +263,8 @@ def write_noteevents(adm: pd.DataFrame, path: Path, cfg: SynthConfig, *, progres
                 hadm = notes.hadm[i]
                 lines.append(
                     f"{row_id},{notes.subject[i]},{hadm if hadm >= 0 else ''},{cd[i]},{ct[i]},{st[i]},"
-                    f"{_q(notes.category[i])},{_q(notes.description[i])},{cgid[i] if ct[i] else ''},"
-                    f"{_q('1') if notes.iserror[i] else ''},{_q(notes.text[i])}\n"
+                    f"{quote(notes.category[i])},{quote(notes.description[i])},{cgid[i] if ct[i] else ''},"
+                    f"{quote('1') if notes.iserror[i] else ''},{quote(notes.text[i])}\n"
                 )
             fh.write("".join(lines))
             bar.update(task, advance=1)
@@ -276,7 +276,6 @@ def write_mimic_iv_notes(
 ) -> tuple[dict[str, Path], int]:
     """Write ``discharge.csv.gz`` and ``radiology.csv.gz`` (MIMIC-IV-Note v2.2 format); returns the
     paths and the number of notes written."""
-    from notestream.training.synth import _open, _q
 
     rng = np.random.default_rng(cfg.seed + 4)
     paths = {"discharge": folder / "discharge.csv.gz", "radiology": folder / "radiology.csv.gz"}
@@ -284,8 +283,8 @@ def write_mimic_iv_notes(
     counts = {"discharge": 0, "radiology": 0}
     n_batches = -(-adm["SUBJECT_ID"].nunique() // PATIENTS_PER_BATCH)
     with (
-        _open(paths["discharge"]) as ds,
-        _open(paths["radiology"]) as rr,
+        open_csv(paths["discharge"]) as ds,
+        open_csv(paths["radiology"]) as rr,
         Progress(disable=not progress, transient=True) as bar,
     ):
         task = bar.add_task("Writing MIMIC-IV-Note", total=n_batches)
@@ -310,7 +309,7 @@ def write_mimic_iv_notes(
                 hadm = notes.hadm[i]
                 line = (
                     f"{notes.subject[i]}-{kind}-{seq[key]},{notes.subject[i]},{hadm if hadm >= 0 else ''},"
-                    f"{kind},{seq[key]},{ct[i]},{st[i]},{_q(notes.text[i])}\n"
+                    f"{kind},{seq[key]},{ct[i]},{st[i]},{quote(notes.text[i])}\n"
                 )
                 (ds if discharge else rr).write(line)
                 counts["discharge" if discharge else "radiology"] += 1

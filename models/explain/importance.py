@@ -28,16 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from notestream.models.explain.attention import attention_maps, probability_of
 from notestream.models.explain.errors import ExplainError
+from notestream.models.explain.methods import METHODS
 
-Method = Literal["integrated_gradients", "gradient_x_input", "rollout"]
-METHODS: tuple[str, ...] = ("integrated_gradients", "gradient_x_input", "rollout")
 SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]"})
 
 

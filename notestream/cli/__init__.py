@@ -34,18 +34,18 @@ def version() -> None:
 
 def _mount() -> None:
     """Attach the command groups of every package (imported lazily by each module)."""
+    from notestream.cli.commands import register as register_commands
+    from notestream.cli.config import register as register_config
     from notestream.models.cli import register as register_models
     from notestream.stream.cli import register as register_stream
+    from notestream.stream.cli_explain import register_explain
     from notestream.training.cli import register as register_training
 
+    register_commands(app)
     register_models(app)
     register_training(app)
     register_stream(app)
-    from notestream.cli.config import register as register_config
-
     register_config(app)
-    from notestream.stream.cli_explain import register_explain
-
     register_explain(app)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from notestream.cli.config_docs import DOCS_PATH, render_docs, write_docs
-from notestream.core.settings import Settings, load_settings
+if TYPE_CHECKING:
+    from notestream.core.settings import Settings
 
 config_app = typer.Typer(
     name="config", help="Show, check and document notestream's settings.", no_args_is_help=True
@@ -50,6 +50,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,
 ) -> None:
     """Print the effective settings (defaults, TOML file, environment), every secret masked."""
+    from notestream.core.settings import load_settings
+
     values = masked_settings(load_settings(config))
     typer.echo(json.dumps(values, indent=2) if as_json else to_toml(values))
 
@@ -57,6 +59,8 @@ def show(
 @config_app.command("check")
 def check(config: ConfigOption = None) -> None:
     """Validate the settings and build the Kafka TLS context and client options they describe."""
+    from notestream.core.settings import load_settings
+
     settings = load_settings(config)
     settings.aiokafka_security_kwargs()
     settings.redis_kwargs()
@@ -65,12 +69,18 @@ def check(config: ConfigOption = None) -> None:
 
 @config_app.command("docs")
 def docs(
-    out: Annotated[Path, typer.Option(help="Where to write the reference.")] = DOCS_PATH,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the reference (default: docs/configuration.md of the checkout)."),
+    ] = None,
     check_only: Annotated[
         bool, typer.Option("--check", help="Exit 1 if the file is out of date instead of writing it.")
     ] = False,
 ) -> None:
     """Write the settings reference table (docs/configuration.md) generated from the settings model."""
+    from notestream.cli.config_docs import DOCS_PATH, render_docs, write_docs
+
+    out = DOCS_PATH if out is None else out
     if check_only:
         current = out.read_text(encoding="utf-8") if out.is_file() else ""
         if current != render_docs():

@@ -15,9 +15,8 @@
    streamed vs offline scores, the spread of the scores (``score_p10/p50/p90`` of admissions,
    ``chunk_prob_p10/p50/p90`` of chunks), alerts with their precision and recall, latencies at the
    replay rate used, and ``engine_load``: the in-window chunks' arrival rate over the engine's batched
-   offline rate (chunks/s), a lower bound of the worker's load since it scores note by note (on 2 idle
-   cores: ~500 chunks/s offline, ~85 chunks/s streamed through a backlog with ``rate=0``; the default
-   rate brings ~9 chunks/s).
+   offline rate (chunks/s), a lower bound of the worker's load since it scores note by note (measured
+   figures: README, "What the demo shows").
 
 The worker's in-memory store lives in the worker process, so the demo reads final states from the
 ``risk-updates`` topic: the update with the highest ``seq`` per admission. The store journals every
@@ -35,7 +34,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -45,12 +44,17 @@ from rich.table import Table
 from notestream.core.errors import NotestreamError
 from notestream.core.settings import Settings
 from notestream.stream.events import NoteEvent, RiskAlert, RiskUpdate
+from notestream.stream.pipeline import latency_ms
+
+if TYPE_CHECKING:
+    from notestream.models.ledger import AdmissionLedger
+    from notestream.models.spec import ModelSpec
 
 console = Console(stderr=True)
 
 DEFAULT_RATE = 20.0
 """Events per second the demo replays at by default (admits, notes and discharges; about a quarter are
-notes inside the window, i.e. ~5 notes/s, a small part of the worker's capacity on 2 CPU cores)."""
+notes inside the window): a small part of the worker's capacity, so latencies are the service's."""
 LOG_EVERY_S = 5.0
 """Seconds between the one-line progress reports when stderr is not a terminal."""
 
@@ -127,23 +131,29 @@ def held_out(data: Path) -> dict[int, int]:
 def plan_feed(mimic: Path, model: Path, labels: dict[int, int]) -> Feed:
     """The notes the replay will send, and each admission's live in-window note count."""
     from notestream.models.spec import ModelSpec
-    from notestream.stream.pipeline import in_window
     from notestream.stream.replay import ReplaySource, iter_events
 
     spec = ModelSpec.read(model)
     feed = Feed(labels)
-    live: dict[int, dict[str, int]] = {}
     for _, _, _, event in iter_events(ReplaySource.mimic_iii(mimic), hadm_ids=list(labels)):
-        if not isinstance(event, NoteEvent):
-            continue
-        feed.notes.append(event)
-        held = live.setdefault(int(event.hadm_id), {})  # MIMIC: integer ids
-        if event.is_error:
-            held.pop(event.note_id, None)
-        elif in_window(event, spec):
-            held[event.note_id] = max(held.get(event.note_id, -1), event.revision)
-    feed.expected_notes = {h: len(n) for h, n in live.items() if n}
+        if isinstance(event, NoteEvent):
+            feed.notes.append(event)
+    ledger = live_notes(feed.notes, spec)
+    counts = {h: len(ledger.live(h)) for h in ledger.admissions()}
+    feed.expected_notes = {h: n for h, n in counts.items() if n}
     return feed
+
+
+def live_notes(notes: list[NoteEvent], spec: ModelSpec) -> AdmissionLedger[int, NoteEvent]:
+    """The notes a worker keeps of this feed: in the model's window, latest revision, not retracted."""
+    from notestream.models.ledger import AdmissionLedger
+    from notestream.stream.pipeline import in_window
+
+    ledger = AdmissionLedger[int, NoteEvent]()
+    for note in notes:
+        if note.is_error or in_window(note, spec):
+            ledger.apply(int(note.hadm_id), note.note_id, note.revision, note.is_error, note)
+    return ledger
 
 
 @dataclass
@@ -165,21 +175,15 @@ async def offline_scores(model: Path, feed: Feed) -> Offline:
     from notestream.models.aggregate import admission_score
     from notestream.models.engine import InferenceEngine
     from notestream.models.prep import note_chunks
-    from notestream.stream.pipeline import in_window
 
     engine = InferenceEngine(model, devices=["cpu"])
     await engine.start()
     try:
         spec, tokenizer = engine.spec, engine.classifiers[0].tokenizer
-        live: dict[int, dict[str, NoteEvent]] = {}
-        for note in feed.notes:
-            held = live.setdefault(int(note.hadm_id), {})
-            if note.is_error:
-                held.pop(note.note_id, None)
-            elif in_window(note, spec) and note.revision >= getattr(held.get(note.note_id), "revision", -1):
-                held[note.note_id] = note
+        ledger = live_notes(feed.notes, spec)
         result = Offline({}, [], 0.0)
-        for hadm, held in live.items():
+        for hadm in ledger.admissions():
+            held = ledger.live(hadm)
             chunks = [c for note in held.values() for c in note_chunks(note.text, spec, tokenizer)]
             started = time.perf_counter()
             probs = await engine.score(chunks) if chunks else []
@@ -231,8 +235,8 @@ class Watch:
 
 async def watch_updates(settings: Settings, watch: Watch, threshold: float, stop: asyncio.Event) -> None:
     """Read risk-updates from the start, track the last update per admission, derive alerts."""
+    from notestream.core.topics import RISK_UPDATES
     from notestream.stream.alerts import AlertPolicy, AlertTracker
-    from notestream.stream.events import RISK_UPDATES
     from notestream.stream.kafka import consumer
 
     tracker = AlertTracker(
@@ -365,7 +369,7 @@ def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, r
     reference = np.array([scores[h] for h in both], dtype=float)
     labels = [feed.labels[h] for h in both]
     changes = [u for u in watch.updates if u.change in ("new", "revision", "retracted") and u.produced_at]
-    latency = np.array([(u.emitted_at - u.produced_at).total_seconds() * 1000 for u in changes])  # type: ignore[operator]
+    latency = np.array([ms for u in changes if (ms := latency_ms(u)) is not None], dtype=float)
     notes = [n for n in feed.notes if n.hadm_id in feed.expected_notes]
     first = min(n.produced_at for n in notes) if notes else None
     span = (
@@ -419,11 +423,7 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
     left.scatter([offline[h] for h in both], [watch.last[h].score for h in both], s=8)
     left.set(xlabel="offline score", ylabel="final streamed score",
              title=f"max |diff| = {summary['max_abs_score_diff']:.2e}")  # fmt: skip
-    lat = [
-        (u.emitted_at - u.produced_at).total_seconds() * 1000
-        for u in watch.updates
-        if u.change and u.produced_at
-    ]
+    lat = [ms for u in watch.updates if u.change and (ms := latency_ms(u)) is not None]
     right.hist(lat, bins=40)
     right.set(xlabel="note produced -> update emitted (ms)", ylabel="updates",
               title=f"p50 {summary['latency_p50_ms'] or 0:.0f} ms, p99 {summary['latency_p99_ms'] or 0:.0f} ms "
@@ -435,7 +435,7 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``cfg.out/summary.json``)."""
-    from notestream.core.settings import TOPICS
+    from notestream.core.topics import TOPICS
     from notestream.models.spec import ModelSpec
     from notestream.stream.embedded import EmbeddedBroker
 

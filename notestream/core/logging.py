@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -41,6 +42,44 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict
     "taskName",
 }
 _HANDLER_NAME = "notestream"
+
+QUIET_LIBRARY_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TQDM_DISABLE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "NO_COLOR": "1",
+}
+"""Environment that keeps Hugging Face, tqdm and rich from writing progress bars, advisories and colour
+codes to stderr, where a service's JSON log lines go. Defaults only: a value already set wins."""
+
+
+def quiet_libraries(environ: MutableMapping[str, str] | None = None) -> None:
+    """Set :data:`QUIET_LIBRARY_ENV` as defaults, before the libraries are imported (some read it then).
+
+    >>> env = {"TQDM_DISABLE": "0"}
+    >>> quiet_libraries(env)
+    >>> env["TQDM_DISABLE"], env["HF_HUB_DISABLE_PROGRESS_BARS"]
+    ('0', '1')
+    """
+    target = os.environ if environ is None else environ
+    for name, value in QUIET_LIBRARY_ENV.items():
+        target.setdefault(name, value)
+
+
+def capture_library_logs() -> None:
+    """Send Python warnings and the transformers library's own log handler through the root logger,
+    so a service process writes them as its (JSON) lines. Call it once, after :func:`setup_logging`, in
+    a process that may load a model (transformers is imported here if installed, not otherwise)."""
+    logging.captureWarnings(True)
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # a light image (alerts, topics): no transformers to route
+        return
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
 
 
 class NoteTextFilter(logging.Filter):

@@ -52,11 +52,10 @@ from pydantic_settings import (
 )
 
 from notestream.core.errors import ConfigError
+from notestream.core.topics import TOPICS
 
 CONFIG_ENV = "NOTESTREAM_CONFIG"
 MASK = "**********"
-TOPICS = ("notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq")
-"""Every topic notestream uses, before the prefix."""
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)@", re.IGNORECASE)
 

@@ -37,7 +37,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from notestream.models.errors import ModelsError
+from notestream.core.errors import NotestreamError
 
 ColumnType = Literal["int", "timestamp", "text"]
 
@@ -84,7 +84,7 @@ MAX_LINE_SIZE = 64 * 1024 * 1024
 _SUFFIXES = (".csv", ".csv.gz")
 
 
-class TableError(ModelsError, ValueError):
+class TableError(NotestreamError, ValueError):
     """A MIMIC table is missing, unreadable or malformed."""
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from notestream.core.settings import Settings
-from notestream.models.spec import ModelSpec
-from notestream.stream.events import RISK_UPDATES, NoteEvent, RiskUpdate
+from notestream.core.topics import RISK_UPDATES
+from notestream.stream.events import NoteEvent, RiskUpdate
 from notestream.stream.replay import ReplayCounts, ReplaySource, iter_events, replay
 from tests.fixtures.kafka import read_topic
 from tests.stream.feed import OfflineScorer, final_updates
@@ -35,15 +35,7 @@ def cohort_notes(source: ReplaySource) -> list[NoteEvent]:
 
 def expected_scores(source: ReplaySource, model_dir: Path) -> dict[int, float]:
     """Offline score per admission, of the notes inside the model's window (admissions with a chunk)."""
-    spec = ModelSpec.read(model_dir)
-    notes = [
-        n
-        for n in cohort_notes(source)
-        if spec.window.admits(
-            admit=n.admit_time, chart_time=n.chart_time, chart_date=n.chart_date, category=n.category
-        )
-    ]
-    scores = OfflineScorer(model_dir).scores(notes)
+    scores = OfflineScorer(model_dir).scores(cohort_notes(source))
     return {hadm: score for hadm, score in scores.items() if score is not None}
 
 

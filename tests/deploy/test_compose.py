@@ -101,8 +101,26 @@ def test_workers_share_one_consumer_group_and_wait_for_topics(compose: dict[str,
     assert device["driver"] == "nvidia"
     assert "gpu" in device["capabilities"]
     assert "reservations" not in cpu["deploy"].get("resources", {})
-    assert gpu["build"]["args"]["TORCH_VARIANT"].endswith("cu124}")
+    assert gpu["build"]["args"]["TORCH_VARIANT"].endswith("cu130}")  # a CUDA build of torch 2.13
     assert cpu["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert cpu["build"]["target"] == gpu["build"]["target"] == "worker"
+
+
+def test_light_roles_run_the_image_without_torch(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("topics", "alerts", "replay"):
+        assert services[name]["image"] == "notestream:light", name
+        assert services[name]["build"]["target"] == "light", name
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM runtime-base AS light$", text, re.MULTILINE)
+    assert re.search(r"^FROM runtime-base AS worker$", text, re.MULTILINE)
+    light_install = re.search(r"^FROM build-base AS build-light\n(.+?)\n\n", text, re.MULTILINE | re.DOTALL)
+    assert light_install is not None
+    block = light_install.group(1)
+    assert '".[alerts,ingest]"' in block
+    assert "torch==" not in block
+    assert "download.pytorch.org" not in block
+    assert "find_spec('torch')" in light_install.group(1)  # the build fails if torch sneaks in
 
 
 def test_topics_replay_and_alerts_services(compose: dict[str, Any]) -> None:
@@ -120,6 +138,8 @@ def test_dockerfile_is_multi_stage_non_root_and_chooses_the_torch_build() -> Non
     text = (ROOT / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 2
     assert "ARG TORCH_VARIANT=cpu" in text
+    assert "cpu|cu126|cu130|cu132)" in text  # the builds published for torch 2.13.0; others fail fast
+    assert text.count("pip install -c constraints.txt") == 2
     assert "https://download.pytorch.org/whl/${TORCH_VARIANT}" in text
     assert "ARG TORCH_VERSION=2.13.0" in text
     user = re.findall(r"^USER (\S+)", text, re.MULTILINE)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from notestream.core.settings import TOPICS, Settings
+from notestream.core.settings import Settings
+from notestream.core.topics import TOPICS
 from tests.deploy.flow import (
     assert_matches_offline,
     await_final_scores,

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from notestream.core.settings import TOPICS, Settings
+from notestream.core.settings import Settings
+from notestream.core.topics import TOPICS
 from tests.deploy.flow import create_topics_module
 
 topics = create_topics_module()

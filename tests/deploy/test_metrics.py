@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
 from notestream.stream.metrics import Metrics, MetricsServer, ReadinessCheck, start_http_server
 from tests.fixtures.deploy import RedisProcess
@@ -56,7 +57,46 @@ def test_metrics_record_what_the_worker_does() -> None:
     assert samples(m.render().decode())[("notestream_engine_queue_depth", ())] == 3
     assert s[("notestream_note_to_update_seconds_sum", ())] == pytest.approx(0.25)
     assert s[("notestream_store_seconds_count", (("op", "apply_note"),))] == 2
-    assert s[("notestream_info", (("role", "worker"),))] == 1
+    assert s[("notestream_store_errors_total", (("op", "apply_note"),))] == 1
+    from notestream import __version__
+
+    info = (("fingerprint", ""), ("model", ""), ("role", "worker"), ("version", __version__))
+    assert s[("notestream_info", info)] == 1
+    assert s[("process_cpu_seconds_total", ())] > 0  # the standard process collector
+    assert any(name == "python_info" for name, _ in s)  # the platform collector
+
+
+def test_each_role_exports_only_its_own_metrics() -> None:
+    worker, alerts, replay = Metrics(role="worker"), Metrics(role="alerts"), Metrics(role="replay")
+    names = {m.role: {f.name for f in m.registry.collect()} for m in (worker, alerts, replay)}
+    assert {"notestream_notes_in", "notestream_consumer_lag", "notestream_engine_batch_seconds"} <= names[
+        "worker"
+    ]
+    assert "notestream_alerts_raised_now" not in names["worker"]
+    assert "notestream_replay_sent" not in names["worker"]
+    assert "notestream_alerts_raised_now" in names["alerts"]
+    assert "notestream_notes_in" not in names["alerts"]
+    assert "notestream_replay_sent" in names["replay"]
+    assert "notestream_store_seconds" not in names["replay"]
+    for role in names.values():
+        assert {"notestream_info", "process_resident_memory_bytes", "python_gc_objects_collected"} <= role
+    alerts.notes_in.inc()  # shared code may still record into another role's metric: it is not exported
+    assert b"notestream_notes_in" not in alerts.render()
+    with pytest.raises(ConfigError):
+        Metrics(role="monitor")
+
+
+def test_consumer_lag_per_partition_and_revoked_partitions_vanish() -> None:
+    m = Metrics(role="worker")
+    m.observe_consumer_lag("notes", 0, 12)
+    m.observe_consumer_lag("notes", 3, -1)  # a watermark read before the last fetch: never negative
+    s = samples(m.render().decode())
+    assert s[("notestream_consumer_lag", (("partition", "0"), ("topic", "notes")))] == 12
+    assert s[("notestream_consumer_lag", (("partition", "3"), ("topic", "notes")))] == 0
+    m.forget_partition("notes", 0)
+    m.forget_partition("notes", 7)  # never seen: nothing to drop
+    s = samples(m.render().decode())
+    assert ("notestream_consumer_lag", (("partition", "0"), ("topic", "notes"))) not in s
 
 
 def test_each_process_has_its_own_registry() -> None:

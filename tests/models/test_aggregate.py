@@ -15,7 +15,7 @@ probs = st.floats(0.0, 1.0, allow_nan=False)
 
 
 def reference_score(p: list[float], c: float = 2.0) -> float:
-    """REFERENCE.md §7 in its second form: (P_max + P_mean * n / c) / (1 + n / c)."""
+    """docs/reference.md §7 in its second form: (P_max + P_mean * n / c) / (1 + n / c)."""
     n = len(p)
     return (max(p) + (math.fsum(p) / n) * n / c) / (1 + n / c)
 

@@ -11,9 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notestream.models.batching import plan_batches, select_batch
 from notestream.models.build import build_small_bert, clinical_corpus
 from notestream.models.checkpoint import load_model_folder
-from notestream.models.classifier import ChunkClassifier, length_batches
+from notestream.models.classifier import ChunkClassifier
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 
@@ -91,16 +92,32 @@ def test_empty_inputs(classifier: ChunkClassifier) -> None:
     assert classifier.predict([""]).shape == (1,)  # [CLS] [SEP] still scores
 
 
-@given(st.lists(st.integers(1, 512), max_size=80), st.integers(1, 32), st.integers(512, 8192))
+@given(
+    st.lists(st.integers(1, 512), max_size=80),
+    st.integers(1, 32),
+    st.integers(512, 8192),
+    st.sampled_from([0.0, 0.5, 0.9]),
+)
 @settings(max_examples=200)
-def test_length_batches_cover_every_input_within_budget(lengths: list[int], size: int, budget: int) -> None:
-    batches = length_batches(lengths, max_batch_size=size, max_batch_tokens=budget)
+def test_offline_batches_are_planned_by_the_serving_rule(
+    lengths: list[int], size: int, budget: int, efficiency: float
+) -> None:
+    """plan_batches covers every input within the budget, and each batch is exactly what the engine's
+    select_batch takes from the chunks left, queued longest first."""
+    batches = plan_batches(lengths, max_batch_size=size, max_batch_tokens=budget, min_efficiency=efficiency)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    queue = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     for batch in batches:
         assert 1 <= len(batch) <= size
         assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= budget
-    flat = [lengths[i] for b in batches for i in b]
-    assert flat == sorted(flat, reverse=True)
+        chosen = select_batch(
+            [lengths[i] for i in queue],
+            max_batch_size=size,
+            max_batch_tokens=budget,
+            min_efficiency=efficiency,
+        )
+        assert batch == [queue[k] for k in chosen]
+        queue = [i for i in queue if i not in batch]
 
 
 def test_bf16_autocast_stays_close_to_float32(tiny_model_dir: Path, chunks: list[str]) -> None:

@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from notestream.core.settings import Settings
+from notestream.models.batching import select_batch
 from notestream.models.build import clinical_corpus
 from notestream.models.checkpoint import load_model_folder
 from notestream.models.classifier import ChunkClassifier
-from notestream.models.engine import InferenceEngine, resolve_devices, select_batch
+from notestream.models.engine import BatchRecord, InferenceEngine, resolve_devices
 from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
@@ -346,3 +347,29 @@ async def test_a_model_that_cannot_run_fails_at_start(tiny_model_dir: Path) -> N
     with pytest.raises(EngineError, match="cannot run on cpu"):
         await engine.start()
     assert not engine.started
+
+
+async def test_each_batch_is_told_to_the_observer_as_it_was_cut(
+    clf: SeamClassifier, chunks: list[str]
+) -> None:
+    """The typed on_batch hook sees every batch, failed ones too, with the rows and tokens it ran;
+    an observer that raises cannot fail a batch."""
+    seen: list[BatchRecord] = []
+
+    def observe(batch: BatchRecord) -> None:
+        seen.append(batch)
+        raise RuntimeError("a broken metrics hook")
+
+    async with InferenceEngine(clf, max_batch_size=2, max_wait_ms=1, on_batch=observe) as engine:
+        probs = await engine.score(chunks[:5])
+        with pytest.raises(BatchFailed):
+            await engine.score([f"{POISON} chunk"], isolated=True)
+        stats = engine.stats()
+    assert probs == pytest.approx(clf.predict(chunks[:5]).tolist(), abs=1e-5)
+    ok = [b for b in seen if not b.failed]
+    assert [b.rows for b in ok] == [rows for rows, _ in clf.shapes[: len(ok)]]
+    assert sum(b.rows for b in ok) == 5 == stats["chunks"]
+    assert sum(b.padded_tokens for b in ok) == stats["padded_tokens"]
+    assert sum(b.real_tokens for b in ok) == stats["real_tokens"]
+    assert [b.failed for b in seen].count(True) == 1 == stats["failed_batches"]
+    assert all(b.seconds >= 0 and b.device == str(clf.device) for b in seen)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
-from notestream.models.checkpoint import import_legacy, load_model_folder
+from notestream.models.checkpoint import load_model_folder
 from notestream.models.classifier import ChunkClassifier
 from notestream.models.errors import CheckpointError
-from notestream.models.legacy import CONFIG_KEYS
+from notestream.models.legacy import CONFIG_KEYS, import_legacy
 from notestream.models.spec import ModelSpec
 
 PROBE = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ async def test_a_failing_note_costs_only_its_admission(
     spec = ModelSpec()
     # a long wait and many notes in flight: the bad note shares its first batch with good ones
     async with InferenceEngine(clf, max_batch_size=64, max_wait_ms=50) as engine:
-        run = await score_notes(engine, [*notes, bad], spec=spec, notes_in_flight=32, retry_delay_s=0.01)
+        run = await score_notes(engine, [*notes, bad], spec=spec, notes_in_flight=32)
     assert clf.failed_batches >= 2, "the bad note failed, and failed again on its own"
     assert set(run.failed) == {102}
     assert (run.failed[102].notes_failed, run.failed[102].subject_id) == (1, 110)
@@ -233,7 +234,7 @@ def test_import_legacy_command_explains_a_missing_vocabulary(tmp_path: Path) -> 
 
 
 def test_mimic_iv_note_files_are_read_with_their_categories(tmp_path: Path) -> None:
-    from notestream.models.scoring import read_admit_times, read_notes
+    from notestream.mimic.notes import read_admit_times, read_notes
 
     path = tmp_path / "discharge.csv"
     with path.open("w", newline="") as f:
@@ -247,6 +248,7 @@ def test_mimic_iv_note_files_are_read_with_their_categories(tmp_path: Path) -> N
     notes = list(read_notes(path))
     assert [n.category for n in notes] == ["Discharge summary", "Discharge summary", "Radiology"]
     assert [n.hadm_id for n in notes] == [20, 20, None]
+    assert [n.note_id for n in notes] == ["10-DS-1", "10-AD-2", "11-RR-1"], "the ids the replay uses"
     assert notes[0].text == "Name: ___\nline, two"
     assert notes[0].chart_time == datetime(2180, 1, 2, 10, 0)
     assert notes[0].chart_date == date(2180, 1, 2)
@@ -261,3 +263,28 @@ async def test_an_engine_failure_surfaces_as_itself(tiny_model_dir: Path, notes:
     engine = InferenceEngine(ChunkClassifier(load_model_folder(tiny_model_dir)))  # never started
     with pytest.raises(EngineClosed, match="start"):
         await score_notes(engine, notes, spec=ModelSpec(), admit_times=ADMIT)
+
+
+async def test_revisions_and_retractions_count_as_in_the_stream(
+    tiny_model_dir: Path, notes: list[NoteRecord]
+) -> None:
+    """Offline scoring follows the ledger: a higher revision replaces its note, a late lower one and a
+    duplicate change nothing, and a retraction removes its note."""
+    loaded = load_model_folder(tiny_model_dir)
+    spec = ModelSpec()
+    good = [n for n in notes if n.hadm_id == 101 and not n.is_error]
+    first, second = good[0], good[1]
+    events = [
+        replace(first, note_id="a", revision=0),
+        replace(second, note_id="a", revision=2),  # the edited note replaces it
+        replace(first, note_id="a", revision=1),  # stale: arrives late
+        replace(second, note_id="a", revision=2),  # duplicate
+        replace(good[2], note_id="b"),
+        replace(good[2], note_id="b", is_error=True),  # retracted
+    ]
+    async with InferenceEngine(ChunkClassifier(loaded)) as engine:
+        run = await score_notes(engine, events, spec=spec)
+    want = expected_scores([replace(second, note_id="a")], spec, ChunkClassifier(loaded))
+    assert [(s.hadm_id, s.n_notes) for s in run.scores] == [(101, 1)]
+    assert run.scores[0].score == pytest.approx(want[101][0], abs=1e-6)
+    assert (run.skipped["stale"], run.skipped["duplicate"]) == (1, 1)

@@ -12,7 +12,7 @@ from notestream.models.text import clean, is_missing, sentences
 
 
 def pandas_reference(values: list[object]) -> list[str]:
-    """REFERENCE.md §3 written as the reference wrote it: a pandas column, step by step."""
+    """docs/reference.md §3 written as the reference wrote it: a pandas column, step by step."""
     col = pd.Series(values, dtype=object).fillna(" ").astype(str)
     col = col.str.replace("\n", " ", regex=False).str.replace("\r", " ", regex=False)
     col = col.str.strip().str.lower()

@@ -12,10 +12,12 @@ import pytest
 
 from notestream.models.aggregate import admission_score
 from notestream.models.build import clinical_corpus
+from notestream.models.ledger import AdmissionLedger
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate
 from notestream.stream.ids import Id
+from notestream.stream.pipeline import in_window
 from notestream.stream.store import RedisRiskStore
 
 ADMIT = datetime(2150, 1, 1, 8, 0)
@@ -79,27 +81,16 @@ class OfflineScorer:
         chunks = note_chunks(text, self.spec, self.tokenizer)
         return [float(p) for p in self.classifier.predict(chunks)] if chunks else []
 
-    def scores(self, notes: Iterable[NoteEvent]) -> dict[Id, float | None]:
-        """Final score per admission of the live notes (highest revision, retractions removed)."""
-        live: dict[Id, dict[str, NoteEvent]] = {}
-        dead: dict[Id, dict[str, int]] = {}
+    def scores(self, notes: Iterable[NoteEvent]) -> dict[int | str, float | None]:
+        """Final score per admission of the live notes (the ledger's rule: latest revision, retractions
+        removed, the model's window)."""
+        ledger = AdmissionLedger[int | str, NoteEvent]()
         for note in notes:
-            held = live.setdefault(note.hadm_id, {})
-            gone = dead.setdefault(note.hadm_id, {})
-            if note.is_error:
-                if note.note_id in held:
-                    gone[note.note_id] = max(held.pop(note.note_id).revision, note.revision)
-                else:
-                    gone[note.note_id] = max(gone.get(note.note_id, -1), note.revision)
-                continue
-            if note.revision <= gone.get(note.note_id, -1):
-                continue
-            current = held.get(note.note_id)
-            if current is None or note.revision > current.revision:
-                held[note.note_id] = note
-        out: dict[Id, float | None] = {}
-        for hadm, held in live.items():
-            probs = [p for note in held.values() for p in self.note_probs(note.text)]
+            if note.is_error or in_window(note, self.spec):
+                ledger.apply(note.hadm_id, note.note_id, note.revision, note.is_error, note)
+        out: dict[int | str, float | None] = {}
+        for hadm in ledger.admissions():
+            probs = [p for note in ledger.live(hadm).values() for p in self.note_probs(note.text)]
             out[hadm] = admission_score(probs, self.spec.c) if probs else None
         return out
 

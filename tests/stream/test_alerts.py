@@ -16,15 +16,9 @@ from hypothesis import strategies as st
 from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
 from notestream.models.spec import ModelSpec
-from notestream.stream.alerts import (
-    AlertPolicy,
-    AlertService,
-    AlertTracker,
-    WebhookSink,
-    run_alerts,
-    stdout_sink,
-    topic_sink,
-)
+from notestream.stream.alert_sinks import WebhookSink, stdout_sink, topic_sink
+from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker
+from notestream.stream.alerts_service import run_alerts
 from notestream.stream.errors import AlertSinkError
 from notestream.stream.events import RiskAlert, RiskUpdate
 from tests.fixtures.kafka import produce, read_topic

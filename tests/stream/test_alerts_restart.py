@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from notestream.core.settings import Settings
-from notestream.stream.alerts import AlertPolicy, AlertService, read_alert_log, run_alerts
+from notestream.stream.alerts import AlertPolicy, AlertService
+from notestream.stream.alerts_service import read_alert_log, run_alerts
 from notestream.stream.errors import AlertSinkError
 from notestream.stream.events import RiskAlert, RiskUpdate
 from notestream.stream.metrics import Metrics

@@ -16,7 +16,8 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
 from notestream.core.settings import TOPICS, Settings
-from notestream.stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
+from notestream.core.topics import ADMISSIONS, NOTES, RISK_UPDATES
+from notestream.stream.events import admission_key
 from notestream.stream.kafka import bootstrap_servers
 from notestream.stream.schemas import EVENTS, event_schemas, render, stale_files
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic

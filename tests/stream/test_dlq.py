@@ -9,9 +9,10 @@ import typer
 from typer.testing import CliRunner
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ
 from notestream.stream.cli_dlq import register_dlq
 from notestream.stream.errors import EventError
-from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, DeadLetter, NoteEvent, admission_key
+from notestream.stream.events import DeadLetter, NoteEvent, admission_key
 from tests.fixtures.kafka import produce, read_topic
 
 MARKER = "SECRET-NOTE-TEXT-4471"

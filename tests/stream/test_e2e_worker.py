@@ -14,16 +14,9 @@ import httpx
 import pytest
 
 from notestream.core.settings import Settings
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
 from notestream.models.prep import note_chunks
-from notestream.stream.events import (
-    ADMISSIONS,
-    NOTES,
-    NOTES_DLQ,
-    RISK_UPDATES,
-    DeadLetter,
-    RiskUpdate,
-    admission_key,
-)
+from notestream.stream.events import DeadLetter, RiskUpdate, admission_key
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import OfflineScorer, discharges, feed, final_updates
 

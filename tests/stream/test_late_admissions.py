@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from notestream.core.settings import Settings
-from notestream.stream.events import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES, DeadLetter, admission_key
+from notestream.core.topics import ADMISSIONS, NOTES, NOTES_DLQ, RISK_UPDATES
+from notestream.stream.events import DeadLetter, admission_key
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import feed, final_updates
 

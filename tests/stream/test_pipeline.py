@@ -224,3 +224,43 @@ def test_windows_compare_times_in_the_source_timezone() -> None:
         spec,
         datetime(2150, 1, 1, 8, tzinfo=UTC),
     )
+
+
+class PoisonedEngine:
+    """The engine seam: a real engine that fails every batch holding the poison word, as a device error
+    on one input would."""
+
+    POISON = "zzpoisonzz"
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        self.engine = engine
+        self.calls: list[bool] = []
+
+    async def score(self, texts: Any, *, isolated: bool = False) -> list[float]:
+        from notestream.models.errors import BatchFailed
+
+        self.calls.append(isolated)
+        if any(self.POISON in t for t in texts):
+            raise BatchFailed("injected device error")
+        return await self.engine.score(texts, isolated=isolated)
+
+
+async def test_a_note_whose_inference_fails_costs_only_itself(
+    engine: InferenceEngine, offline: OfflineScorer
+) -> None:
+    admissions, notes = feed(3, 3, seed=11)
+    long = [n for n in notes if len(n.text.split()) > 20]
+    bad = long[0].model_copy(update={"note_id": "bad", "text": long[0].text + " " + PoisonedEngine.POISON})
+    poisoned = PoisonedEngine(engine)
+    pipeline = Pipeline(poisoned, MemoryRiskStore(), engine.spec, model="tiny")
+    result = await pipeline.process([*notes, bad])
+    assert [(r.note.note_id, r.reason) for r in result.rejected] == [("bad", "processing_error")]
+    assert "injected device error" in result.rejected[0].detail
+    assert poisoned.calls[0] is False, "one call for the batch"
+    assert all(poisoned.calls[1:]), "then each note on its own"
+    want = offline.scores(notes)
+    for a in admissions:
+        state = await pipeline.store.state(a.hadm_id)
+        assert state is not None
+        assert state.n_notes == 3
+        assert state.score(engine.spec.c) == pytest.approx(want[a.hadm_id], abs=1e-6)

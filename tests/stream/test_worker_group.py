@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from notestream.core.settings import Settings
-from notestream.stream.events import ADMISSIONS, NOTES, RISK_UPDATES, admission_key
+from notestream.core.topics import ADMISSIONS, NOTES, RISK_UPDATES
+from notestream.stream.events import admission_key
 from tests.fixtures.kafka import WorkerProcess, produce, read_topic
 from tests.stream.feed import assert_store_matches_offline, discharges, feed, final_updates
 

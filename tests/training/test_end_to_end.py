@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from notestream.cli import app
 from notestream.models.spec import ModelSpec
 from notestream.training.cli import register
-from notestream.training.finetune import FinetuneConfig, finetune
-from notestream.training.pretrain import PretrainConfig, corpus_from_dataset, pretrain
+from notestream.training.finetune import finetune
+from notestream.training.pretrain import corpus_from_dataset, pretrain
+from notestream.training.run_config import FinetuneConfig, PretrainConfig
 
 pytestmark = pytest.mark.slow
 

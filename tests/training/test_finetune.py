@@ -11,8 +11,10 @@ import torch
 from notestream.models.build import build_small_bert
 from notestream.models.checkpoint import load_model_folder
 from notestream.models.spec import ModelSpec, Window
+from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
-from notestream.training.finetune import FinetuneConfig, _trainer_class, finetune, read_chunks
+from notestream.training.finetune import _trainer_class, finetune
+from notestream.training.run_config import FinetuneConfig
 
 WORDS = ["readmitted", "alone", "missed", "dialysis", "stable", "family", "support", "home"]
 

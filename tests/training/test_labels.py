@@ -1,4 +1,4 @@
-"""REFERENCE.md §1: 30-day readmission labels, with every edge case the rule names."""
+"""docs/reference.md §1: 30-day readmission labels, with every edge case the rule names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""REFERENCE.md §7-§8 on hand-computed cases: AUROC, trapezoid AUPRC, average precision, RP80."""
+"""docs/reference.md §7-§8 on hand-computed cases: AUROC, trapezoid AUPRC, average precision, RP80."""
 
 from __future__ import annotations
 

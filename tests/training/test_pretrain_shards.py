@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from notestream.training.errors import TrainRunError
-from notestream.training.pretrain import PretrainConfig, _PretrainCollator, pretrain, write_corpus
+from notestream.training.pretrain import _PretrainCollator, pretrain, write_corpus
 from notestream.training.pretrain_data import (
     ShardDataset,
     build_shards,
@@ -21,6 +21,7 @@ from notestream.training.pretrain_data import (
     read_corpus,
     stream_examples,
 )
+from notestream.training.run_config import PretrainConfig
 
 _WORDS = [
     "patient",

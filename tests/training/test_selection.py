@@ -1,4 +1,4 @@
-"""REFERENCE.md §2: which notes each task reads, on hand-made MIMIC-III files."""
+"""docs/reference.md §2: which notes each task reads, on hand-made MIMIC-III files."""
 
 from __future__ import annotations
 
