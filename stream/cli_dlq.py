@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +58,8 @@ def register_dlq(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Dead letters by reason, time and key: never their original bytes (only their size)."""
+        import asyncio
+
         from notestream.core.settings import load_settings
         from notestream.stream.dlq import chosen, read_dead_letters
 
@@ -108,6 +109,8 @@ def register_dlq(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Put chosen originals back on the topic they came from (safe: the store dedupes)."""
+        import asyncio
+
         from notestream.core.settings import load_settings
         from notestream.stream.dlq import chosen, read_dead_letters, redrive
 
