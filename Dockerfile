@@ -2,7 +2,7 @@
 #
 #   docker build --target worker -t notestream:cpu .                                # worker, CPU torch
 #   docker build --target worker -t notestream:cu130 --build-arg TORCH_VARIANT=cu130 .  # worker, CUDA 13.0
-#   docker build --target light  -t notestream:light .                              # alerts, topics, replay
+#   docker build --target light  -t notestream:light .                              # alerts, topics, replay, EHR ingest
 #
 # `docker build .` without --target builds the worker (the last stage). The `light` image holds no torch,
 # transformers or Faust: it runs `notestream alerts`, `notestream topics` (and deploy/create_topics.py)
@@ -32,7 +32,7 @@ COPY training ./training
 
 # --- build-light: alerts, topics and replay; no torch -----------------------------------------------
 FROM build-base AS build-light
-RUN pip install -c constraints.txt ".[alerts,ingest]" \
+RUN pip install -c constraints.txt ".[alerts,ingest,ehr]" \
  && python -c "import importlib.util as u, sys; sys.exit('torch in the light image' if u.find_spec('torch') else 0)"
 
 # --- build-worker: torch of the chosen build, then the worker extra -------------------------------

@@ -18,8 +18,18 @@ wall time its worker spent in forward passes (1.0: the engine never left the mod
 ``padding_efficiency`` = real tokens / tokens computed, from the engine's counters;
 ``sorted_padding_efficiency`` is the ceiling: all chunks sorted by length up front.
 
+With ``--int8``, instead: the dynamic-int8 folder (``notestream model optimize --int8``) against its
+float source. Speed on BERT-base (random weights) at exactly 512 tokens per chunk, each served as the
+classifier serves it (float: length-sorted batches of ``--batch-size``; int8: chunk by chunk, see
+:mod:`notestream.models.quantize`), interleaved rounds: ``float_chunks_per_s``, ``int8_chunks_per_s`` (best round)
+and ``int8_vs_float`` (median of the per-round ratios; target >= 2). Accuracy on the demo's model and
+held-out admissions (:func:`notestream.training.quickstart.quick_model`, scored offline as the demo does):
+``max_abs_chunk_prob_diff``, AUROC of the admission scores with each and their difference (target
+|diff| <= 0.005). Writes ``benchmarks/results/engine_int8.{json,png}``.
+
     python benchmarks/engine.py [--configs tiny,bert-base] [--chunks 64] [--max-seconds 120]
         [--corpus shared/data/physionet_deid_nursing_notes/id.text --vocab-size 30522]
+    python benchmarks/engine.py --int8 [--chunks 8] [--rounds 2] [--patients 300]
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -140,6 +152,7 @@ def bench_config(
     rounds: int,
     corpus: list[str] | None = None,
     vocab_size: int = 8000,
+    device: str = "cpu",
 ) -> dict:  # type: ignore[type-arg]
     import torch
 
@@ -155,7 +168,10 @@ def bench_config(
             **CONFIGS[name],
         )
         clf = ChunkClassifier(
-            load_model_folder(folder), "cpu", max_batch_size=batch_size, max_batch_tokens=batch_size * 512
+            load_model_folder(folder, device),
+            device,
+            max_batch_size=batch_size,
+            max_batch_tokens=batch_size * 512,
         )
     notes = note_chunk_ids(clf.encode, n_chunks, seed=100, corpus=corpus)
     flat = [ids for note in notes for ids in note]
@@ -228,6 +244,113 @@ def bench_config(
     return result
 
 
+def chunks_of_512_tokens(encode: Callable[[list[str]], list[list[int]]], n: int) -> list[list[int]]:
+    """``n`` chunks of generated notes, each exactly 512 tokens with [CLS]/[SEP] (600 words, truncated)."""
+    from notestream.models.build import clinical_corpus
+
+    words = " ".join(clinical_corpus(4 * n, seed=21, sentences=(40, 120))).split()
+    texts = [" ".join(words[i * 600 : (i + 1) * 600]) for i in range(n)]
+    ids = encode(texts)
+    if len(ids) < n or any(len(x) != 512 for x in ids):
+        raise SystemExit("The generated text ran out before n chunks of 512 tokens; lower --chunks.")
+    return ids
+
+
+def int8_speed(work: Path, n: int, batch_size: int, rounds: int, vocab_size: int) -> dict[str, Any]:
+    from notestream.models.build import build_small_bert, clinical_corpus
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
+    from notestream.models.optimize import optimize_folder
+
+    cfg = CONFIGS["bert-base"]
+    model = build_small_bert(
+        work / "bert-base", clinical_corpus(300, seed=1), vocab_size=vocab_size, max_length=512, **cfg
+    )
+    int8 = optimize_folder(model, work / "bert-base-int8")
+    plain = ChunkClassifier(load_model_folder(model), "cpu", max_batch_size=batch_size)
+    quant = ChunkClassifier(load_model_folder(int8), "cpu", max_batch_size=batch_size)
+    ids = chunks_of_512_tokens(plain.encode, n)
+    plain.predict_ids(ids[:1])  # warm up
+    quant.predict_ids(ids[:1])
+    best_f = best_q = 0.0
+    ratios = []
+    diffs = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        p_f = plain.predict_ids(ids)
+        rate_f = n / (time.perf_counter() - start)
+        start = time.perf_counter()
+        p_q = quant.predict_ids(ids)
+        rate_q = n / (time.perf_counter() - start)
+        ratios.append(rate_q / rate_f)
+        best_f, best_q = max(best_f, rate_f), max(best_q, rate_q)
+        diffs = max(diffs, float(np.max(np.abs(p_f - p_q))))
+    return {
+        "config": "bert-base",
+        "tokens_per_chunk": 512,
+        "chunks": n,
+        "rounds": rounds,
+        "float_chunks_per_s": round(best_f, 3),
+        "int8_chunks_per_s": round(best_q, 3),
+        "int8_vs_float": round(statistics.median(ratios), 2),
+        "int8_vs_float_rounds": [round(r, 2) for r in ratios],
+        "max_abs_chunk_prob_diff_random_weights": round(diffs, 5),
+    }
+
+
+def int8_accuracy(work: Path, patients: int) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    from notestream.cli.demo import held_out, offline_scores, plan_feed
+    from notestream.models.optimize import optimize_folder
+    from notestream.training.quickstart import quick_model
+
+    demo = quick_model(work / "demo", n_patients=patients)
+    int8 = optimize_folder(demo.model_dir, work / "demo-int8")
+    labels = held_out(demo.data_dir)
+    feed = plan_feed(demo.mimic_dir, demo.model_dir, labels)
+    plain = asyncio.run(offline_scores(demo.model_dir, feed))
+    quant = asyncio.run(offline_scores(int8, feed))
+    scored = [h for h, s in plain.scores.items() if s is not None]
+    y = [labels[h] for h in scored]
+    auroc_f = float(roc_auc_score(y, [plain.scores[h] for h in scored]))
+    auroc_q = float(roc_auc_score(y, [quant.scores[h] for h in scored]))
+    diff = np.abs(np.asarray(plain.chunk_probs) - np.asarray(quant.chunk_probs))
+    return {
+        "held_out_admissions": len(scored),
+        "positives": int(sum(y)),
+        "chunks": len(plain.chunk_probs),
+        "max_abs_chunk_prob_diff": round(float(diff.max()), 5),
+        "mean_abs_chunk_prob_diff": round(float(diff.mean()), 5),
+        "auroc_float": round(auroc_f, 4),
+        "auroc_int8": round(auroc_q, 4),
+        "auroc_diff": round(auroc_q - auroc_f, 4),
+    }
+
+
+def int8_main(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        speed = int8_speed(work, args.chunks or 8, args.batch_size, args.rounds or 2, args.vocab_size)
+        accuracy = int8_accuracy(work, args.patients)
+    line = {"benchmark": "engine_int8", "threads": args.threads, **speed, "accuracy": accuracy}
+    print(json.dumps(line))
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "engine_int8.json").write_text(json.dumps(line, indent=2) + "\n")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(["float32", "int8 dynamic"], [speed["float_chunks_per_s"], speed["int8_chunks_per_s"]])
+    ax.set_ylabel("chunks/s (CPU, 512 tokens)")
+    ax.set_title(f"BERT-base on CPU: int8 {speed['int8_vs_float']}x, AUROC diff {accuracy['auroc_diff']:+g}")
+    fig.tight_layout()
+    fig.savefig(results / "engine_int8.png", dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny,bert-base")
@@ -256,11 +379,21 @@ def main() -> None:
         "forward that penalises more-but-smaller batches: compare batching policies with 1 thread.",
     )
     parser.add_argument("--out", type=Path, default=None, help="Also write engine.json and engine.png here.")
+    parser.add_argument(
+        "--device", default="cpu", help="Device of the engine runs, e.g. cuda:0 (bf16 there)."
+    )
+    parser.add_argument("--int8", action="store_true", help="Only the int8-vs-float report (see above).")
+    parser.add_argument(
+        "--patients", type=int, default=300, help="Demo cohort size of the int8 accuracy run."
+    )
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.int8:
+        int8_main(args)
+        return
     corpus = read_corpus(args.corpus)
     results = []
     for name in args.configs.split(","):
@@ -268,7 +401,15 @@ def main() -> None:
         rounds = args.rounds or (5 if name == "tiny" else 2)
         results.append(
             bench_config(
-                name, n, args.batch_size, args.callers, args.max_seconds, rounds, corpus, args.vocab_size
+                name,
+                n,
+                args.batch_size,
+                args.callers,
+                args.max_seconds,
+                rounds,
+                corpus,
+                args.vocab_size,
+                args.device,
             )
         )
     line = {

@@ -12,38 +12,56 @@ on generated notes) and one set of generated notes (reference 318-word chunks):
   half of the measured end-to-end capacity (``paced_notes_per_s``) for ``--paced-seconds``;
 - ``redis``: store update latency for an admission holding 1 vs 1,000 notes (``benchmarks/store.py``
   against its own redis-server; target: flat, within 2x).
+- ``capacity``: the pipeline's own capacity, without a model: the same engine (tokenization, queue,
+  batching) with an *instant* classifier that returns a constant probability in place of the forward
+  pass, behind :class:`notestream.stream.pipeline.Pipeline` with a Redis store (its own redis-server): parse ->
+  window, clean + chunk -> tokenize -> store -> emit (serialize the updates), in batches of
+  ``--batch`` notes, in this process. ``capacity.chunks_per_s`` is that capacity;
+  ``capacity.stage_ms_per_1000_chunks`` times each stage alone on the same notes (where the rest goes);
+  ``bert_base_chunks_per_s`` is the BERT-base engine on CPU at 512 tokens (random weights, a few
+  chunks) and ``pipeline_capacity_vs_engine`` their ratio (target >= 10: the CPU side keeps up with ten
+  CPU engines, and shows what bounds it at GPU rates).
 
     python benchmarks/pipeline.py [--notes 600] [--paced-seconds 15] [--store-updates 500]
+    python benchmarks/pipeline.py --capacity-only [--capacity-notes 2000] [--batch 64]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from notestream.core.settings import TOPICS, Settings  # noqa: E402
 from notestream.core.topics import NOTES, RISK_UPDATES  # noqa: E402
 from notestream.models.build import build_small_bert, clinical_corpus  # noqa: E402
+from notestream.models.checkpoint import load_model_folder  # noqa: E402
+from notestream.models.classifier import ChunkClassifier  # noqa: E402
 from notestream.models.engine import InferenceEngine  # noqa: E402
 from notestream.models.prep import note_chunks  # noqa: E402
 from notestream.models.spec import ModelSpec  # noqa: E402
 from notestream.stream.embedded import EmbeddedBroker  # noqa: E402
 from notestream.stream.events import NoteEvent, RiskUpdate, admission_key, utcnow  # noqa: E402
 from notestream.stream.kafka import consumer, producer  # noqa: E402
-from notestream.stream.pipeline import latency_ms  # noqa: E402
+from notestream.stream.pipeline import Pipeline, latency_ms, update_from_state  # noqa: E402
+from notestream.stream.store import RiskStore, open_store  # noqa: E402
 from notestream.stream.worker import spawn_worker, wait_ready  # noqa: E402
 
 
@@ -111,6 +129,184 @@ def latencies_ms(updates: list[RiskUpdate]) -> np.ndarray:
     return np.array([ms for u in updates if (ms := latency_ms(u)) is not None], dtype=float)
 
 
+class InstantClassifier(ChunkClassifier):
+    """The real classifier's tokenizer and interface, with a constant probability in place of the model."""
+
+    def forward_ids(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        return np.full(len(batch), 0.25, dtype=np.float64)
+
+    def warm_up(self) -> None:
+        return None
+
+
+def bert_base_rate(work: Path, texts: list[str], chunks: int) -> float:
+    """Chunks/s of BERT-base (12 x 768, random weights) at 512 tokens through the engine on CPU."""
+    model = build_small_bert(
+        work / "bert-base",
+        clinical_corpus(200, seed=5),
+        vocab_size=2000,
+        hidden=768,
+        layers=12,
+        heads=12,
+        intermediate=3072,
+        max_length=512,
+    )
+
+    async def run() -> float:
+        async with InferenceEngine(model, devices=["cpu"], max_batch_size=8) as engine:
+            await engine.score(texts[:1])  # warm up
+            start = time.perf_counter()
+            await engine.score(texts[:chunks])
+            return chunks / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server on a free port (no persistence), or memory:// where none is installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield "memory://"
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = subprocess.Popen([*args, "--dir", tmp], stdout=subprocess.DEVNULL)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+async def _open_store(url: str) -> RiskStore:
+    settings = Settings(store=url)
+    store = open_store(settings)
+    for _ in range(200):
+        if await store.ping():
+            return store
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"The benchmark's store at {url} did not answer.")
+
+
+async def pipeline_capacity(model: Path, raw: list[bytes], batch: int, url: str) -> dict[str, Any]:
+    """Chunks/s of parse -> Pipeline.process (instant classifier, the store at ``url``) -> serialize."""
+    loaded = load_model_folder(model)
+    instant = InstantClassifier(loaded, "cpu")
+    store = await _open_store(url)
+    try:
+        async with InferenceEngine([instant]) as engine:
+            pipeline = Pipeline(engine, store, loaded.spec, model="instant", tokenizer=loaded.tokenizer)
+            await pipeline.process([NoteEvent.from_bytes(b) for b in raw[:batch]])  # warm up
+            before = pipeline.counters["chunks"]
+            start = time.perf_counter()
+            emitted = 0
+            for i in range(batch, len(raw), batch):
+                result = await pipeline.process([NoteEvent.from_bytes(b) for b in raw[i : i + batch]])
+                emitted += sum(len(u.to_bytes()) > 0 for u in result.updates)
+            elapsed = time.perf_counter() - start
+            chunks = pipeline.counters["chunks"] - before
+            stages = await stage_times(instant, store, loaded.spec, raw[batch:], batch)
+    finally:
+        await store.close()
+    per_1000 = {k: round(v * 1000 / max(1, chunks) * 1000, 1) for k, v in stages.items()}
+    total = sum(stages.values())
+    return {
+        "store": url.split(":", 1)[0],
+        "batch": batch,
+        "notes": len(raw) - batch,
+        "chunks": chunks,
+        "updates": emitted,
+        "chunks_per_s": round(chunks / elapsed, 1),
+        "stage_ms_per_1000_chunks": per_1000,
+        "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
+    }
+
+
+async def stage_times(
+    clf: ChunkClassifier, store: RiskStore, spec: ModelSpec, raw: list[bytes], batch: int
+) -> dict[str, float]:
+    """Seconds of each stage alone over the same notes, batch by batch as the pipeline runs them."""
+    seconds = dict.fromkeys(("parse", "clean_chunk", "tokenize", "store", "emit"), 0.0)
+    for i in range(0, len(raw), batch):
+        t0 = time.perf_counter()
+        notes = [NoteEvent.from_bytes(b) for b in raw[i : i + batch]]
+        t1 = time.perf_counter()
+        chunks = [note_chunks(n.text, spec, clf.tokenizer) for n in notes]
+        t2 = time.perf_counter()
+        clf.encode([c for cs in chunks for c in cs])
+        t3 = time.perf_counter()
+        states = await asyncio.gather(
+            *(
+                store.apply_note(
+                    hadm_id=n.hadm_id + 10_000_000,
+                    subject_id=n.subject_id,
+                    note_id=n.note_id,
+                    revision=n.revision,
+                    is_error=False,
+                    chunk_probs=[0.25] * len(cs),
+                )
+                for n, cs in zip(notes, chunks, strict=True)
+            )
+        )
+        t4 = time.perf_counter()
+        for note, res in zip(notes, states, strict=True):
+            if res.state is not None:
+                update_from_state(
+                    res.state, spec=spec, model="instant", trigger=note, change=res.reason
+                ).to_bytes()
+        t5 = time.perf_counter()
+        for key, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            seconds[key] += dt
+    return seconds
+
+
+def capacity(notes_n: int, batch: int, bert_chunks: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        spec = ModelSpec(max_length=512)
+        model = build_small_bert(
+            work / "instant",
+            clinical_corpus(300, seed=1),
+            vocab_size=2000,
+            hidden=32,
+            layers=1,
+            heads=2,
+            intermediate=64,
+            max_length=512,
+            spec=spec,
+        )
+        notes = make_notes(notes_n + batch, seed=2)
+        raw = [n.to_bytes() for n in notes]
+        with redis_url() as url:
+            cap = asyncio.run(pipeline_capacity(model, raw, batch, url))
+        texts = [c for n in notes[:50] for c in note_chunks(n.text, spec)]
+        bert = bert_base_rate(work, texts, bert_chunks)
+    return {
+        "capacity": cap,
+        "bert_base_chunks_per_s": round(bert, 2),
+        "pipeline_capacity_vs_engine": round(cap["chunks_per_s"] / bert, 1),
+    }
+
+
+def plot_stages(cap: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = cap["stage_ms_per_1000_chunks"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(list(stages), list(stages.values()), color="tab:blue")
+    ax.set_ylabel("ms per 1,000 chunks")
+    ax.set_title(f"Pipeline stages, instant scorer: {cap['chunks_per_s']:g} chunks/s ({cap['store']} store)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(notes_n: int, paced_s: float, store_updates: int) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "pipeline", "notes": notes_n}
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,5 +362,17 @@ if __name__ == "__main__":
     parser.add_argument("--notes", type=int, default=600)
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument("--store-updates", type=int, default=500)
+    parser.add_argument("--capacity-only", action="store_true", help="Only the instant-scorer capacity run.")
+    parser.add_argument("--capacity-notes", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=64, help="Notes per pipeline batch (capacity run).")
+    parser.add_argument("--bert-chunks", type=int, default=8, help="Chunks timed through BERT-base.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for pipeline_capacity.{json,png}.")
     args = parser.parse_args()
-    print(json.dumps(main(args.notes, args.paced_seconds, args.store_updates)))
+    result: dict[str, Any] = {"benchmark": "pipeline"}
+    if not args.capacity_only:
+        result.update(main(args.notes, args.paced_seconds, args.store_updates))
+    result.update(capacity(args.capacity_notes, args.batch, args.bert_chunks))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline_capacity.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_stages(result["capacity"], args.out / "pipeline_capacity.png")
+    print(json.dumps(result))

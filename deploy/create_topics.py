@@ -4,8 +4,8 @@ Run with the same settings as the workers (environment or TOML)::
 
     NOTESTREAM_BROKER=kafka://kafka:9092 NOTESTREAM_PARTITIONS=12 python deploy/create_topics.py
 
-It creates ``notes``, ``admissions``, ``risk-updates``, ``risk-alerts`` and ``notes-dlq`` (with
-``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
+It creates ``notes``, ``admissions``, ``risk-updates``, ``risk-alerts``, ``notes-dlq`` and
+``store-changelog`` (compacted, see ``notestream.stream.store.heal``) (with ``topic_prefix``), each with ``partitions`` partitions and ``replication_factor`` replicas; every message
 is keyed by admission id, so one admission always lands on one partition and is scored by one worker
 at a time. Topics that already exist are left alone (an existing topic's partition count is reported:
 adding partitions later remaps admission ids to partitions, see docs/operations.md). It waits up to
@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from notestream.core.settings import Settings, load_settings
-from notestream.core.topics import NOTES_DLQ
+from notestream.core.topics import NOTES_DLQ, STORE_CHANGELOG
 
 HOUR_MS = 3_600_000
 
@@ -46,6 +46,8 @@ def topic_plan(settings: Settings) -> list[TopicSpec]:
     for short, full in settings.topic_names().items():
         hours = settings.dlq_retention_hours if short == NOTES_DLQ else settings.topic_retention_hours
         configs = {"retention.ms": str(int(hours * HOUR_MS)), "cleanup.policy": "delete"}
+        if short == STORE_CHANGELOG:  # kept per key, never by age: a store rebuilds from it
+            configs = {"cleanup.policy": "compact"}
         if settings.replication_factor > 1:
             configs["min.insync.replicas"] = str(min(2, settings.replication_factor))
         plan.append(TopicSpec(full, settings.partitions, settings.replication_factor, configs))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notestream.models.errors import CheckpointError
+from notestream.models.quantize import quantize_for_device
 from notestream.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -86,11 +87,14 @@ def load_model_folder(
     device: str = "cpu",
     *,
     attn_implementation: str = "sdpa",
+    quantize: bool = True,
 ) -> LoadedModel:
     """Load a local BERT-family sequence-classification folder for inference (eval mode, float32).
 
     ``attn_implementation``: ``"sdpa"`` (fast, for serving) or ``"eager"`` (returns attention weights,
-    for explanations). Nothing is downloaded (``local_files_only``).
+    for explanations). ``quantize``: serve a folder flagged ``int8-dynamic`` quantized (the default); False
+    gives its float weights (explanations need gradients, which int8 layers do not pass). Nothing is
+    downloaded (``local_files_only``).
     """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -118,6 +122,8 @@ def load_model_folder(
     except Exception as exc:  # OSError, ValueError, SafetensorError, RuntimeError, ...
         raise CheckpointError(f"{folder} could not be loaded as a sequence classifier: {exc}") from exc
     model.eval()
+    if quantize:
+        model = quantize_for_device(model, spec.quantization, device)
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as exc:

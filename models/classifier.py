@@ -56,6 +56,10 @@ class ChunkClassifier:
         self.max_batch_tokens = max_batch_tokens
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
+        self.row_by_row = self.spec.quantization != "none"
+        """Run each chunk alone: dynamic int8 scales a batch's activations together, so a chunk's
+        probability would depend on the chunks (and padding) it was batched with; alone, it is the same
+        in the stream, offline and in any batch. On CPU at 512 tokens batching gains little anyway."""
 
     def __repr__(self) -> str:
         return f"ChunkClassifier({self.loaded.path}, device={self.device}, bf16={self.bf16})"
@@ -83,6 +87,8 @@ class ChunkClassifier:
 
         if not batch:
             return np.zeros(0, dtype=np.float64)
+        if self.row_by_row and len(batch) > 1:
+            return np.concatenate([self.forward_ids([ids]) for ids in batch])
         longest = max(len(ids) for ids in batch)
         if longest > self.max_length:
             raise ModelsError(

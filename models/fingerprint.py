@@ -2,7 +2,7 @@
 
 Two folders with the same fingerprint give the same chunk probabilities for the same note: the same
 weights, configuration and tokenizer, and the same ``notestream.json`` note handling (task, cleaning,
-chunking, maximum length, window). What only changes how probabilities are *read* (the aggregation
+chunking, maximum length, window, and the quantization it is served with). What only changes how probabilities are *read* (the aggregation
 constant ``c``, the decision threshold, stored metrics, provenance) is left out, so writing a threshold
 into a served model does not make it a different model.
 
@@ -72,6 +72,8 @@ def model_fingerprint(folder: str | Path) -> str:
             while block := fh.read(_BLOCK):
                 digest.update(block)
         digest.update(b"\0")
-    spec = ModelSpec.read(path).model_dump(mode="json", include=SPEC_FIELDS)
-    digest.update(json.dumps(spec, sort_keys=True).encode())
+    spec = ModelSpec.read(path)
+    digest.update(json.dumps(spec.model_dump(mode="json", include=SPEC_FIELDS), sort_keys=True).encode())
+    if spec.quantization != "none":  # only then, so that float folders keep their fingerprints
+        digest.update(f"\0quantization={spec.quantization}".encode())
     return f"{path.resolve().name}@{digest.hexdigest()[:16]}"

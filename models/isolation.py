@@ -20,10 +20,10 @@ use :func:`score_isolating`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from notestream.models.errors import BatchFailed
+from notestream.models.errors import BatchFailed, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +34,45 @@ class Scorer(Protocol):
     async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]: ...
 
 
-async def score_isolating(engine: Scorer, notes: Sequence[Sequence[str]]) -> list[list[float] | BatchFailed]:
+def is_batch_failure(exc: Exception) -> bool:
+    """The default test of a failure that one note may have caused: the engine's :class:`BatchFailed`."""
+    return isinstance(exc, BatchFailed)
+
+
+async def score_isolating(
+    engine: Scorer,
+    notes: Sequence[Sequence[str]],
+    *,
+    note_failure: Callable[[Exception], bool] = is_batch_failure,
+    canary: str | None = None,
+) -> list[list[float] | Exception]:
     """Chunk probabilities of each note (its chunk texts), in order; a note whose chunks fail again on
-    their own gets its :class:`BatchFailed` instead. A note without chunks gets ``[]``."""
+    their own gets the exception instead. A note without chunks gets ``[]``.
+
+    ``note_failure`` says which failures a note may have caused (the others are raised: the engine or
+    its device is gone, the queue is full); the stream's worker counts a tokenizer's or model's error
+    too. With ``canary`` (a plain text the model always scores), the first note that fails alone is
+    followed by the canary alone: if it fails too, the engine is broken, not the notes, and
+    :class:`EngineError` is raised instead of blaming every note.
+    """
     texts = [chunk for chunks in notes for chunk in chunks]
     if not texts:
         return [[] for _ in notes]
     try:
         probs = [float(p) for p in await engine.score(texts)]
-    except BatchFailed:
+    except Exception as exc:
+        if not note_failure(exc):
+            raise
         log.warning(
-            "An engine call of %d chunks (%d notes) failed; scoring each note on its own.",
+            "An engine call of %d chunks (%d notes) failed (%s); scoring each note on its own.",
             len(texts),
             len(notes),
+            type(exc).__name__,
         )
-        return [await _alone(engine, chunks) for chunks in notes]
+        return await _each_alone(engine, notes, note_failure, canary)
     if len(probs) != len(texts):
         raise BatchFailed(f"The engine returned {len(probs)} probabilities for {len(texts)} chunks.")
-    out: list[list[float] | BatchFailed] = []
+    out: list[list[float] | Exception] = []
     i = 0
     for chunks in notes:
         out.append(probs[i : i + len(chunks)])
@@ -59,10 +80,39 @@ async def score_isolating(engine: Scorer, notes: Sequence[Sequence[str]]) -> lis
     return out
 
 
-async def _alone(engine: Scorer, chunks: Sequence[str]) -> list[float] | BatchFailed:
+async def _each_alone(
+    engine: Scorer,
+    notes: Sequence[Sequence[str]],
+    note_failure: Callable[[Exception], bool],
+    canary: str | None,
+) -> list[list[float] | Exception]:
+    out: list[list[float] | Exception] = []
+    checked = canary is None
+    for chunks in notes:
+        outcome = await _alone(engine, chunks, note_failure)
+        if isinstance(outcome, Exception) and not checked:
+            assert canary is not None
+            if isinstance(await _alone(engine, [canary], note_failure), Exception):
+                raise EngineError(
+                    "The engine fails on a plain canary text too: the engine or its device is broken, "
+                    "not the note."
+                ) from outcome
+            checked = True
+        out.append(outcome)
+    return out
+
+
+async def _alone(
+    engine: Scorer, chunks: Sequence[str], note_failure: Callable[[Exception], bool]
+) -> list[float] | Exception:
     if not chunks:
         return []
     try:
-        return [float(p) for p in await engine.score(chunks, isolated=True)]
-    except BatchFailed as exc:
+        probs = [float(p) for p in await engine.score(chunks, isolated=True)]
+    except Exception as exc:
+        if not note_failure(exc):
+            raise
         return exc
+    if len(probs) != len(chunks):
+        return BatchFailed(f"The engine returned {len(probs)} probabilities for {len(chunks)} chunks.")
+    return probs

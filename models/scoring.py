@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notestream.models.aggregate import AggregateState
-from notestream.models.errors import BatchFailed, ModelsError
+from notestream.models.errors import ModelsError
 from notestream.models.isolation import score_isolating
 from notestream.models.ledger import AdmissionLedger, window_verdict
 from notestream.models.prep import note_chunks
@@ -150,7 +150,7 @@ async def score_notes(
             (outcome,) = await score_isolating(engine, [chunks])
         finally:
             gate.release()
-        if isinstance(outcome, BatchFailed):
+        if isinstance(outcome, Exception):
             slot.error = str(outcome)
             skip("inference_failed")
             if on_note is not None:

@@ -123,6 +123,11 @@ class ModelSpec(BaseModel):
     max_length: int = Field(512, ge=8, le=8192)
     window: Window = Field(default_factory=Window)
     c: float = Field(2.0, gt=0, description="Aggregation constant of the admission score.")
+    quantization: Literal["none", "int8-dynamic"] = Field(
+        "none",
+        description="How the loader runs the float weights: as they are, or with dynamic int8 linear "
+        "layers on CPU (written by `notestream model optimize --int8`; see notestream.models.quantize).",
+    )
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)

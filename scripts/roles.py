@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 CONSTRAINTS = ROOT / "constraints.txt"
-RUNTIME_ROLES = ("topics", "worker", "alerts", "ingest", "train", "demo")
+RUNTIME_ROLES = ("topics", "worker", "alerts", "ingest", "ehr", "train", "demo")
 """Roles the images and hosts run; ``dev`` (tests, linters) is not locked."""
 HEADER = """\
 # Resolved versions of every runtime dependency of notestream (all roles but dev), the ones its test

@@ -23,17 +23,25 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
     ) -> None:
         """Run a worker: notes -> chunks -> engine -> store -> risk updates, until SIGTERM."""
+        import sys
+
+        from notestream.core.errors import ConfigError
         from notestream.core.settings import load_settings
+        from notestream.stream.fate import EXIT_CONFIG
         from notestream.stream.worker import run_worker
 
-        settings = load_settings(
-            config,
-            broker=broker,
-            store=store,
-            model_dir=model_dir,
-            topic_prefix=topic_prefix,
-            consumer_group=group,
-        )
+        try:
+            settings = load_settings(
+                config,
+                broker=broker,
+                store=store,
+                model_dir=model_dir,
+                topic_prefix=topic_prefix,
+                consumer_group=group,
+            )
+        except ConfigError as exc:
+            print(f"notestream worker cannot start: {exc}", file=sys.stderr, flush=True)
+            raise typer.Exit(EXIT_CONFIG) from None
         run_worker(settings)
 
     from notestream.stream.cli_data import register_data
@@ -43,3 +51,6 @@ def register(app: typer.Typer) -> None:
     from notestream.stream.cli_dlq import register_dlq
 
     register_dlq(app)
+    from notestream.stream.ingest.cli import register_ingest
+
+    register_ingest(app)

@@ -183,7 +183,8 @@ def _explain_text(
         content = text.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ExplainError(f"Cannot read {text} as UTF-8 text; give a readable text file.") from exc
-    loaded = load_model_folder(model, device=device, attn_implementation="eager")
+    # gradients do not pass through int8 layers: a quantized folder is explained on the float weights it holds
+    loaded = load_model_folder(model, device=device, attn_implementation="eager", quantize=False)
     with progress.status("Computing attention maps and token importances..."):
         result = explain_text(
             loaded.model, loaded.tokenizer, loaded.spec, content, chunk=chunk, method=method, steps=steps

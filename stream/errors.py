@@ -7,6 +7,8 @@
         ├── EventError           a message is not a valid event; ``reason`` is the dead-letter reason
         ├── StoreError           the risk store failed or holds something unexpected
         │   ├── StoreUnavailable the store cannot be reached (connection, timeout): retry later
+        │   │   └── StoreRebuilding another worker is rebuilding the store from its changelog
+        │   ├── StoreLost        the store lost its data (epoch gone): rebuild it from the changelog
         │   └── StoreModelMismatch the store holds the probabilities of another model
         ├── BrokerError          Kafka (or the embedded broker) failed
         ├── ReplayError          MIMIC tables cannot be replayed
@@ -44,6 +46,15 @@ class StoreError(StreamError):
 
 class StoreUnavailable(StoreError):
     """The risk store cannot be reached right now; check the store URL and that Redis is up."""
+
+
+class StoreRebuilding(StoreUnavailable):
+    """Another worker is rebuilding the store from its changelog; retry once it is done."""
+
+
+class StoreLost(StoreError):
+    """The store lost its data (its epoch key is gone: a restart without persistence, ``FLUSHALL``, a
+    failover to an empty replica). :mod:`notestream.stream.store.heal` rebuilds it from the changelog topic."""
 
 
 class StoreModelMismatch(StoreError):

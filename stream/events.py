@@ -5,7 +5,8 @@ Topics and what travels on them (names get ``settings.topic_prefix`` in front):
 - ``notes``: :class:`NoteEvent`, the only events that carry note text.
 - ``notes-dlq``: :class:`DeadLetter`, a sibling of ``notes``: the original message bytes (base64 in
   JSON, so they may contain note text) with the reason they could not be processed.
-- ``admissions``: :class:`AdmissionEvent` (admit, discharge).
+- ``admissions``: :class:`AdmissionEvent` (admit, discharge; from EHR feeds also update, cancel_admit,
+  cancel_discharge).
 - ``risk-updates``: :class:`RiskUpdate`, one per change of an admission's aggregate. No note text.
 - ``risk-alerts``: :class:`RiskAlert`. No note text.
 
@@ -63,6 +64,7 @@ DeadLetterReason = Literal[
     "too_deep",  # JSON nested deeper than MAX_JSON_DEPTH
     "number_too_long",  # a JSON number literal longer than MAX_NUMBER_CHARS
     "key_mismatch",  # the Kafka key names another admission than the body's hadm_id
+    "conflict",  # the store holds this note id and revision with other content (sha256 of the text)
 ]
 DEAD_LETTER_REASONS: tuple[str, ...] = DeadLetterReason.__args__  # type: ignore[attr-defined]
 
@@ -163,10 +165,20 @@ class NoteEvent(Event):
         return self.store_time
 
 
-class AdmissionEvent(Event):
-    """An admission starts (``admit``, with admit_time) or ends (``discharge``, with discharge_time)."""
+AdmissionKind = Literal["admit", "discharge", "update", "cancel_admit", "cancel_discharge"]
 
-    kind: Literal["admit", "discharge"]
+
+class AdmissionEvent(Event):
+    """An admission starts (``admit``, with admit_time) or ends (``discharge``, with discharge_time).
+
+    EHR feeds add three kinds (HL7 ADT A08, A11, A13; see stream/ingest/hl7_map.py): ``update``
+    (corrected details: an admit_time it carries replaces the stored one; it never discharges),
+    ``cancel_admit`` and ``cancel_discharge`` (the EHR undid an admit or a discharge). The worker
+    records an update's admit time and counts cancels without changing the store: an admission's
+    scores are never taken back by a cancel (docs/ehr.md).
+    """
+
+    kind: AdmissionKind
     subject_id: Id
     hadm_id: Id
     admit_time: datetime | None = None
@@ -240,7 +252,10 @@ class DeadLetter(Event):
     """A message that could not be processed, with why. Lives on ``notes-dlq`` (a notes sibling).
 
     ``original`` keeps the message's bytes exactly (base64 in JSON); they may hold note text, so
-    dead letters stay beside the notes topic and are never logged.
+    dead letters stay beside the notes topic and are never logged. A message too large to travel whole
+    inside a dead letter (see ``settings.dead_letter_max_bytes``) has an empty ``original`` and its
+    ``original_sha256`` and ``original_size`` instead: with ``topic``, ``partition`` and ``offset`` they
+    find it on its topic while retention keeps it.
 
     >>> dl = DeadLetter(reason="invalid_json", detail="x", topic="notes", original=b"{oops")
     >>> DeadLetter.from_bytes(dl.to_bytes()).original
@@ -258,9 +273,18 @@ class DeadLetter(Event):
         default=None, repr=False, description="The message's Kafka key, URL-safe base64 (RFC 4648 section 5)."
     )
     original: bytes = Field(
+        default=b"",
         repr=False,
-        description="The message's bytes exactly, URL-safe base64 (RFC 4648 section 5); may hold note text.",
+        description="The message's bytes exactly, URL-safe base64 (RFC 4648 section 5); may hold note text. "
+        "Empty when the message was too large to carry whole, or for a note that waited in vain for its "
+        "admission: then topic, partition and offset say where it is.",
         json_schema_extra={"contentEncoding": "base64url"},
+    )
+    original_sha256: str | None = Field(
+        default=None, description="Hex SHA-256 of the original, when it was too large to carry whole."
+    )
+    original_size: int | None = Field(
+        default=None, ge=0, description="Bytes of the original, when it was too large to carry whole."
     )
     at: datetime = Field(default_factory=utcnow)
 

@@ -3,18 +3,19 @@
 Faust's ``stream.take`` acks the events of a batch in a ``finally`` block, so an exception (or a
 cancellation) inside the agent's body acks the batch as if it were processed, and Faust's supervisor
 restarts the agent without redelivering it. The worker therefore runs each batch through
-:func:`until_done`:
+:func:`until_done`, which asks the failure table (:func:`notestream.stream.fate.decide`, step ``batch``):
 
-- a transient failure (the store unreachable, the engine queue full, the broker failing a send) is
-  retried with exponential backoff (0.5 s doubling to 30 s) for as long as it lasts; the partition
-  waits, nothing is acked, ``/readyz`` reports the worker not ready meanwhile. A retry re-applies notes
-  the store already holds; they are duplicates and change nothing.
-- a store bound to another model (:class:`~notestream.stream.errors.StoreModelMismatch`) or invalid settings
-  (:class:`~notestream.core.errors.ConfigError`) end the process with :data:`EXIT_CONFIG`: a restart
-  cannot fix them.
-- anything else, or a cancellation in the middle of a batch, ends the process at once with
-  :data:`EXIT_CRASH` (``os._exit``: no ``finally`` acks, no offset commit). The orchestrator (compose's
-  restart policy, the demo, the tests) starts the worker again and the uncommitted batch is redelivered.
+- ``retry`` (the store unreachable, the engine queue full, the broker failing a send): retried with
+  exponential backoff (0.5 s doubling to 30 s) for as long as it lasts; the partition waits, nothing is
+  acked, ``/readyz`` reports the worker not ready meanwhile. A retry re-applies notes the store already
+  holds; they are duplicates and change nothing.
+- ``exit`` with :data:`~notestream.stream.fate.EXIT_CONFIG` (a store bound to another model, invalid settings): a
+  restart cannot fix them.
+- ``exit`` with :data:`~notestream.stream.fate.EXIT_CRASH` (anything else, or a cancellation in the middle of a
+  batch): the process ends at once (``os._exit``: no ``finally`` acks, no offset commit). The
+  orchestrator (compose's restart policy, the demo, the tests) starts the worker again and the
+  uncommitted batch is redelivered. Failures of one message never get here: the batch function
+  dead-letters them (:mod:`notestream.stream.note_path`).
 """
 
 from __future__ import annotations
@@ -25,19 +26,11 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
-from aiokafka.errors import KafkaError
+from notestream.stream.fate import EXIT_CONFIG, EXIT_CRASH, decide
 
-from notestream.core.errors import ConfigError
-from notestream.models.errors import EngineOverloaded
-from notestream.stream.errors import BrokerError, StoreModelMismatch, StoreUnavailable
+__all__ = ["crash", "until_done"]
 
 log = logging.getLogger(__name__)
-
-EXIT_CRASH = 70
-"""Exit status of a worker that stopped in the middle of a batch (EX_SOFTWARE)."""
-EXIT_CONFIG = 78
-"""Exit status of a worker whose settings or store cannot work, however often it restarts (EX_CONFIG)."""
-TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, EngineOverloaded, BrokerError, KafkaError)
 
 
 def crash(message: str, *, status: int = EXIT_CRASH) -> None:
@@ -60,21 +53,22 @@ async def until_done(
     while True:
         try:
             await step()
-        except TRANSIENT as exc:
-            if on_state is not None:
-                on_state(False)
-            log.warning("%s failed (%s); retrying in %.1f s, nothing acked.", what, exc, delay)
-            try:
-                await asyncio.sleep(delay)
-            except asyncio.CancelledError:
-                crash(f"Stopped while {what} waited to be retried; exiting without acking it.")
-            delay = min(delay * 2, max_delay_s)
-            continue
         except asyncio.CancelledError:
             crash(f"Stopped in the middle of {what}; exiting without acking it.")
-        except (ConfigError, StoreModelMismatch) as exc:
-            crash(f"{what} cannot work with these settings: {exc}", status=EXIT_CONFIG)
-        except Exception:
+        except BaseException as exc:
+            decision = decide(exc, step="batch")
+            if decision.fate == "retry":
+                if on_state is not None:
+                    on_state(False)
+                log.warning("%s failed (%s); retrying in %.1f s, nothing acked.", what, exc, delay)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    crash(f"Stopped while {what} waited to be retried; exiting without acking it.")
+                delay = min(delay * 2, max_delay_s)
+                continue
+            if decision.exit_code == EXIT_CONFIG:
+                crash(f"{what} cannot work with these settings: {exc}", status=EXIT_CONFIG)
             crash(f"{what} failed unexpectedly; exiting so that its uncommitted messages are redelivered.")
         if on_state is not None:
             on_state(True)

@@ -64,7 +64,7 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 30
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 
-ROLES = ("worker", "alerts", "replay")
+ROLES = ("worker", "alerts", "replay", "ingest")
 """Process roles; each exports ``notestream_info``, the standard ``process_*``, ``python_*`` collectors
 and its own metrics only (the worker's objects exist in every role, unregistered, so shared code may
 record into them)."""
@@ -107,7 +107,7 @@ class Metrics:
             "notestream_dead_letters",
             "Messages sent to the dead-letter topic, by reason.",
             ["reason"],
-            registry=r,
+            registry=own if role in ("worker", "ingest") else None,
         )
         self.notes_dropped = Counter(
             "notestream_notes_dropped",
@@ -167,6 +167,11 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        self.store_rebuilds = Counter(
+            "notestream_store_rebuilds",
+            "Rebuilds of a risk store that lost its data, from the store changelog (stream.store.heal).",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "notestream_consumer_lag",
             "Messages behind the end of each partition this worker consumes (high watermark minus the "
@@ -220,6 +225,21 @@ class Metrics:
             registry=r,
         )
         self._replay_seen: dict[str, int] = {}
+        # EHR ingest (`notestream ingest hl7|fhir`; dead letters counted in notestream_dead_letters)
+        r = own if role == "ingest" else None
+        self.ingest_answers = Counter(
+            "notestream_ingest_answers",
+            "Source messages ingest answered, by source (hl7, fhir) and answer (AA, AE, AR; 200, 400, "
+            "422, 503...). AE/AR and 4xx were dead-lettered; AR 207 and 503 were not kept (resend).",
+            ["source", "answer"],
+            registry=r,
+        )
+        self.ingest_events = Counter(
+            "notestream_ingest_events",
+            "Events ingest produced (Kafka acknowledged), by topic.",
+            ["topic"],
+            registry=r,
+        )
 
     # --- helpers for the common cases -------------------------------------------------------------
     def set_model(self, model: str = "", fingerprint: str = "") -> None:

@@ -13,10 +13,16 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
    test then), and a note still held after ``admission_wait_s`` is returned by
    :meth:`Pipeline.expired` for the app to dead-letter as ``admission_unknown``.
 3. Each note is cleaned and chunked by :func:`notestream.models.prep.note_chunks`, the same function training and
-   offline scoring use, so a streamed score equals the offline score of the same notes.
-4. The chunks of all notes of the batch go to the engine in ONE call.
+   offline scoring use, so a streamed score equals the offline score of the same notes. This runs in a
+   thread, off the event loop (a long note must not stop the consumer's heartbeats), and a note whose
+   cleaning or chunking fails is rejected as ``processing_error`` (:func:`notestream.stream.fate.decide`).
+4. The chunks of all notes of the batch go to the engine in ONE call. If that call fails for a reason
+   of the messages (not the store, broker or device), the notes are scored one by one and a note that
+   fails alone is rejected; a fixed canary text tells a broken engine from a broken note.
 5. The store applies each note atomically (dedupe by (note_id, revision), revisions, retractions);
-   notes of one admission in batch order, admissions concurrently.
+   notes of one admission in batch order, admissions concurrently. The store keeps the sha256 of each
+   note's text (never the text): a note with the id and revision of a held one but other content is
+   rejected as ``conflict`` (the app dead-letters it) and the held one stays.
 6. One :class:`~notestream.stream.events.RiskUpdate` per applied change (``change`` = new | revision |
    retracted), plus, by default, a repeat of the current state (same ``seq``, ``change`` None) for a
    duplicate or stale note: redelivery after a crash then re-announces what the crash left unsent.
@@ -41,14 +47,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
-from notestream.models.errors import BatchFailed
 from notestream.models.isolation import Scorer, score_isolating
 from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.errors import StoreError, StoreUnavailable
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
+from notestream.stream.fate import decide, failure_detail
 from notestream.stream.ids import Id
+from notestream.stream.store.changelog import AdmissionChange, NoteChange
+from notestream.stream.store.records import content_hash
 
 if TYPE_CHECKING:
     from notestream.stream.store import AdmissionState, RiskStore
@@ -64,11 +72,15 @@ class StoreTimer(Protocol):
 
 @dataclass(frozen=True)
 class Rejected:
-    """A valid note the pipeline could not process; the app dead-letters it with this reason."""
+    """A valid note the pipeline could not process; the worker dead-letters it with this reason.
+
+    ``index`` is the note's position in the batch given to :meth:`Pipeline.process`, so the caller
+    finds the message it came from."""
 
     note: NoteEvent
     reason: str
     detail: str
+    index: int
 
 
 @dataclass
@@ -82,6 +94,8 @@ class BatchResult:
     """Store outcomes of the batch's notes: new, revision, retracted, duplicate, stale, ..."""
     chunks: int = 0
     engine_s: float = 0.0
+    changes: list[NoteChange | AdmissionChange] = field(default_factory=list)
+    """What the store now holds of each note of the batch (for the store changelog, notestream.stream.store.heal)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +112,20 @@ class Expired:
 @dataclass
 class _Work:
     note: NoteEvent
+    index: int
     chunks: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
     hold: bool = False
     ref: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None
+    """The text's content hash when the text is gone (a held note): conflicts are told by it."""
+
+
+CANARY = (
+    "Patient admitted with shortness of breath, treated with diuretics and oxygen, improved, and "
+    "discharged home in stable condition with follow up in clinic."
+)
+"""A plain text the engine must always score: if it fails too, the engine is broken, not the note."""
 
 
 def update_from_state(
@@ -190,25 +214,25 @@ class Pipeline:
         """
         result = BatchResult()
         work: list[_Work] = []
-        pending: list[tuple[NoteEvent, dict[str, Any]]] = []
-        for i, note in enumerate(notes):
+        pending: list[tuple[int, NoteEvent]] = []
+        for index, note in enumerate(notes):
             if note.is_error:
-                work.append(_Work(note))
+                work.append(_Work(note, index))
             elif not self._needs_admit(note):
-                self._admit_or_drop(note, None, work, result)
+                self._admit_or_drop(note, index, None, work, result)
             else:
-                pending.append((note, dict(refs[i]) if refs is not None else {}))
+                pending.append((index, note))
         if pending:
-            admits = await self._admit_times([note for note, _ in pending])
-            for note, ref in pending:
+            admits = await self._admit_times([note for _, note in pending])
+            for index, note in pending:
                 admit = admits.get(note.hadm_id)
                 if admit is None:  # scored now, held in the store until its admission arrives
-                    chunks = note_chunks(note.text, self.spec, self.tokenizer)
-                    work.append(_Work(note, chunks=chunks, hold=True, ref=ref))
+                    ref = dict(refs[index]) if refs is not None else {}
+                    work.append(_Work(note, index, hold=True, ref=ref))
                 else:
-                    self._admit_or_drop(note, admit, work, result)
-        order = {id(note): i for i, note in enumerate(notes)}
-        work.sort(key=lambda w: order[id(w.note)])  # batch order: revisions of a note stay ordered
+                    self._admit_or_drop(note, index, admit, work, result)
+        work.sort(key=lambda w: w.index)  # batch order: revisions of a note stay ordered
+        work = await self._chunk(work, result)
         await self._score(work, result)
         await self._apply([w for w in work if not w.hold], result)
         await self._hold([w for w in work if w.hold], result)
@@ -226,12 +250,41 @@ class Pipeline:
         return self.spec.window.kind in ("days", "hours") and note.admit_time is None
 
     def _admit_or_drop(
-        self, note: NoteEvent, admit: datetime | None, work: list[_Work], result: BatchResult
+        self, note: NoteEvent, index: int, admit: datetime | None, work: list[_Work], result: BatchResult
     ) -> None:
         if not in_window(note, self.spec, admit, self.source_timezone):
             result.dropped["outside_window"] += 1
             return
-        work.append(_Work(note, chunks=note_chunks(note.text, self.spec, self.tokenizer)))
+        work.append(_Work(note, index))
+
+    async def _chunk(self, work: list[_Work], result: BatchResult) -> list[_Work]:
+        """Clean and chunk the notes in a thread; a note whose cleaning or chunking fails is rejected."""
+
+        def chunk_all() -> list[BaseException | None]:
+            failures: list[BaseException | None] = []
+            for w in work:
+                try:
+                    if not w.note.is_error:
+                        w.chunks = note_chunks(w.note.text, self.spec, self.tokenizer)
+                    failures.append(None)
+                except Exception as exc:  # the failure table decides below, on the event loop
+                    failures.append(exc)
+            return failures
+
+        if not any(not w.note.is_error for w in work):
+            return work
+        failures = await asyncio.to_thread(chunk_all)
+        kept = []
+        for w, exc in zip(work, failures, strict=True):
+            if exc is None:
+                kept.append(w)
+                continue
+            decision = decide(exc, step="process")
+            if decision.fate != "dead_letter":
+                raise exc
+            detail = failure_detail(exc, step="process").replace("processing", "cleaning or chunking")
+            result.rejected.append(Rejected(w.note, str(decision.reason), detail, w.index))
+        return kept
 
     async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[Id, datetime]:
         """Admit times of the notes' admissions that the store knows (one look: nothing waits)."""
@@ -253,6 +306,7 @@ class Pipeline:
                 {
                     "note": w.note.model_copy(update={"text": ""}).model_dump(mode="json"),
                     "probs": w.probs,
+                    "digest": content_hash(w.note.text),
                     "ref": w.ref,
                     "deadline": deadline,
                 }
@@ -263,12 +317,15 @@ class Pipeline:
             except StoreError as exc:
                 if isinstance(exc, StoreUnavailable):
                     raise
-                result.rejected.append(Rejected(w.note, "admission_unknown", f"the note cannot wait: {exc}"))
+                result.rejected.append(
+                    Rejected(w.note, "admission_unknown", f"the note cannot wait: {exc}", w.index)
+                )
                 continue
             result.outcomes["held"] += 1
         for hadm in {w.note.hadm_id: None for w in work}:  # an admit recorded while these were held
             released = await self.release(hadm)
             result.updates.extend(released.updates)
+            result.changes.extend(released.changes)  # recorded in the changelog with the batch
 
     async def release(self, hadm_id: Id) -> BatchResult:
         """Apply the notes held for ``hadm_id`` once its admit time is known (window test with it;
@@ -288,7 +345,10 @@ class Pipeline:
             data = json.loads(record)
             note = NoteEvent.model_validate(data["note"], context={"source_timezone": self.source_timezone})
             if in_window(note, self.spec, info.admit_time, self.source_timezone):
-                work.append(_Work(note, probs=[float(p) for p in data["probs"]]))
+                held = _Work(
+                    note, len(work), probs=[float(p) for p in data["probs"]], digest=data.get("digest")
+                )
+                work.append(held)
             else:
                 result.dropped["outside_window"] += 1
         await self._apply(work, result)
@@ -326,12 +386,16 @@ class Pipeline:
         if not any(w.chunks for w in work):
             return
         start = time.perf_counter()
-        outcomes = await score_isolating(self.engine, [w.chunks for w in work])
+        outcomes = await score_isolating(
+            self.engine, [w.chunks for w in work], note_failure=_one_notes_failure, canary=CANARY
+        )
         result.engine_s += time.perf_counter() - start
         for w, outcome in zip(list(work), outcomes, strict=True):
-            if isinstance(outcome, BatchFailed):
+            if isinstance(outcome, Exception):
                 work.remove(w)
-                result.rejected.append(Rejected(w.note, "processing_error", f"inference failed: {outcome}"))
+                detail = failure_detail(outcome, step="process").replace("processing", "scoring")
+                reason = str(decide(outcome, step="process").reason)
+                result.rejected.append(Rejected(w.note, reason, detail, w.index))
             else:
                 w.probs = outcome
                 result.chunks += len(outcome)
@@ -345,6 +409,7 @@ class Pipeline:
             out = []
             for w in items:  # batch order within one admission: revisions stay ordered
                 note = w.note
+                digest = None if note.is_error else (w.digest or content_hash(note.text))
                 with self._timed("apply_note"):
                     res = await self.store.apply_note(
                         hadm_id=note.hadm_id,
@@ -354,8 +419,16 @@ class Pipeline:
                         is_error=note.is_error,
                         chunk_probs=w.probs,
                         note_time=note.event_time(),
+                        content_hash=digest,
                     )
                 result.outcomes[res.reason] += 1
+                if res.reason in CHANGELOG_REASONS:
+                    result.changes.append(
+                        note_change(note, w.probs, digest, res.state.seq if res.state else 0)
+                    )
+                if res.reason == "conflict":
+                    result.rejected.append(Rejected(note, "conflict", conflict_detail(note), w.index))
+                    continue
                 if res.state is None:
                     continue
                 if res.applied:
@@ -377,16 +450,49 @@ class Pipeline:
         return self.metrics.store_timer(op) if self.metrics is not None else contextlib.nullcontext()
 
     # --- admissions -------------------------------------------------------------------------------
-    async def admission(self, event: AdmissionEvent) -> RiskUpdate | None:
+    async def admission(
+        self, event: AdmissionEvent, changes: list[NoteChange | AdmissionChange] | None = None
+    ) -> RiskUpdate | None:
         """Record an admit or discharge; the first discharge of an admission with notes gives its final
-        update (the store raised its ``seq``); a repeated discharge gives nothing."""
+        update (the store raised its ``seq``); a repeated discharge gives nothing. ``changes``, when
+        given, receives the :class:`~notestream.stream.store.changelog.AdmissionChange` for the store changelog.
+
+        The kinds EHR feeds add: an ``update`` that carries an admit time is recorded as an admit (the
+        corrected time replaces the stored one), one without is counted only; ``cancel_admit`` and
+        ``cancel_discharge`` are counted (``admission_<kind>``) and logged, and the store is left as it
+        is: a store never takes back a discharge or an admission's probabilities."""
+        if event.kind in ("cancel_admit", "cancel_discharge") or (
+            event.kind == "update" and event.admit_time is None
+        ):
+            self.counters[f"admission_{event.kind}"] += 1
+            if event.kind != "update":
+                log.warning(
+                    "Admission %s: %s recorded but not applied (the store keeps its admission record)",
+                    event.hadm_id,
+                    event.kind,
+                )
+            return None
+        if event.kind == "update":
+            self.counters["admission_update"] += 1
+            event = event.model_copy(update={"kind": "admit", "discharge_time": None})
+            with self._timed("record_admission"):
+                await self.store.record_admission(event)
+            if changes is not None:
+                changes.append(AdmissionChange(event, 0))  # an admit leaves seq alone
+            return None
         with self._timed("record_admission"):
             info = await self.store.record_admission(event)
         self.counters[f"admission_{event.kind}"] += 1
-        if event.kind != "discharge" or not info.applied:
+        if event.kind != "discharge" or (not info.applied and changes is None):
+            if changes is not None:
+                changes.append(AdmissionChange(event, 0))  # an admit leaves seq alone
             return None
         with self._timed("state"):
             state = await self.store.state(event.hadm_id)
+        if changes is not None:
+            changes.append(AdmissionChange(event, state.seq if state is not None else 0))
+        if not info.applied:
+            return None
         if state is None or state.n_notes == 0:
             return None
         return update_from_state(
@@ -397,6 +503,44 @@ class Pipeline:
             produced_at=event.produced_at,
             subject_id=event.subject_id,
         )
+
+
+def _one_notes_failure(exc: Exception) -> bool:
+    """Whether an engine failure may be one note's (the failure table says dead letter), not the
+    engine's, the device's or the queue's."""
+    return decide(exc, step="process").fate == "dead_letter"
+
+
+CHANGELOG_REASONS = frozenset({"new", "revision", "retracted", "duplicate"})
+"""Store outcomes after which the store holds the note as it came: each gives a changelog record."""
+
+
+def note_change(note: NoteEvent, probs: Sequence[float], digest: str | None, seq: int) -> NoteChange:
+    """The changelog's view of a note the store holds (probabilities and content hash, never text)."""
+    return NoteChange(
+        hadm_id=note.hadm_id,
+        subject_id=note.subject_id,
+        note_id=note.note_id,
+        revision=note.revision,
+        is_error=note.is_error,
+        probs=() if note.is_error else tuple(probs),
+        digest=digest or "",
+        note_time=note.event_time(),
+        seq=seq,
+    )
+
+
+def conflict_detail(note: NoteEvent) -> str:
+    """The dead-letter detail of a note whose id and revision the store holds with other content
+    (ids and the revision only, never text).
+
+    >>> conflict_detail(NoteEvent(note_id="7", subject_id=1, hadm_id=2, revision=3, text="x"))
+    'admission 2 already holds note 7 revision 3 with different content; send a higher revision to replace it'
+    """
+    return (
+        f"admission {note.hadm_id} already holds note {note.note_id} revision {note.revision} with "
+        "different content; send a higher revision to replace it"
+    )
 
 
 def in_window(note: NoteEvent, spec: ModelSpec, admit: datetime | None = None, tz: tzinfo = UTC) -> bool:

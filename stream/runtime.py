@@ -4,7 +4,7 @@
 process and is shared by both agents of :func:`notestream.stream.app.create_app`), serves /metrics, /healthz and
 /readyz when ``settings.metrics_port`` is set, and closes what it created at shutdown. Its readiness
 checks are ``store`` (ping), ``engine`` (running), ``batches`` (no batch waiting for a retry) and
-``broker`` (:class:`BrokerCheck`).
+``broker`` (:class:`BrokerCheck`, added by :func:`notestream.stream.app.create_app` with :meth:`Runtime.add_check`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ import faust
 from notestream.core.settings import Settings
 from notestream.models.spec import ModelSpec
 from notestream.stream.errors import StreamError
+from notestream.stream.faust_transport import producer_client
 from notestream.stream.metrics import Metrics
 from notestream.stream.pipeline import Pipeline
+from notestream.stream.store.heal import StoreHealer
 
 __all__ = ["BrokerCheck", "Runtime"]
 
@@ -51,8 +54,7 @@ class BrokerCheck:
             return False
         if time.monotonic() - self.last_ok < self.max_age_s:
             return True
-        producer = getattr(self.app.producer, "_producer", None)  # aiokafka's, once Faust started it
-        client = getattr(producer, "client", None)
+        client = producer_client(self.app)
         if client is None:
             return False
         await client.fetch_all_metadata()  # raises when no broker answers (run_checks: not ready)
@@ -70,11 +72,13 @@ class Runtime:
         self.pipeline: Pipeline | None = None
         self.metrics: Metrics | None = Metrics(role="worker") if settings.metrics_port is not None else None
         self.healthy = False
-        self.broker_check: BrokerCheck | None = None
-        """Set by :func:`create_app`; served as the ``broker`` readiness check."""
+        self._checks: dict[str, Callable[[], Awaitable[bool] | bool]] = {}
+        self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._owns: list[Any] = []
         self._fingerprint: str | None = None
+        self.healer = StoreHealer.off()
+        """Lost-store detection and the changelog (stream/store/heal.py); set by :meth:`ready`."""
 
     def preload(self) -> None:
         """Load the model replicas and fingerprint the model folder now (blocking, before the event loop
@@ -88,6 +92,16 @@ class Runtime:
         self._fingerprint = model_fingerprint(model_dir)
         if self.engine is None:
             self.engine = InferenceEngine.from_settings(self.settings, Path(model_dir)).load()
+
+    def add_check(self, name: str, check: Callable[[], Awaitable[bool] | bool]) -> None:
+        """Serve ``check`` in /readyz under ``name`` (add before the worker starts)."""
+        self._checks[name] = check
+
+    async def wait_ready(self) -> Pipeline:
+        """Wait until :meth:`ready` succeeded (never raises: the agents retry the start-up)."""
+        await self._ready.wait()
+        assert self.pipeline is not None
+        return self.pipeline
 
     def set_healthy(self, healthy: bool) -> None:
         """False while a batch waits for a retry (``/readyz`` reports it)."""
@@ -114,6 +128,10 @@ class Runtime:
                 self.store = open_store(self.settings)
                 self._owns.append(self.store)
             await self._claim_store(Path(model_dir))
+            # --- store healing (stream/store/heal.py): epoch check on every write, rebuild from the changelog
+            from notestream.stream.store.heal import open_healer
+
+            self.healer = await open_healer(self.settings, self.store, self._fingerprint or "", self.metrics)
             if self.engine is None:
                 from notestream.models.engine import InferenceEngine
 
@@ -134,6 +152,7 @@ class Runtime:
             )
             if self.metrics is not None:
                 await self._serve_metrics()
+            self._ready.set()
             log.info(
                 "Worker ready: model %s, task %s, window %s.",
                 Path(model_dir).name,
@@ -149,7 +168,7 @@ class Runtime:
 
         fingerprint = self._fingerprint
         if fingerprint is None:
-            fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
+            fingerprint = self._fingerprint = await asyncio.to_thread(model_fingerprint, model_dir)
         store_url = self.settings.masked()["store"]
         where = f"The store {store_url} (namespace {self.settings.store_namespace})"
         await claim_store(self.store, fingerprint, where=where)
@@ -169,8 +188,7 @@ class Runtime:
             engine.on_batch = self.metrics.record_batch
         checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
                   "batches": lambda: self.healthy}  # fmt: skip
-        if self.broker_check is not None:
-            checks["broker"] = self.broker_check
+        checks.update(self._checks)
         self._owns.append(await start_http_server(self.settings, self.metrics, checks))
 
     async def close(self) -> None:

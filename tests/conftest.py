@@ -2,6 +2,7 @@
 
 - tests/fixtures/models.py: a tiny BERT model folder with a WordPiece vocabulary built in the test run.
 - tests/fixtures/redis.py: a real redis-server started on a free port (never a server we did not start).
+- tests/fixtures/redis_ha.py: a Redis Cluster and a Sentinel-managed primary with a replica (same binaries).
 - tests/fixtures/kafka.py: librdkafka's mock cluster (the Kafka wire protocol, in process).
 """
 
@@ -21,5 +22,6 @@ settings.load_profile("notestream")
 pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.redis",
+    "tests.fixtures.redis_ha",
     "tests.fixtures.kafka",
 ]

@@ -1,4 +1,4 @@
-"""The model-training commands of `notestream train` (pretrain, finetune, evaluate, baseline)."""
+"""The model-training commands of `notestream train` (pretrain, finetune, distill, evaluate, baseline)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from notestream.training.errors import TrainRunError
-from notestream.training.run_config import FinetuneConfig, PretrainConfig
+from notestream.training.run_config import DistillConfig, FinetuneConfig, PretrainConfig
 
 
 def _data_file(data: Path | None, given: Path | None, name: str, *, required: bool = True) -> Path | None:
@@ -133,6 +133,58 @@ def finetune_cmd(
     typer.echo(json.dumps({"model": str(finetune(train_csv, val_csv, base_model, out, config=config))}))
 
 
+def distill_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="The fine-tuned (float) model folder to distil."),
+    out: Path = typer.Option(
+        ..., "--out", help="Student model folder to write (served by the worker unchanged)."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Prepared dataset with train.csv and val.csv."),
+    train: Path | None = typer.Option(None, "--train", help="Training chunks (ID, TEXT, Label)."),
+    val: Path | None = typer.Option(None, "--val", help="Validation chunks: metrics and threshold."),
+    size: str = typer.Option(
+        DistillConfig.size, "--size", help="small (6 layers, teacher's width) | tiny (4 x 312)."
+    ),
+    layers: int | None = typer.Option(None, "--layers", help="Override the preset's layers."),
+    hidden: int | None = typer.Option(None, "--hidden", help="Override the preset's width."),
+    heads: int | None = typer.Option(None, "--heads", help="Override the preset's attention heads."),
+    init_from_teacher: bool = typer.Option(
+        DistillConfig.init_from_teacher,
+        "--init-from-teacher/--random-init",
+        help="Start from the teacher's layers (same width only).",
+    ),
+    alpha: float = typer.Option(
+        DistillConfig.alpha, "--alpha", help="Weight of the label loss (1 - alpha: the teacher's)."
+    ),
+    temperature: float = typer.Option(DistillConfig.temperature, "--temperature"),
+    epochs: float = typer.Option(DistillConfig.epochs, "--epochs"),
+    batch_size: int = typer.Option(DistillConfig.batch_size, "--batch-size"),
+    lr: float = typer.Option(DistillConfig.lr, "--lr"),
+    max_steps: int | None = typer.Option(DistillConfig.max_steps, "--max-steps"),
+    seed: int = typer.Option(DistillConfig.seed, "--seed"),
+) -> None:
+    """Distil a fine-tuned teacher into a small or tiny student (labels + the teacher's soft targets)."""
+    from notestream.training.distill import distill
+
+    train_csv = _data_file(data, train, "train.csv")
+    assert train_csv is not None
+    val_csv = _data_file(data, val, "val.csv", required=False)
+    config = DistillConfig(
+        size=size,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        init_from_teacher=init_from_teacher,
+        alpha=alpha,
+        temperature=temperature,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_steps=max_steps,
+        seed=seed,
+    )
+    typer.echo(json.dumps({"model": str(distill(train_csv, val_csv, teacher, out, config=config))}))
+
+
 def evaluate_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for report.json / metrics.json and the plots."),
     chunk_scores: Path | None = typer.Option(
@@ -177,5 +229,6 @@ def add_training_commands(app: typer.Typer) -> None:
     """Attach pretrain, finetune, evaluate and baseline to ``app``."""
     app.command("pretrain")(pretrain_cmd)
     app.command("finetune")(finetune_cmd)
+    app.command("distill")(distill_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("baseline")(baseline_cmd)

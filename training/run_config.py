@@ -50,3 +50,28 @@ class PretrainConfig:
     heads: int = 2
     save_steps: int | None = None
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The student's shape and the distillation's hyper-parameters."""
+
+    size: str = "small"
+    layers: int | None = None
+    hidden: int | None = None
+    heads: int | None = None
+    intermediate: int | None = None
+    init_from_teacher: bool = True
+    """Copy the teacher's embeddings, pooler, head and evenly spaced layers (same width only)."""
+    alpha: float = 0.5
+    """Weight of the label loss; ``1 - alpha`` weighs the teacher's soft targets."""
+    temperature: float = 2.0
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_steps: int | None = None
+    seed: int = 42
+    eval_batch_size: int = 64
+    progress: bool = True

@@ -57,7 +57,20 @@ def show(
 
 
 @config_app.command("check")
-def check(config: ConfigOption = None) -> None:
+def check(
+    config: ConfigOption = None,
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Also run the worker's start-up checks: the model folder, the metrics port, and reach "
+            "the broker and Redis (retried for startup_timeout_s). Exit 78 or 69 when one fails.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to keep retrying the broker and Redis (--connect).")
+    ] = None,
+) -> None:
     """Validate the settings and build the Kafka TLS context and client options they describe."""
     from notestream.core.settings import load_settings
 
@@ -65,6 +78,18 @@ def check(config: ConfigOption = None) -> None:
     settings.aiokafka_security_kwargs()
     settings.redis_kwargs()
     typer.echo(f"settings ok: broker {settings.masked()['broker']}, store {settings.masked()['store']}")
+    if not connect:
+        return
+    import asyncio
+
+    from notestream.stream.preflight import exit_code, run_checks
+
+    checks = asyncio.run(run_checks(settings, timeout_s=timeout))
+    for one in checks:
+        typer.echo(f"{'ok    ' if one.ok else 'FAILED'} {one.line()}", err=not one.ok)
+    code = exit_code(checks)
+    if code:
+        raise typer.Exit(code)
 
 
 @config_app.command("docs")

@@ -18,6 +18,10 @@ Two filters sit on the handler, so they apply to every logger's records:
   format it into one.
 - :class:`SecretMaskFilter` replaces every known secret value and every ``scheme://user:pw@`` URL
   password in the formatted message (and traceback text) by ``**********``.
+
+Third-party loggers that print message payloads at DEBUG (Faust and mode print the messages they send
+and receive, aiokafka and kafka-python their records: a dead letter's payload holds the note) never go
+below INFO, whatever ``log_level`` says (:data:`PAYLOAD_LOGGERS`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict
 }
 _HANDLER_NAME = "notestream"
 
+PAYLOAD_LOGGERS = ("aiokafka", "faust", "mode", "kafka", "confluent_kafka", "redis")
+"""Loggers capped at INFO: at DEBUG they print messages (and their note text) as they pass."""
 QUIET_LIBRARY_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -187,4 +193,7 @@ def setup_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level or "INFO")
+    cap = max(root.level, logging.INFO)
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(cap)
     return handler

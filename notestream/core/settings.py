@@ -110,8 +110,10 @@ class Settings(BaseSettings):
     )
     store: str = Field(
         "memory://",
-        description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, or "
-        "`memory://` for the in-process store of the embedded mode.",
+        description="Risk store: `redis://[:password@]host:port/db`, `rediss://...` for TLS, "
+        "`redis+sentinel://host:port[,host:port...]/SERVICE[/DB]` for a Sentinel-managed primary, "
+        "`redis+cluster://host:port[,host:port...]` for a Redis Cluster, or `memory://` for the "
+        "in-process store of the embedded mode.",
     )
     store_namespace: str = Field(
         "notestream",
@@ -175,6 +177,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to wait for a Redis connection or reply before failing."
     )
     redis_username: str | None = Field(None, description="Redis ACL user name (Redis 6+).")
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must confirm each store write (Redis `WAIT`, up to `redis_timeout_s`) "
+        "before the batch is acknowledged; 1 with Sentinel, so a failover loses no acknowledged write. "
+        "Ignored for Redis Cluster (`CLUSTER FAILOVER` waits for the replica itself).",
+    )
     redis_ssl_cafile: Path | None = Field(None, description="CA bundle for `rediss://` stores.")
     redis_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS to Redis.")
     redis_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS to Redis.")
@@ -217,6 +226,20 @@ class Settings(BaseSettings):
     take_within_s: float = Field(0.05, gt=0, description="Seconds the notes agent waits to fill a batch.")
     max_note_bytes: int = Field(
         2_000_000, ge=1, description="Notes larger than this (UTF-8 bytes) are dead-lettered."
+    )
+    dead_letter_max_bytes: int = Field(
+        900_000,
+        ge=4096,
+        description="Largest dead letter the worker sends (its JSON, the original message base64-encoded "
+        "inside: x4/3). A dead letter of a larger message carries the original's SHA-256, size and Kafka "
+        "coordinates instead of its bytes. Keep it under the broker's `message.max.bytes` (1 MB by "
+        "default); the worker's producer accepts records up to this plus 64 KiB.",
+    )
+    startup_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long the worker's start-up checks keep retrying an unreachable broker or Redis "
+        "before the worker exits with status 69 (EX_UNAVAILABLE).",
     )
     retention_hours: float = Field(
         72.0, ge=0, description="Hours an admission's state stays in the store after discharge."
@@ -277,6 +300,57 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Write logs as JSON lines (never with note text).")
 
+    # --- EHR feeds (HL7 v2, FHIR R4): docs/ehr.md ----------------------------------------------------
+    source_timezone: str = Field(
+        "UTC",
+        description="IANA time zone (e.g. `America/New_York`) of source times that carry no offset: HL7 "
+        "times without `+/-ZZZZ`, FHIR dateTimes without one. Times with an offset keep it.",
+    )
+    hl7_field_map: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Where HL7 values are read, replacing defaults by name, e.g. `{"encounter_id": '
+        '["PV1-50.1", "PV1-19.1"]}` (first non-empty path wins). Names and defaults: docs/ehr.md.',
+    )
+    hl7_default_charset: str = Field(
+        "utf-8",
+        description="Character set of HL7 messages whose MSH-18 is empty (`utf-8` reads ASCII too; "
+        "e.g. `8859/1` or `windows-1252` for older feeds).",
+    )
+    hl7_processing_ids: list[str] = Field(
+        default_factory=lambda: ["P"],
+        description="HL7 processing ids (MSH-11) accepted; others get AR. `P` is production; add `T` "
+        "only where training messages should be scored.",
+    )
+    note_category_map: dict[str, str] = Field(
+        default_factory=lambda: {"DS": "Discharge summary", "18842-5": "Discharge summary"},
+        description="Document type codes of EHR notes (HL7 TXA-2 / OBR-4, FHIR DocumentReference.type) "
+        "renamed to the model's note categories; other codes pass through as they are.",
+    )
+    ingest_tls_certfile: Path | None = Field(
+        None,
+        description="Certificate (PEM, chain included) of the MLLP and FHIR listeners; with "
+        "`ingest_tls_keyfile` they speak TLS (MLLP over TLS, HTTPS).",
+    )
+    ingest_tls_keyfile: Path | None = Field(None, description="Private key (PEM) of `ingest_tls_certfile`.")
+    fhir_bearer_token: SecretStr | None = Field(
+        None,
+        description="When set, the FHIR endpoint answers 401 to requests without `Authorization: Bearer "
+        "<token>` (secret); `/fhir/metadata` stays open.",
+    )
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"source_timezone must be an IANA time zone name such as UTC or Europe/Paris ({exc})"
+            ) from exc
+        return value
+
     @field_validator("*", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
@@ -311,8 +385,13 @@ class Settings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _check_store(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "memory://", "unix://")):
-            raise ValueError("store must start with redis://, rediss://, unix:// or memory://")
+        if not value.startswith(
+            ("redis://", "rediss://", "redis+sentinel://", "redis+cluster://", "memory://", "unix://")
+        ):
+            raise ValueError(
+                "store must start with redis://, rediss://, redis+sentinel://, redis+cluster://, unix:// "
+                "or memory://"
+            )
         return value
 
     @model_validator(mode="after")
@@ -353,7 +432,12 @@ class Settings(BaseSettings):
         """The plain text of every secret held here, for log masking. Never print what this returns."""
         values = [
             secret.get_secret_value()
-            for secret in (self.kafka_sasl_password, self.kafka_ssl_keyfile_password, self.redis_password)
+            for secret in (
+                self.kafka_sasl_password,
+                self.kafka_ssl_keyfile_password,
+                self.redis_password,
+                self.fhir_bearer_token,
+            )
             if secret is not None
         ]
         values += [pw for pw in (url_password(self.broker), url_password(self.store)) if pw]

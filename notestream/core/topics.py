@@ -3,7 +3,7 @@
 What travels on each, its key and its schema: docs/events.md.
 
 >>> TOPICS
-('notes', 'admissions', 'risk-updates', 'risk-alerts', 'notes-dlq')
+('notes', 'admissions', 'risk-updates', 'risk-alerts', 'notes-dlq', 'store-changelog')
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ RISK_ALERTS: Final = "risk-alerts"
 NOTES_DLQ: Final = "notes-dlq"
 """Dead letters of the notes and admissions topics, with their reason (the original bytes included)."""
 
-TopicKind = Literal["notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq"]
-TOPICS: tuple[TopicKind, ...] = (NOTES, ADMISSIONS, RISK_UPDATES, RISK_ALERTS, NOTES_DLQ)
+STORE_CHANGELOG: Final = "store-changelog"
+"""Compacted: every change of the risk store (probabilities and content hashes, never text), keyed by
+admission and note, to rebuild a store that lost its data (notestream.stream.store.heal)."""
+
+TopicKind = Literal["notes", "admissions", "risk-updates", "risk-alerts", "notes-dlq", "store-changelog"]
+TOPICS: tuple[TopicKind, ...] = (NOTES, ADMISSIONS, RISK_UPDATES, RISK_ALERTS, NOTES_DLQ, STORE_CHANGELOG)
 """Every topic notestream uses, before the prefix."""

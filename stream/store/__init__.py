@@ -7,7 +7,9 @@ Both implementations pass the same contract tests (tests/stream/test_store_contr
     └── RedisRiskStore    redis_store.py  one Lua script per update (apply_note.lua), `{hadm_id}` hash tag
 
 :func:`open_store` picks one from ``settings.store`` (``memory://``, ``memory:///PATH`` for a
-memory store with a crash-safe journal file, ``redis://``, ``rediss://``, ``unix://``).
+memory store with a crash-safe journal file, ``redis://``, ``rediss://``, ``unix://``,
+``redis+sentinel://`` and ``redis+cluster://``: see :mod:`notestream.stream.store.redis_clients`). A Redis store
+that loses its data is rebuilt from the store changelog (:mod:`notestream.stream.store.heal`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def open_store(settings: Settings) -> RiskStore:
         pool_size=settings.redis_pool_size,
         timeout_s=settings.redis_timeout_s,
         options=settings.redis_kwargs(),
+        min_replicas=settings.redis_min_replicas,
+        replica_timeout_s=settings.redis_timeout_s,
     )
 
 

@@ -1,13 +1,18 @@
 -- Apply one note to one admission, atomically (RedisRiskStore.apply_note).
 -- KEYS[1] admission hash: subject_id, seq, sum (exact limbs), n_chunks, n_notes, discharged, expire_at, ...
--- KEYS[2] notes hash: note_id -> "revision|is_error|top_chunk|p1,p2,..." (probabilities only, never text)
+-- KEYS[2] notes hash: note_id -> "revision|is_error|top_chunk|p1,p2,...|sha256" (probabilities and the
+--         content hash only, never text; records written before the hash existed end at the probabilities)
 -- KEYS[3] sorted set: note_id -> the note's largest chunk probability (live notes with chunks)
--- ARGV: subject_id, note_id, revision, is_error (0/1), idle_ttl_ms, probabilities (comma-separated)
+-- KEYS[4] (optional) the store epoch key: checked first by the prefix of redis_store.py (EPOCH_CHECK)
+-- ARGV: subject_id, note_id, revision (decimal digits, no leading zero), is_error (0/1), idle_ttl_ms,
+--       probabilities (comma-separated), content hash ('' = unknown), 'quiet' (optional: reply applied only)
+-- Revisions are compared as decimal strings (length, then digits): exact at any size, where Lua
+-- numbers (doubles) would round revisions above 2^53.
 -- The sum is exact: integer limbs of 24 bits, in units of 2^-1200, rounded to a float in Python.
 -- Returns {applied, reason, subject_id, sum, n_chunks, n_notes, seq, discharged, top_note, top_max, top_chunk}.
 local A, N, M = KEYS[1], KEYS[2], KEYS[3]
 local subject, note = ARGV[1], ARGV[2]
-local rev, err, idle, csv = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local rev, err, idle, csv, digest = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7] or ''
 local B, OFF = 16777216, 1200
 
 local function limbs_parse(s)
@@ -58,13 +63,14 @@ end
 
 local function touch()
   local at = redis.call('HGET', A, 'expire_at')
-  for _, k in ipairs(KEYS) do
+  for _, k in ipairs({A, N, M}) do
     if at then redis.call('PEXPIREAT', k, at) else redis.call('PEXPIRE', k, idle) end
   end
 end
 
 local function reply(applied, reason)
   touch()
+  if ARGV[8] == 'quiet' then return applied end -- a changelog rebuild reads no state
   local s = redis.call('HMGET', A, 'subject_id', 'sum', 'n_chunks', 'n_notes', 'seq', 'discharged')
   local top = redis.call('ZREVRANGE', M, 0, 0, 'WITHSCORES')
   local top_note, top_max, top_chunk = '', '', ''
@@ -76,13 +82,23 @@ local function reply(applied, reason)
           top_note, top_max, top_chunk}
 end
 
+local function rev_cmp(a, b) -- -1, 0, 1 for decimal strings without leading zeros
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
 local rec = redis.call('HGET', N, note)
-local orev, oerr, ocsv = -1, 0, ''
+local oerr, ocsv = 0, ''
 if rec then
-  local r, e, c = string.match(rec, '^(%d+)|(%d)|%d+|(.*)$')
-  orev, oerr, ocsv = tonumber(r), tonumber(e), c
-  if rev < orev or (rev == orev and err <= oerr) then
-    if rev == orev and err == oerr then return reply(0, 'duplicate') end
+  local r, e, c, h = string.match(rec, '^(%d+)|(%d)|%d+|([^|]*)|?(%x*)$')
+  oerr, ocsv = tonumber(e), c
+  local order = rev_cmp(rev, r)
+  if order < 0 or (order == 0 and err <= oerr) then
+    if order == 0 and err == oerr then
+      if err == 0 and digest ~= '' and h ~= '' and digest ~= h then return reply(0, 'conflict') end
+      return reply(0, 'duplicate')
+    end
     return reply(0, 'stale')
   end
 end
@@ -102,7 +118,7 @@ end
 
 local reason
 if err == 1 then
-  redis.call('HSET', N, note, ARGV[3] .. '|1|0|')
+  redis.call('HSET', N, note, rev .. '|1|0||')
   if not live_old then return reply(0, 'retracted') end
   reason = 'retracted'
 else
@@ -116,7 +132,7 @@ else
   n_chunks = n_chunks + i
   n_notes = n_notes + 1
   if i > 0 then redis.call('ZADD', M, string.format('%.17g', best), note) end
-  redis.call('HSET', N, note, ARGV[3] .. '|0|' .. top .. '|' .. csv)
+  redis.call('HSET', N, note, rev .. '|0|' .. top .. '|' .. csv .. '|' .. digest)
   if rec then reason = 'revision' else reason = 'new' end
 end
 

@@ -29,6 +29,7 @@ from typing import IO, Any
 from notestream.stream.errors import StoreError
 from notestream.stream.events import AdmissionEvent
 from notestream.stream.ids import Id, parse_id
+from notestream.stream.store.changelog import AdmissionRebuild
 from notestream.stream.store.memory_state import (
     Admission,
     Note,
@@ -43,7 +44,9 @@ from notestream.stream.store.records import (
     ApplyReason,
     ApplyResult,
     NoteProbs,
+    check_digest,
     check_probs,
+    check_revision,
     exact_add,
     exact_to_float,
 )
@@ -168,13 +171,17 @@ class MemoryRiskStore:
         is_error: bool,
         chunk_probs: Sequence[float],
         note_time: datetime | None = None,
+        content_hash: str | None = None,
     ) -> ApplyResult:
         probs = () if is_error else tuple(check_probs(chunk_probs))
+        revision = check_revision(revision)
+        digest = "" if is_error else check_digest(content_hash)
         with self._lock:
-            result = self._apply(hadm_id, subject_id, note_id, revision, is_error, probs)
+            result = self._apply(hadm_id, subject_id, note_id, revision, is_error, probs, digest)
             if result.applied or result.reason == "retracted":
                 self._log({"op": "note", "t": self._time(), "hadm_id": hadm_id, "subject_id": subject_id,
-                           "note_id": note_id, "revision": revision, "is_error": is_error, "probs": list(probs)})  # fmt: skip
+                           "note_id": note_id, "revision": revision, "is_error": is_error, "probs": list(probs),
+                           "digest": digest})  # fmt: skip
             return result
 
     def _apply(
@@ -185,6 +192,7 @@ class MemoryRiskStore:
         revision: int,
         is_error: bool,
         probs: tuple[float, ...],
+        digest: str = "",
     ) -> ApplyResult:
         adm = self._get(hadm_id)
         if adm is None:
@@ -194,6 +202,8 @@ class MemoryRiskStore:
             reason: ApplyReason = (
                 "duplicate" if (revision, is_error) == (old.revision, old.is_error) else "stale"
             )
+            if reason == "duplicate" and not is_error and digest and old.digest and digest != old.digest:
+                reason = "conflict"
             self._touch(adm)
             return ApplyResult(False, reason, self._state(hadm_id, adm))
         live_old = old is not None and not old.is_error
@@ -217,7 +227,7 @@ class MemoryRiskStore:
             adm.n_notes += 1
             if probs:
                 adm.add_max(note_id, probs[top])
-            adm.notes[note_id] = Note(revision, False, top, probs)
+            adm.notes[note_id] = Note(revision, False, top, probs, digest)
             reason = "new" if old is None else "revision"
         adm.seq += 1
         adm.has_record = True
@@ -288,6 +298,32 @@ class MemoryRiskStore:
                 self._log({"op": "model", "t": self._time(), "model": model})
             return self._model
 
+    async def restore_admissions(
+        self, plans: Sequence[AdmissionRebuild], *, now_ms: int | None = None
+    ) -> int:
+        """Write the admissions a changelog rebuild planned, as :meth:`RedisRiskStore.restore` does
+        (a merge: notes at their recorded times, admission events, then the ``seq`` floor)."""
+        written = 0
+        with self._lock:
+            try:
+                for plan in plans:
+                    self._now = plan.last_ms / 1000.0
+                    for n in plan.notes:
+                        probs = () if n.is_error else tuple(check_probs(n.probs))
+                        self._apply(plan.hadm_id, n.subject_id, n.note_id, n.revision, n.is_error, probs,
+                                    "" if n.is_error else n.digest)  # fmt: skip
+                        written += 1
+                    for record in plan.events:
+                        self._now = record.t_ms / 1000.0
+                        self._record(record.change.event)
+                    self._now = None
+                    adm = self._get(plan.hadm_id)
+                    if adm is not None and adm.has_record and adm.seq < plan.seq:
+                        adm.seq = plan.seq
+            finally:
+                self._now = None
+        return written
+
     async def ping(self) -> bool:
         return True
 
@@ -343,7 +379,7 @@ class MemoryRiskStore:
                     self._model = op["model"]
                 elif op["op"] == "note":
                     self._apply(parse_id(op["hadm_id"]), parse_id(op["subject_id"]), op["note_id"], op["revision"], op["is_error"],
-                                tuple(op["probs"]))  # fmt: skip
+                                tuple(op["probs"]), op.get("digest", ""))  # fmt: skip
                 elif op["op"] == "hold":
                     self._held.setdefault(parse_id(op["hadm_id"]), []).append((op["deadline"], op["record"]))
                 elif op["op"] == "drop":

@@ -20,6 +20,7 @@ class Note:
     is_error: bool
     top: int = 0
     probs: tuple[float, ...] = ()
+    digest: str = ""  # sha256 of the note text ("" when unknown); never the text
 
 
 @dataclass
@@ -61,7 +62,9 @@ def dump_admissions(admissions: dict[Id, Admission]) -> dict[str, Any]:
         for key in ("admit_time", "discharge_time", "death_time"):
             record[key] = record[key].isoformat() if record[key] else None
         record["exact_sum"] = str(adm.exact_sum)
-        record["notes"] = {k: [n.revision, n.is_error, n.top, list(n.probs)] for k, n in adm.notes.items()}
+        record["notes"] = {
+            k: [n.revision, n.is_error, n.top, list(n.probs), n.digest] for k, n in adm.notes.items()
+        }
         data["admissions"][str(hadm_id)] = record
     return data
 
@@ -73,7 +76,9 @@ def load_admissions(data: dict[str, Any]) -> dict[Id, Admission]:
     out: dict[Id, Admission] = {}
     for hadm_id, record in data["admissions"].items():
         record = dict(record)
-        notes = {k: Note(r, bool(e), t, tuple(p)) for k, (r, e, t, p) in record.pop("notes").items()}
+        notes = {
+            k: Note(n[0], bool(n[1]), n[2], tuple(n[3]), *n[4:5]) for k, n in record.pop("notes").items()
+        }
         record["exact_sum"] = int(record["exact_sum"])
         for key in ("admit_time", "discharge_time", "death_time"):
             record[key] = datetime.fromisoformat(record[key]) if record[key] else None

@@ -1,5 +1,6 @@
 -- Record an admit or a discharge (RedisRiskStore.record_admission), atomically.
--- KEYS: the admission hash, the notes hash, the maxima sorted set (as in apply_note.lua).
+-- KEYS: the admission hash, the notes hash, the maxima sorted set (as in apply_note.lua); KEYS[4]
+--       (optional) the store epoch key, checked by the prefix of redis_store.py (EPOCH_CHECK).
 -- ARGV: kind, subject_id, admit_time, discharge_time, admission_type, death_time ('' = none),
 --       now_ms, idle_ttl_ms, retention_ms.
 -- A first discharge raises seq by one and makes every key expire retention_ms after now.
@@ -31,7 +32,7 @@ end
 local s = redis.call('HMGET', A, 'subject_id', 'admit_time', 'discharge_time', 'admission_type',
                      'death_time', 'discharged')
 local at = redis.call('HGET', A, 'expire_at')
-for _, k in ipairs(KEYS) do
+for _, k in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do
   if at then redis.call('PEXPIREAT', k, at) else redis.call('PEXPIRE', k, idle) end
 end
 return {applied, s[1] or '', s[2] or '', s[3] or '', s[4] or '', s[5] or '', s[6] or ''}

@@ -12,6 +12,7 @@ additions, revisions and retractions, and the streamed score equals the offline 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from notestream.stream.ids import Id
 MAX_HELD = 1000
 """The most notes one admission holds while they wait for its admission event."""
 EXACT_BITS = 1200  # p * 2**1200 is an integer for every finite float p (the smallest is 2**-1074)
-ApplyReason = Literal["new", "revision", "retracted", "duplicate", "stale"]
+ApplyReason = Literal["new", "revision", "retracted", "duplicate", "stale", "conflict"]
 
 
 def exact_add(total: int, p: float, sign: int = 1) -> int:
@@ -54,6 +55,43 @@ def check_probs(probs: Sequence[float]) -> list[float]:
                 f"A chunk probability must be a finite number in [0, 1], not {p!r}; check the model output."
             )
     return values
+
+
+def check_revision(revision: int) -> int:
+    """A note revision: a non-negative integer of any size (both stores compare revisions exactly).
+
+    >>> check_revision(2**64 + 1)
+    18446744073709551617
+    """
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise StoreError(f"A note revision must be a non-negative integer, not {revision!r}.")
+    return revision
+
+
+def check_digest(content_hash: str | None) -> str:
+    """A note's content hash as the stores keep it: lower-case hex (``""`` when unknown).
+
+    >>> check_digest(None), check_digest("AB12")
+    ('', 'ab12')
+    """
+    if content_hash is None:
+        return ""
+    digest = content_hash.lower()
+    if not digest or any(c not in "0123456789abcdef" for c in digest):
+        raise StoreError(
+            "A note's content hash must be a hex digest (see notestream.stream.store.records.content_hash)."
+        )
+    return digest
+
+
+def content_hash(text: str) -> str:
+    """The content hash the stores keep for a note: sha256 of its text (UTF-8), never the text itself.
+    Two notes with the same id and revision but different hashes are a ``conflict``.
+
+    >>> content_hash("abc")[:16]
+    'ba7816bf8f01cfea'
+    """
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -115,7 +153,9 @@ class ApplyResult:
     ``reason``: ``new`` (first revision held), ``revision`` (a higher revision replaced the note, or
     re-added a retracted one), ``retracted`` (``is_error``; ``applied`` is False when the note was not
     held, a tombstone then keeps earlier revisions out), ``duplicate`` (same note and revision again),
-    ``stale`` (a lower revision than the one held). Only applied changes raise ``seq``.
+    ``stale`` (a lower revision than the one held), ``conflict`` (same note and revision as the one
+    held, but another content hash: the feed sent two different notes under one id and revision; the
+    held one stays). Only applied changes raise ``seq``.
     """
 
     applied: bool
@@ -146,8 +186,11 @@ class RiskStore(Protocol):
         is_error: bool,
         chunk_probs: Sequence[float],
         note_time: datetime | None = None,
+        content_hash: str | None = None,
     ) -> ApplyResult:
-        """Apply one note atomically (dedupe, replace, retract) and return the new state."""
+        """Apply one note atomically (dedupe, replace, retract) and return the new state.
+        ``content_hash`` (:func:`content_hash` of the text; None when unknown) tells a duplicate from
+        a ``conflict``; revisions compare exactly at any size."""
         ...
 
     async def state(self, hadm_id: Id) -> AdmissionState | None:

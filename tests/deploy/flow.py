@@ -40,9 +40,9 @@ def expected_scores(source: ReplaySource, model_dir: Path) -> dict[int, float]:
 
 
 def run_replay(
-    settings: Settings, source: ReplaySource, hadm_ids: Collection[int] | None = None
+    settings: Settings, source: ReplaySource, hadm_ids: Collection[int] | None = None, **filters: Any
 ) -> ReplayCounts:
-    return asyncio.run(replay(settings, source, hadm_ids=hadm_ids))
+    return asyncio.run(replay(settings, source, hadm_ids=hadm_ids, **filters))
 
 
 def await_final_scores(

@@ -117,7 +117,7 @@ def test_light_roles_run_the_image_without_torch(compose: dict[str, Any]) -> Non
     light_install = re.search(r"^FROM build-base AS build-light\n(.+?)\n\n", text, re.MULTILINE | re.DOTALL)
     assert light_install is not None
     block = light_install.group(1)
-    assert '".[alerts,ingest]"' in block
+    assert '".[alerts,ingest,ehr]"' in block
     assert "torch==" not in block
     assert "download.pytorch.org" not in block
     assert "find_spec('torch')" in light_install.group(1)  # the build fails if torch sneaks in

@@ -23,6 +23,10 @@ def test_plan_names_every_topic_with_prefix_partitions_and_retention() -> None:
     dlq_ms = int(plan["ward7.notes-dlq"].configs["retention.ms"])
     assert dlq_ms == settings.dlq_retention_hours * 3_600_000
     assert plan["ward7.notes"].configs["min.insync.replicas"] == "2"
+    changelog = plan[
+        "ward7.store-changelog"
+    ].configs  # kept per key, never by age: the store rebuilds from it
+    assert (changelog["cleanup.policy"], "retention.ms" in changelog) == ("compact", False)
     assert "min.insync.replicas" not in topics.topic_plan(Settings())[0].configs
 
 

@@ -29,8 +29,9 @@ OWN = {"models", "stream", "training", "notestream"}
 # imported directly, shipped and pinned by the distribution named on the right (never declared alone)
 PROVIDED_BY = {"pydantic-core": "pydantic"}
 # loaded when present, never required: httpx imports click for its optional command line (httpx[cli]),
-# pandas uses pytz when installed, and this machine's interpreter start-up imports certifi
-OPTIONAL_WHEN_PRESENT = {"click", "pytz", "certifi"}
+# pandas uses pytz when installed, fhir-core (fhir.resources) PyYAML for its optional YAML support, and
+# this machine's interpreter start-up imports certifi
+OPTIONAL_WHEN_PRESENT = {"click", "pytz", "certifi", "pyyaml"}
 
 # What each light process imports when it runs: its command module and everything that command
 # imports. Processes of these roles run the `light` image (Dockerfile), installed from their extra.
@@ -59,6 +60,21 @@ ROLE_MODULES: dict[str, list[str]] = {
         "notestream.stream.replay",
         "notestream.stream.metrics",
         "notestream.core.logging",
+    ],
+    "ehr": [
+        "notestream.cli",
+        "notestream.stream.ingest.cli",
+        "notestream.stream.ingest.hl7_server",
+        "notestream.stream.ingest.hl7_file",
+        "notestream.stream.ingest.fhir_server",
+        "notestream.stream.ingest.fhir_ndjson",
+        "notestream.stream.ingest.fhir_export",
+        "notestream.stream.metrics",
+        "notestream.core.logging",
+        "fhir.resources.R4B.documentreference",
+        "fhir.resources.R4B.encounter",
+        "fhir.resources.R4B.riskassessment",
+        "hl7.mllp",
     ],
 }
 
@@ -114,7 +130,7 @@ def test_every_imported_library_is_declared() -> None:
 
 
 def test_light_roles_leave_out_torch_and_the_worker_has_it(roles: ModuleType) -> None:
-    for role in ("topics", "alerts", "ingest"):
+    for role in ("topics", "alerts", "ingest", "ehr"):
         names = set(roles.closure(roles.role_requirements(role)))
         assert names.isdisjoint({"torch", "transformers", "faust-streaming", "scikit-learn"}), role
     worker = set(roles.closure(roles.role_requirements("worker")))

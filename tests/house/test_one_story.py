@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from notestream.training.cli_train import finetune_cmd, pretrain_cmd
-from notestream.training.run_config import FinetuneConfig, PretrainConfig
+from notestream.training.cli_train import distill_cmd, finetune_cmd, pretrain_cmd
+from notestream.training.run_config import DistillConfig, FinetuneConfig, PretrainConfig
 
 
 @pytest.mark.parametrize(
-    ("command", "config"), [(finetune_cmd, FinetuneConfig), (pretrain_cmd, PretrainConfig)]
+    ("command", "config"),
+    [(finetune_cmd, FinetuneConfig), (pretrain_cmd, PretrainConfig), (distill_cmd, DistillConfig)],
 )
 def test_command_defaults_are_the_configs(command: Callable[..., Any], config: type) -> None:
     fields = {f.name: f.default for f in dataclasses.fields(config)}

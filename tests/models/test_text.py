@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notestream.models.text import clean, is_missing, sentences
+from notestream.models.chunking import chunk_words
+from notestream.models.text import LONG_RUN_CHARS, _sentencizer, clean, is_missing, sentences
 
 
 def pandas_reference(values: list[object]) -> list[str]:
@@ -111,3 +114,105 @@ def test_sentences_keep_every_character_of_content() -> None:
 @pytest.mark.parametrize("text", [None, float("nan"), "", "   \n "])
 def test_sentences_of_nothing(text: object) -> None:
     assert sentences(text) == []
+
+
+# The regex implementations cleaning had before it was made linear: the oracles of the linear code on
+# inputs short enough for them to be fast (on a long unclosed run of "[", "[**" or digits they take time
+# quadratic in the run).
+OLD_HUANG2019 = [
+    (r"\[(.*?)\]", ""),
+    (r"[0-9]+\.", ""),
+    (r"dr\.", "doctor"),
+    (r"m\.d\.", "md"),
+    (r"admission date:", ""),
+    (r"discharge date:", ""),
+    (r"--|__|==", ""),
+]
+
+
+def old_huang2019(text: str) -> str:
+    value = text.replace("\n", " ").replace("\r", " ").strip().lower()
+    for pattern, replacement in OLD_HUANG2019:
+        value = re.sub(pattern, replacement, value)
+    return value
+
+
+def old_clinical(text: str) -> str:
+    value = re.sub(r"\[\*\*.*?\*\*\]|_{3,}", " ", text, flags=re.DOTALL)
+    value = re.sub(r"(?:-{2,}|={2,}|_{2,}|\*{3,}|~{3,})", " ", value)
+    return re.sub(r"\s+", " ", value).strip().lower()
+
+
+def old_sentences(text: str) -> list[str]:
+    segments: list[str] = []
+    for sent in _sentencizer()(text).sents:
+        piece = sent.text.strip()
+        if piece and segments and len(piece) < 20:
+            segments[-1] = f"{segments[-1]} {piece}"
+        elif piece:
+            segments.append(piece)
+    return segments
+
+
+def pieces(alphabet: str, extra: list[str], min_size: int = 0, max_size: int = 120) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from([*alphabet, *extra]), min_size=min_size, max_size=max_size).map("".join)
+
+
+HOSTILE = pieces("[]*_-=~.:09 a\n\r\tdrmAD", ["[**", "**]", "dr.", "m.d.", "___"])
+
+
+@given(HOSTILE)
+@settings(max_examples=500)
+def test_linear_cleaning_equals_the_regex_cleaning(text: str) -> None:
+    assert clean(text) == old_huang2019(text)
+    assert clean(text, mode="clinical") == old_clinical(text)
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300)
+def test_linear_cleaning_equals_the_regex_cleaning_on_any_unicode(text: str) -> None:
+    assert clean(text) == old_huang2019(text)
+    assert clean(text, mode="clinical") == old_clinical(text)
+
+
+@given(pieces("Ab. !?()[]\"'1\n", ["Dr. ", "e.g. "], max_size=LONG_RUN_CHARS // 5))
+@settings(max_examples=200)
+def test_sentences_equal_spacy_when_no_run_is_long(text: str) -> None:
+    assert sentences(text) == old_sentences(text)
+
+
+@given(pieces("a.([ ", ["[**"], min_size=LONG_RUN_CHARS, max_size=400))
+@settings(max_examples=100)
+def test_sentences_of_long_runs_keep_every_character(text: str) -> None:
+    assert "".join(sentences(text)).replace(" ", "") == text.replace(" ", "")
+
+
+ONE_MB = 1024 * 1024
+K = ONE_MB // 4
+# name -> (text, huang2019 cleaning, clinical cleaning): each would take hours with the regex cleaning
+ADVERSARIAL = {
+    "unclosed brackets": ("[" * ONE_MB, "[" * ONE_MB, "[" * ONE_MB),
+    "digits": ("1" * ONE_MB, "1" * ONE_MB, "1" * ONE_MB),
+    "unclosed placeholders": ("[**" * K, "[**" * K, "[**" * K),
+    "brackets and newlines": ("[a\n" * K, " ".join(["[a"] * K), " ".join(["[a"] * K)),
+    "short rules and placeholders": ("__[**" * K, "[**" * K, " ".join(["[**"] * K)),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_a_megabyte_of_adversarial_text_is_cleaned_and_chunked(name: str) -> None:
+    # the regex cleaning took ~64 s on 100 kB of "[" (4x per doubling: hours on 1 MB); the linear
+    # cleaning finishes far inside the timeout on each of these
+    text, huang2019, clinical = ADVERSARIAL[name]
+    assert clean(text) == huang2019
+    assert clean(text, mode="clinical") == clinical
+    assert " ".join(chunk_words(clinical, size=50, min_tail=0)).split() == clinical.split()
+
+
+@pytest.mark.timeout(120)
+def test_sentences_of_a_long_run_without_spaces() -> None:
+    # spaCy alone peels a run's prefixes one at a time: ~0.4 s for 1,000 "(" and 4x per doubling
+    text = "Pt ok. " + "(" * 200_000 + " then. " + "[" * 200_000
+    got = sentences(text)
+    assert "".join(got).replace(" ", "") == text.replace(" ", "")

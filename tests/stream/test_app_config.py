@@ -9,9 +9,10 @@ import faust
 import pytest
 
 from notestream.core.settings import Settings, load_settings
-from notestream.stream.app import Runtime, create_app
+from notestream.stream.app import create_app
 from notestream.stream.errors import BrokerError, StreamError
 from notestream.stream.kafka import aiokafka_config, bootstrap_servers, faust_broker_options
+from notestream.stream.runtime import Runtime
 from notestream.stream.worker import worker_env
 
 
@@ -19,7 +20,7 @@ def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
     settings = Settings(
         broker="kafka://k1:9092", topic_prefix="ward7.", consumer_group="g7", fetch_max_wait_ms=42
     )
-    app = create_app(settings)
+    app = create_app(settings).app
     assert app.conf.id == "g7"
     assert app.conf.topic_allow_declare is False
     assert app.fetch_max_wait_ms == 42  # type: ignore[attr-defined]
@@ -27,6 +28,8 @@ def test_app_topics_carry_the_prefix_and_are_never_declared() -> None:
     assert subscribed == {"ward7.notes", "ward7.admissions"}
     assert app.conf.broker_session_timeout == settings.session_timeout_s
     assert app.conf.broker_commit_interval == settings.commit_interval_s
+    # every dead letter the path builds fits what the producer accepts
+    assert app.conf.producer_max_request_size > settings.dead_letter_max_bytes
 
 
 def test_sasl_settings_reach_both_kafka_clients() -> None:
@@ -86,3 +89,13 @@ async def test_aiokafka_keeps_the_fetch_wait_where_the_worker_sets_it() -> None:
 
     consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1234)
     assert getattr(consumer, WAIT_ATTRIBUTE) == 1234  # an aiokafka upgrade that moves it fails here
+
+
+def test_the_worker_app_builds_its_consumer_through_the_fetch_wait_transport() -> None:
+    """faust_transport overrides Faust's private App._new_transport: a Faust upgrade that stops calling
+    it (the fetch wait would silently fall back to 1500 ms) fails here."""
+    from notestream.stream.faust_transport import _Consumer, _Transport
+
+    app = create_app(Settings(broker="kafka://127.0.0.1:9", fetch_max_wait_ms=42)).app
+    assert isinstance(app.transport, _Transport)
+    assert app.transport.Consumer is _Consumer

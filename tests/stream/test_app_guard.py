@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from notestream.stream.errors import StoreUnavailable
-from notestream.stream.guard import EXIT_CRASH, until_done
+from notestream.stream.fate import EXIT_CRASH
+from notestream.stream.guard import until_done
 
 
 async def test_transient_failures_are_retried_until_the_batch_is_done() -> None:

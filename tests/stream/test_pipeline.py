@@ -128,6 +128,24 @@ async def test_duplicates_revisions_and_retractions(engine: InferenceEngine, off
     assert gone.score == pytest.approx(offline.scores([*notes, revised, retract])[hadm], abs=1e-6)
 
 
+async def test_same_id_and_revision_with_other_text_is_rejected_as_a_conflict(
+    engine: InferenceEngine,
+) -> None:
+    _, notes = feed(1, 3, seed=3)
+    first, other = notes[0], notes[1]
+    pipeline = make_pipeline(engine)
+    [update] = (await pipeline.process([first])).updates
+    clash = other.model_copy(update={"note_id": first.note_id, "revision": first.revision})
+    result = await pipeline.process([clash, first])
+    assert [(r.note, r.reason) for r in result.rejected] == [(clash, "conflict")]
+    assert first.text not in result.rejected[0].detail
+    assert [u.seq for u in result.updates] == [update.seq], "only the repeat of the held note"
+    assert pipeline.counters["conflict"] == pipeline.counters["rejected_conflict"] == 1
+    state = await pipeline.store.state(first.hadm_id)
+    assert state is not None
+    assert (state.n_notes, state.seq) == (1, update.seq)
+
+
 async def test_window_filter_and_admission_lookup(engine: InferenceEngine) -> None:
     spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
     pipeline = make_pipeline(engine, spec, admission_wait_s=3600.0)

@@ -1,4 +1,5 @@
-"""The RiskStore contract: the in-memory store and the Redis store (a real redis-server) must agree.
+"""The RiskStore contract: the in-memory store and the Redis store (real redis-servers: standalone,
+Sentinel, Cluster) must agree.
 
 Every test here runs against both implementations; aggregates are compared with the batch reference
 (``notestream.models.aggregate.admission_score`` over the live notes' probabilities), bit for bit.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,18 +20,35 @@ import pytest
 from notestream.models.aggregate import admission_score
 from notestream.stream.errors import StoreError
 from notestream.stream.events import AdmissionEvent
+from notestream.stream.pipeline import CHANGELOG_REASONS
 from notestream.stream.store import AdmissionState, MemoryRiskStore, RedisRiskStore, RiskStore
+from notestream.stream.store.changelog import (
+    AdmissionChange,
+    NoteChange,
+    decode_all,
+    encode_changes,
+    latest,
+    plan_rebuild,
+)
+from notestream.stream.store.records import content_hash
 
 StoreFactory = Callable[..., RiskStore]
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
-    """A factory of fresh stores of one kind (keyword arguments: TTLs, pool size)."""
-    made: list[RiskStore] = []
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+STANDALONE = pytest.mark.parametrize("make_store", ["memory", "redis"], indirect=True)
+URL_FIXTURES = {"redis": "redis_url", "sentinel": "redis_sentinel_url", "cluster": "redis_cluster_url"}
 
-    def factory(*, pool_size: int = 8, **kwargs: Any) -> RiskStore:
+
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """A factory of fresh stores of one kind (keyword arguments: TTLs, pool size): in memory, or on a
+    standalone Redis, a Sentinel-managed primary or a Redis Cluster (tests/fixtures/redis_ha.py)."""
+    made: list[RiskStore] = []
+    url = request.getfixturevalue(URL_FIXTURES[request.param]) if request.param in URL_FIXTURES else None
+
+    def factory(*, pool_size: int = 8, namespace: str = "notestream", **kwargs: Any) -> RiskStore:
+        if url:
+            kwargs["namespace"] = namespace  # memory stores are apart anyway
         store: RiskStore = (
             RedisRiskStore(url, pool_size=pool_size, **kwargs) if url else MemoryRiskStore(**kwargs)
         )
@@ -193,6 +212,7 @@ async def test_admit_and_discharge(store: RiskStore) -> None:
     assert_matches(state, {"a": [0.5]})
 
 
+@STANDALONE  # the same scripts on Sentinel and Cluster; spare their sleeps
 async def test_idle_ttl_slides_with_each_write(make_store: StoreFactory) -> None:
     store = make_store(idle_ttl_s=3.0)
     await note(store, "a", [0.5])
@@ -205,6 +225,7 @@ async def test_idle_ttl_slides_with_each_write(make_store: StoreFactory) -> None
     assert await store.note_probs(100) == {}
 
 
+@STANDALONE  # the same scripts on Sentinel and Cluster; spare their sleeps
 async def test_discharge_expires_after_retention_even_with_later_notes(make_store: StoreFactory) -> None:
     store = make_store(idle_ttl_s=3600, retention_s=0.8)
     await note(store, "a", [0.5])
@@ -311,3 +332,79 @@ async def test_an_admission_holds_a_bounded_number_of_notes(store: RiskStore) ->
     with pytest.raises(StoreError):
         await store.hold_note(1, "one too many", deadline=1.0)
     assert len(await store.held_notes(1)) == MAX_HELD
+@pytest.mark.parametrize("base", [2**53, 2**63, 10**40])
+async def test_revisions_compare_exactly_at_any_size(store: RiskStore, base: int) -> None:
+    """Revisions above 2**53 differ by one where doubles cannot tell them apart."""
+    await note(store, "a", [0.1], rev=base)
+    newer = await note(store, "a", [0.9], rev=base + 1)
+    assert (newer.applied, newer.reason) == (True, "revision")
+    again = await note(store, "a", [0.3], rev=base + 1)
+    older = await note(store, "a", [0.3], rev=base)
+    assert (again.reason, older.reason) == ("duplicate", "stale")
+    shorter = await note(store, "a", [0.3], rev=9)
+    assert shorter.reason == "stale"  # fewer digits is smaller, whatever the digits
+    assert_matches(await current(store), {"a": [0.9]})
+    assert (await store.note_probs(100))["a"].revision == base + 1
+
+
+async def test_same_revision_with_other_content_is_a_conflict(store: RiskStore) -> None:
+    async def hashed(note_id: str, probs: list[float], digest: str | None, rev: int = 0) -> Any:
+        return await store.apply_note(hadm_id=100, subject_id=7, note_id=note_id, revision=rev,
+                                      is_error=False, chunk_probs=probs, content_hash=digest)  # fmt: skip
+
+    first = await hashed("a", [0.4], content_hash("the first text"))
+    same = await hashed("a", [0.4], content_hash("the first text"))
+    other = await hashed("a", [0.8], content_hash("another text"))
+    assert (first.reason, same.reason, other.reason) == ("new", "duplicate", "conflict")
+    assert not other.applied
+    assert other.state.seq == 1
+    assert_matches(await current(store), {"a": [0.4]})  # the held note stays
+    unknown = await hashed("a", [0.8], None)  # a caller that knows no hash cannot tell: duplicate
+    assert unknown.reason == "duplicate"
+    newer = await hashed("a", [0.8], content_hash("another text"), rev=1)
+    assert (newer.applied, newer.reason) == (True, "revision")
+    assert_matches(await current(store), {"a": [0.8]})
+    assert (await hashed("a", [0.8], content_hash("a third text"), rev=0)).reason == "stale"
+    with pytest.raises(StoreError, match="hex digest"):
+        await hashed("b", [0.2], "not hex")
+
+
+async def test_a_store_rebuilt_from_its_changelog_equals_the_original(make_store: StoreFactory) -> None:
+    """Every change recorded as the worker records it (notestream.stream.store.heal), then replayed into an empty
+    store: the same aggregates, notes and maxima, and seq continuing from the largest recorded."""
+    original, rebuilt = make_store(), make_store(namespace="rebuilt")
+    rng = random.Random(9)
+    changes: list[NoteChange | AdmissionChange] = []
+    for hadm in (1, 2, 3):
+        admit = AdmissionEvent(kind="admit", subject_id=7, hadm_id=hadm, admit_time=datetime(2150, 1, hadm))
+        await original.record_admission(admit)
+        changes.append(AdmissionChange(admit, 0))
+    for _ in range(120):
+        hadm, note_id = rng.choice((1, 2, 3)), f"n{rng.randrange(8)}"
+        rev, error = rng.choice((0, 1, 2, 2**70)), rng.random() < 0.15
+        same = random.Random(f"{hadm}/{note_id}/{rev}")  # one content per note and revision
+        probs = [same.random() ** 2 for _ in range(same.randrange(0, 4))]
+        digest = content_hash(f"{hadm}/{note_id}/{rev}")
+        result = await original.apply_note(hadm_id=hadm, subject_id=7, note_id=note_id, revision=rev,
+                                           is_error=error, chunk_probs=probs, content_hash=digest)  # fmt: skip
+        if result.reason in CHANGELOG_REASONS:
+            seq = result.state.seq if result.state else 0
+            changes.append(NoteChange(hadm, 7, note_id, rev, error, () if error else tuple(probs),
+                                      "" if error else digest, None, seq))  # fmt: skip
+    out = AdmissionEvent(kind="discharge", subject_id=7, hadm_id=2, discharge_time=datetime(2150, 2, 1))
+    await original.record_admission(out)
+    changes.append(AdmissionChange(out, (await current(original, 2)).seq))
+    topic = latest(encode_changes(changes, namespace="ns", model="m@1", t_ms=int(time.time() * 1000)))
+    records = decode_all(topic, namespace="ns", model="m@1")
+    plans = plan_rebuild(
+        records, now_ms=int(time.time() * 1000), idle_ttl_ms=3_600_000, retention_ms=3_600_000
+    )
+    assert await rebuilt.restore_admissions(plans) == sum(len(p.notes) for p in plans)  # type: ignore[attr-defined]
+    for hadm in (1, 2, 3):
+        assert await rebuilt.state(hadm) == await original.state(hadm)
+        assert await rebuilt.note_probs(hadm) == await original.note_probs(hadm)
+        assert await rebuilt.admission(hadm) == await original.admission(hadm)
+    again = await rebuilt.apply_note(hadm_id=1, subject_id=7, note_id="new", revision=0, is_error=False,
+                                     chunk_probs=[0.5])  # fmt: skip
+    assert again.state is not None
+    assert again.state.seq == (await current(original, 1)).seq + 1, "seq continues above every recorded one"

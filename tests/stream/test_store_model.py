@@ -13,7 +13,7 @@ from notestream.core.settings import Settings
 from notestream.models.fingerprint import model_fingerprint
 from notestream.models.spec import ModelSpec
 from notestream.stream.errors import StoreModelMismatch
-from notestream.stream.guard import EXIT_CONFIG
+from notestream.stream.fate import EXIT_CONFIG
 from notestream.stream.runtime import Runtime
 from notestream.stream.store import MemoryRiskStore, RedisRiskStore, open_store
 

@@ -36,7 +36,7 @@ async def test_keys_share_the_hash_tag_and_hold_no_text(redis_url: str) -> None:
         assert keys == ["ns:{555}:a", "ns:{555}:m", "ns:{555}:n"]
         for key in keys:
             assert 0 < await client.pttl(key) <= 600_000
-        assert await client.hget("ns:{555}:n", "n1") == "0|0|1|0.1,0.7"
+        assert await client.hget("ns:{555}:n", "n1") == "0|0|1|0.1,0.7|"
         await client.aclose()
     finally:
         await store.close()
@@ -112,3 +112,17 @@ async def test_tls_store_checks_the_server_certificate(redis_tls: tuple[str, Pat
     settings_store = open_store(Settings(store=url, redis_ssl_cafile=ca))
     assert (await settings_store.state(1)) is not None
     await settings_store.close()
+
+
+async def test_a_write_no_replica_confirmed_is_not_acknowledged(redis_url: str) -> None:
+    """redis_min_replicas: WAIT after each write; a server without replicas never confirms one."""
+    store = RedisRiskStore(redis_url, min_replicas=1, replica_timeout_s=0.05)
+    try:
+        with pytest.raises(StoreUnavailable, match="replicas"):
+            await store.apply_note(hadm_id=1, subject_id=1, note_id="a", revision=0, is_error=False,
+                                   chunk_probs=[0.5])  # fmt: skip
+    finally:
+        await store.close()
+    opened: Any = open_store(Settings(store=redis_url, redis_min_replicas=1))
+    assert opened.min_replicas == 1
+    await opened.close()

@@ -10,13 +10,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 
 from notestream.core.settings import Settings
-from notestream.stream.errors import StoreUnavailable
+from notestream.stream.errors import StoreError, StoreUnavailable
 from notestream.stream.store import RedisRiskStore, open_store
 
 
 def _pool(store: Any) -> Any:
     assert isinstance(store, RedisRiskStore)
-    return store._pool
+    return store._redis.connection_pool
 
 
 async def test_open_store_passes_user_password_and_client_certificate(tmp_path: Path) -> None:
@@ -82,3 +82,19 @@ async def test_the_acl_user_setting_is_used(redis_url: str) -> None:
     finally:
         await admin.acl_deluser("scorer")
         await admin.aclose()
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://s1:26379", "redis+sentinel://s1:26379/svc/x", "redis+cluster://n1:7000/0",
+            "redis+cluster://n1:port"],
+)  # fmt: skip
+def test_sentinel_and_cluster_urls_are_checked(url: str) -> None:
+    with pytest.raises(StoreError, match="store URL"):
+        RedisRiskStore(url)
+
+
+def test_the_settings_accept_sentinel_and_cluster_stores() -> None:
+    for url in ("redis+sentinel://:pw@s1:26379,s2:26379/notestream/1", "redis+cluster://n1:7000,n2:7001"):
+        settings = Settings(store=url)
+        assert settings.store == url
+        assert ":pw@" not in repr(settings)
