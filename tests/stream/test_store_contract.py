@@ -332,6 +332,8 @@ async def test_an_admission_holds_a_bounded_number_of_notes(store: RiskStore) ->
     with pytest.raises(StoreError):
         await store.hold_note(1, "one too many", deadline=1.0)
     assert len(await store.held_notes(1)) == MAX_HELD
+
+
 @pytest.mark.parametrize("base", [2**53, 2**63, 10**40])
 async def test_revisions_compare_exactly_at_any_size(store: RiskStore, base: int) -> None:
     """Revisions above 2**53 differ by one where doubles cannot tell them apart."""
