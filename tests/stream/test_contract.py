@@ -52,7 +52,8 @@ def test_asyncapi_names_every_topic_and_schema() -> None:
     doc = yaml.safe_load((SCHEMAS / "asyncapi.yaml").read_text(encoding="utf-8"))
     assert doc["asyncapi"].startswith("3.")
     assert {c["address"] for c in doc["channels"].values()} == set(TOPICS)
-    refs = {m["payload"]["schema"]["$ref"] for m in doc["components"]["messages"].values()}
+    schemas = [m["payload"]["schema"] for m in doc["components"]["messages"].values()]
+    refs = {schema["$ref"] for schema in schemas if "$ref" in schema}  # the changelog is internal
     assert refs == {f"./{name}.schema.json" for name in EVENTS}
 
 
