@@ -12,7 +12,9 @@ from pathlib import Path
 
 import typer
 
-model_app = typer.Typer(name="model", help="Model folders: import-legacy, info.", no_args_is_help=True)
+model_app = typer.Typer(
+    name="model", help="Model folders: import-legacy, optimize, card, info.", no_args_is_help=True
+)
 
 
 @model_app.command("import-legacy")
@@ -25,12 +27,49 @@ def import_legacy_command(
     new_head: bool = typer.Option(
         False, "--new-head", help="Accept a checkpoint without classifier weights (an UNTRAINED head)."
     ),
+    window: str = typer.Option(
+        "all",
+        "--window",
+        help="Which notes the model scores: all | discharge (the discharge-summary release) | days:N | "
+        "hours:N (days:3 for the early-notes release, scored in calendar days as it was trained).",
+    ),
 ) -> None:
     """Convert the original ClinicalBERT release into a model folder with the reference defaults."""
     from notestream.models.legacy import import_legacy
+    from notestream.models.spec import ModelSpec, parse_window
 
-    out = import_legacy(src, dst, vocab=vocab, new_head=new_head)
+    spec = ModelSpec(window=parse_window(window))
+    out = import_legacy(src, dst, vocab=vocab, new_head=new_head, spec=spec)
     typer.echo(json.dumps({"model_dir": str(out)}))
+
+
+@model_app.command("card")
+def card_command(
+    model_dir: Path = typer.Argument(..., help="A model folder."),
+    report: Path = typer.Option(None, "--report", help="`train evaluate --out` folder (its report.json)."),
+    out: Path = typer.Option(
+        None, "--out", help="Markdown file to write (default: MODEL_DIR/MODEL_CARD.md)."
+    ),
+) -> None:
+    """Write a Markdown model card from notestream.json and the evaluation report."""
+    from notestream.core.errors import ConfigError
+    from notestream.models.card import model_card
+    from notestream.models.checkpoint import check_model_folder
+    from notestream.models.fingerprint import model_fingerprint
+    from notestream.models.spec import ModelSpec
+
+    folder = check_model_folder(model_dir)
+    data = None
+    if report is not None:
+        path = report / "report.json" if report.is_dir() else report
+        if not path.is_file():
+            raise ConfigError(f"No report.json at {path}: pass the folder `train evaluate --out` wrote.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    target = out if out is not None else folder / "MODEL_CARD.md"
+    target.write_text(
+        model_card(ModelSpec.read(folder), data, fingerprint=model_fingerprint(folder)), encoding="utf-8"
+    )
+    typer.echo(json.dumps({"card": str(target)}))
 
 
 @model_app.command("optimize")

@@ -199,5 +199,6 @@ def import_legacy(
     if spec is None:
         spec = ModelSpec(max_length=min(512, int(keys["max_position_embeddings"])), provenance=provenance)
     else:
-        spec = spec.model_copy(update={"provenance": {**spec.provenance, **provenance}})
+        limit = min(spec.max_length, int(keys["max_position_embeddings"]))
+        spec = spec.model_copy(update={"provenance": {**spec.provenance, **provenance}, "max_length": limit})
     return save_model_folder(model, tokenizer, spec, dst)

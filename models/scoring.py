@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notestream.models.aggregate import AggregateState
+from notestream.models.calibration import calibrated_risk
 from notestream.models.errors import ModelsError
 from notestream.models.isolation import score_isolating
 from notestream.models.ledger import AdmissionLedger, window_verdict
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from notestream.models.engine import InferenceEngine
     from notestream.models.spec import ModelSpec
 
-SCORE_COLUMNS = ("HADM_ID", "SUBJECT_ID", "score", "p_max", "p_mean", "n_chunks", "n_notes")
+SCORE_COLUMNS = ("HADM_ID", "SUBJECT_ID", "score", "p_max", "p_mean", "n_chunks", "n_notes", "risk")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class AdmissionScore:
     p_mean: float
     n_chunks: int
     n_notes: int
+    risk: float | None = None
+    """The calibrated probability (:func:`notestream.models.calibration.calibrated_risk`); None without a calibrator."""
 
 
 @dataclass
@@ -205,7 +208,16 @@ async def score_notes(
         if score is None or p_max is None or p_mean is None:  # no chunk: no score, as in the reference
             continue
         run.scores.append(
-            AdmissionScore(hadm_id, scored[0].subject_id, score, p_max, p_mean, state.n, len(scored))
+            AdmissionScore(
+                hadm_id,
+                scored[0].subject_id,
+                score,
+                p_max,
+                p_mean,
+                state.n,
+                len(scored),
+                calibrated_risk(spec.calibration, score),
+            )
         )
     return run
 
@@ -236,6 +248,15 @@ def write_scores(scores: Iterable[AdmissionScore], path: str | Path) -> Path:
         writer.writerow(SCORE_COLUMNS)
         for s in scores:
             writer.writerow(
-                [s.hadm_id, s.subject_id, repr(s.score), repr(s.p_max), repr(s.p_mean), s.n_chunks, s.n_notes]
+                [
+                    s.hadm_id,
+                    s.subject_id,
+                    repr(s.score),
+                    repr(s.p_max),
+                    repr(s.p_mean),
+                    s.n_chunks,
+                    s.n_notes,
+                    "" if s.risk is None else repr(s.risk),
+                ]
             )
     return out

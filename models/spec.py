@@ -25,6 +25,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notestream.core.errors import ConfigError
+from notestream.models.calibration import Calibrator
+from notestream.models.policy import AlertPolicyChoice
 
 SPEC_FILE = "notestream.json"
 SPEC_VERSION = 1
@@ -123,12 +125,24 @@ class ModelSpec(BaseModel):
     max_length: int = Field(512, ge=8, le=8192)
     window: Window = Field(default_factory=Window)
     c: float = Field(2.0, gt=0, description="Aggregation constant of the admission score.")
+    notes_joined: bool = Field(
+        False,
+        description="Trained on each admission's notes joined before chunking (`prepare --mode huang2019` "
+        "with early notes); the stream chunks each note alone, so served scores differ from training.",
+    )
     quantization: Literal["none", "int8-dynamic"] = Field(
         "none",
         description="How the loader runs the float weights: as they are, or with dynamic int8 linear "
         "layers on CPU (written by `notestream model optimize --int8`; see notestream.models.quantize).",
     )
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold (RP80 on val).")
+    calibration: Calibrator | None = Field(
+        None,
+        description="Admission score -> probability, fitted by `train evaluate` (notestream.models.calibration).",
+    )
+    alert_policy: AlertPolicyChoice | None = Field(
+        None, description="How `threshold` was chosen and what it should give (notestream.models.policy)."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
 
@@ -149,3 +163,40 @@ class ModelSpec(BaseModel):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def parse_window(text: str) -> Window:
+    """A window from its command-line form: ``all``, ``discharge``, ``days:N`` or ``hours:N``.
+
+    >>> parse_window("days:3"), parse_window("discharge").kind
+    (Window(kind='days', value=3.0), 'discharge')
+    >>> parse_window("weeks:2")
+    Traceback (most recent call last):
+    ...
+    notestream.core.errors.ConfigError: A window is all, discharge, days:N or hours:N, not 'weeks:2'.
+    """
+    kind, _, value = text.strip().partition(":")
+    try:
+        if kind in ("all", "discharge") and not value:
+            return Window(kind=kind)  # type: ignore[arg-type]
+        if kind in ("days", "hours") and value:
+            return Window(kind=kind, value=float(value))  # type: ignore[arg-type]
+    except (ValueError, ValidationError) as exc:
+        raise ConfigError(f"A window is all, discharge, days:N or hours:N, not {text!r}.") from exc
+    raise ConfigError(f"A window is all, discharge, days:N or hours:N, not {text!r}.")
+
+
+def serving_warning(spec: ModelSpec) -> str | None:
+    """Why this model's served scores differ from how it was trained, or None: the stream and
+    ``notestream score`` chunk each note alone, which a model trained on joined notes never saw.
+
+    >>> serving_warning(ModelSpec()) is None, "joined" in serving_warning(ModelSpec(notes_joined=True))
+    (True, True)
+    """
+    if spec.notes_joined:
+        return (
+            "This model was trained on each admission's notes joined before chunking (prepare --mode "
+            "huang2019); served, each note is chunked alone, so its scores differ from training and its "
+            "threshold and calibration may not hold. Train with prepare --mode hours to serve it as trained."
+        )
+    return None

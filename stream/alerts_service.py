@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from notestream.core.settings import Settings
@@ -42,7 +43,7 @@ from notestream.stream.events import RiskAlert, RiskUpdate
 if TYPE_CHECKING:
     from notestream.stream.metrics import Metrics
 
-__all__ = ["read_alert_log", "run_alerts"]
+__all__ = ["read_alert_log", "retire_alerts", "run_alerts"]
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,16 @@ async def run_alerts(
     idle_timeout_s: float | None = None,
     sinks: Sequence[AlertSink] = (),
     metrics: Metrics | None = None,
+    model: str | None = None,
 ) -> AlertService:
     """Rebuild the alert state from risk-alerts, then consume risk-updates and emit alerts until
     cancelled, or until ``stop_after`` updates were read or none arrived for ``idle_timeout_s`` seconds
     (tests). ``sinks`` are further required sinks, called after the topic and stdout ones. With
     ``settings.metrics_port`` set, serves /metrics, /healthz and /readyz meanwhile (``metrics``, else a
-    new ``Metrics(role="alerts")``). Returns the service (alerts, counts)."""
+    new ``Metrics(role="alerts")``). ``model`` keeps one model's updates and alerts only (a fingerprint
+    or a folder name, :func:`notestream.stream.alerts.matches`). A discharged admission's state is kept
+    ``settings.retention_hours`` (as long as the store keeps it and may still emit for it), then evicted.
+    Returns the service (alerts, counts)."""
     from aiokafka.errors import CommitFailedError
 
     from notestream.stream.kafka import consumer as make_consumer
@@ -134,7 +139,7 @@ async def run_alerts(
     if to_stdout:
         required.append(stdout_sink())
     required.extend(sinks)
-    tracker = AlertTracker(policy)
+    tracker = AlertTracker(policy, model=model, retention=timedelta(hours=settings.retention_hours))
     service = AlertService(tracker, required, [webhook] if webhook else [], metrics=metrics)
     restored = False
     consumer_started = False
@@ -152,8 +157,14 @@ async def run_alerts(
         restored = True
         if metrics is not None:
             metrics.alerts_restored.inc(len(history))
-        log.info("alert state rebuilt from %d alerts: %d admissions, %d raised", len(history), seeded,
-                 tracker.raised_count())  # fmt: skip
+        log.info(
+            "alert state rebuilt from %d alerts: %d admissions, %d raised (model %s, policy %s)",
+            len(history),
+            seeded,
+            tracker.raised_count(),
+            model or "any",
+            policy.source,
+        )
         await producer.start()
         await consumer.start()
         consumer_started = True
@@ -190,3 +201,29 @@ async def run_alerts(
         if server is not None:
             await server.close()
     return service
+
+
+async def retire_alerts(settings: Settings, *, model: str, to_stdout: bool = True) -> list[RiskAlert]:
+    """Clear, with reason ``retired``, every alert of ``model`` (a fingerprint or a folder name) still
+    raised on the risk-alerts topic, and return the clears sent. Run it at the cut-over of an upgrade,
+    once the old model's workers and alerts service are stopped (docs/operations.md): without it their
+    open alerts would stay raised for ever. Running it again sends nothing (the clears are on the topic)."""
+    from notestream.stream.kafka import producer as make_producer
+
+    # retire() looks at no score: the policy is never consulted, any valid one will do
+    tracker = AlertTracker(AlertPolicy(threshold=1.0, hysteresis=0.0), model=model)
+    tracker.restore(await read_alert_log(settings))
+    cleared = tracker.retire()
+    producer = make_producer(settings)
+    sinks: list[AlertSink] = [topic_sink(producer.send_and_wait, settings.topic(RISK_ALERTS))]
+    if to_stdout:
+        sinks.append(stdout_sink())
+    await producer.start()
+    try:
+        for alert in cleared:
+            for sink in sinks:
+                await sink(alert)
+    finally:
+        await producer.stop()
+    log.info("retired model %s: %d raised alerts cleared", model, len(cleared))
+    return cleared

@@ -45,12 +45,15 @@ def register(app: typer.Typer) -> None:
         run_worker(settings)
 
     from notestream.stream.cli_data import register_data
+    from notestream.stream.cli_monitor import register_monitor
 
     register_data(app)
 
     from notestream.stream.cli_dlq import register_dlq
 
     register_dlq(app)
+    register_monitor(app)
+
     from notestream.stream.ingest.cli import register_ingest
 
     register_ingest(app)

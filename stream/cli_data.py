@@ -151,6 +151,11 @@ def register_data(app: typer.Typer) -> None:
     def alerts(
         threshold: float = typer.Option(None, help="Alert threshold (default: settings, else the model's)."),
         model_dir: Path = typer.Option(None, help="Model folder whose notestream.json holds the threshold."),
+        model: str = typer.Option(
+            None,
+            help="Only this model's updates and alerts: a model folder (its fingerprint; also the "
+            "threshold's folder unless --model-dir is given), a fingerprint NAME@DIGEST, or a folder name.",
+        ),
         hysteresis: float = typer.Option(
             None, help="Clear only below threshold - hysteresis (default 0.05)."
         ),
@@ -161,6 +166,11 @@ def register_data(app: typer.Typer) -> None:
         broker: str = typer.Option(None, help="kafka://HOST:PORT[,HOST:PORT] (env NOTESTREAM_BROKER)."),
         topic_prefix: str = typer.Option(None, help="Prefix of every topic name."),
         group: str = typer.Option("notestream-alerts", help="Consumer group of the alerts service."),
+        retire: bool = typer.Option(
+            False,
+            help="Clear (reason `retired`) every alert of --model still raised, then exit: the cut-over of "
+            "an upgrade, once the old model is out of service.",
+        ),
         max_updates: int = typer.Option(None, help="Stop after this many risk updates (scripts, tests)."),
         idle_timeout: float = typer.Option(None, help="Stop after this many seconds without an update."),
         config: Path = typer.Option(None, help="Settings TOML file (else $NOTESTREAM_CONFIG)."),
@@ -170,8 +180,16 @@ def register_data(app: typer.Typer) -> None:
 
         from notestream.core.settings import load_settings
         from notestream.stream.alerts import AlertPolicy
-        from notestream.stream.alerts_service import run_alerts
+        from notestream.stream.alerts_service import retire_alerts, run_alerts
 
+        if retire and model is None:
+            raise ConfigError("--retire needs --model: the model whose open alerts to clear.")
+        wanted = model
+        if model is not None and Path(model).is_dir():
+            from notestream.models.fingerprint import model_fingerprint
+
+            wanted = model_fingerprint(model)
+            model_dir = model_dir if model_dir is not None else Path(model)
         settings = load_settings(
             config,
             broker=broker,
@@ -180,7 +198,15 @@ def register_data(app: typer.Typer) -> None:
             alert_hysteresis=hysteresis,
             model_dir=model_dir,
         )
+        if retire:
+            assert wanted is not None
+            cleared = asyncio.run(retire_alerts(settings, model=wanted, to_stdout=stdout))
+            typer.echo(json.dumps({"model": wanted, "retired": len(cleared)}), err=True)
+            return
         policy = AlertPolicy.from_settings(settings, threshold=threshold)
+        typer.echo(
+            json.dumps({"model": wanted, "policy": policy.source, "threshold": policy.threshold}), err=True
+        )
         service = asyncio.run(
             run_alerts(
                 settings,
@@ -189,12 +215,19 @@ def register_data(app: typer.Typer) -> None:
                 group_id=group or None,
                 stop_after=max_updates,
                 idle_timeout_s=idle_timeout,
+                model=wanted,
             )
         )
         summary = {
+            "model": wanted,
+            "policy": policy.source,
+            "threshold": policy.threshold,
             "updates": service.tracker.seen,
             "alerts": len(service.alerts),
             "stale_dropped": service.tracker.dropped_stale,
+            "other_model_skipped": service.tracker.skipped_model,
+            "after_discharge": service.tracker.after_discharge,
+            "evicted": service.tracker.evicted,
             "webhook_failures": service.failed,
         }
         typer.echo(json.dumps(summary), err=True)

@@ -94,6 +94,7 @@ def _explain_admission(
     import asyncio
 
     from notestream.core.settings import load_settings
+    from notestream.models.calibration import calibrated_risk
     from notestream.models.checkpoint import check_model_folder
     from notestream.models.spec import ModelSpec
     from notestream.stream.evidence import AdmissionEvidence, admission_evidence, write_evidence
@@ -126,12 +127,15 @@ def _explain_admission(
 
     evidence = asyncio.run(read())
     written = write_evidence(evidence, out, top=max(top, 30)) if out is not None else []
+    risk = calibrated_risk(spec.calibration, evidence.score)
     if as_json:
-        typer.echo(json.dumps(evidence.to_json(), indent=2))
+        calibrated = {"risk": risk} if risk is not None else {}  # a model without a calibrator: no risk
+        typer.echo(json.dumps(evidence.to_json() | calibrated, indent=2))
         return
     console.print(
         f"Admission [bold]{escape(str(evidence.hadm_id))}[/bold]: score [bold]{evidence.score:.4f}[/bold] "
-        f"(p_max {evidence.p_max:.4f}, {evidence.n_chunks} chunks in {evidence.n_notes} notes, "
+        + (f"(calibrated risk [bold]{risk:.3f}[/bold]) " if risk is not None else "")
+        + f"(p_max {evidence.p_max:.4f}, {evidence.n_chunks} chunks in {evidence.n_notes} notes, "
         f"c = {evidence.c:g}, seq {evidence.seq}{', discharged' if evidence.discharged else ''}). "
         "Share = the part of the score each chunk makes: p/c/(1+n/c), plus p_max/(1+n/c) for the top chunk."
     )

@@ -204,11 +204,23 @@ class RiskUpdate(Event):
     subject_id: Id
     task: str
     model: str = Field(description="Model name or folder the score comes from.")
+    model_fingerprint: str | None = Field(
+        default=None,
+        description="The model's fingerprint (name@digest, notestream.models.fingerprint): two folders of one name "
+        "with other weights are told apart. None from workers before it was added.",
+    )
     score: float | None = Field(
         ge=0,
         le=1,
         description="null while the admission holds no chunk (only short or retracted notes): no evidence "
         "yet, never a risk of 0. p_max and p_mean are null then too.",
+    )
+    risk: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Calibrated probability of the outcome (notestream.models.calibration) at the prevalence the "
+        "model was calibrated on; None without a calibrator or a chunk.",
     )
     p_max: float | None
     p_mean: float | None
@@ -231,16 +243,26 @@ class RiskUpdate(Event):
     final: bool = Field(default=False, description="True once the admission was discharged.")
 
 
+AlertReason = Literal["score", "no_chunks", "discharged", "retired"]
+
+
 class RiskAlert(Event):
-    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis)."""
+    """An alert is raised (score >= threshold) or cleared (score < threshold - hysteresis, the admission
+    holds no chunk any more, or it was discharged)."""
 
     hadm_id: Id
     subject_id: Id | None = None
     task: str
     model: str | None = None
-    score: float | None = Field(
-        ge=0, le=1, description="The update's score; None when an alert clears because no chunk is left."
+    model_fingerprint: str | None = Field(
+        default=None, description="Fingerprint of the model whose score raised or cleared the alert."
     )
+    reason: AlertReason | None = Field(
+        default=None,
+        description="Why: score (crossed the threshold or the clear level), no_chunks, discharged, "
+        "retired (the model was taken out of service: `notestream alerts --retire`).",
+    )
+    score: float
     threshold: float
     hysteresis: float = 0.0
     state: Literal["raised", "cleared"]

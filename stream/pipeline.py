@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
+from notestream.models.calibration import calibrated_risk
 from notestream.models.isolation import Scorer, score_isolating
 from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
@@ -137,11 +138,12 @@ def update_from_state(
     change: str | None = None,
     produced_at: datetime | None = None,
     subject_id: Id | None = None,
+    fingerprint: str | None = None,
 ) -> RiskUpdate:
     """The risk update that announces ``state`` (score by ``notestream.models.aggregate`` with the spec's c).
 
     An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean
-    None: "no evidence yet", never a score of 0 (docs/events.md).
+    None: "no evidence yet", never a score of 0 (docs/events.md); and no ``risk``. ``risk`` is the score under the model's calibrator (:func:`notestream.models.calibration.calibrated_risk`).
     """
     score = state.score(spec.c)
     n = state.n_chunks
@@ -153,7 +155,9 @@ def update_from_state(
         subject_id=subject if subject is not None else 0,
         task=spec.task,
         model=model,
+        model_fingerprint=fingerprint,
         score=float(score) if score is not None else None,
+        risk=calibrated_risk(spec.calibration, float(score) if score is not None else None),
         p_max=float(state.p_max) if n > 0 and state.p_max is not None else None,
         p_mean=float(state.p_sum) / n if n > 0 else None,
         n_chunks=n,
@@ -185,11 +189,14 @@ class Pipeline:
         reemit_unchanged: bool = True,
         metrics: StoreTimer | None = None,
         source_timezone: tzinfo = UTC,
+        fingerprint: str | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.spec = spec
         self.model = model
+        self.fingerprint = fingerprint
+        """The model's fingerprint (:func:`notestream.models.fingerprint.model_fingerprint`), put on every update."""
         self.admission_wait_s = admission_wait_s
         self.tokenizer = tokenizer
         self.reemit_unchanged = reemit_unchanged
@@ -434,13 +441,26 @@ class Pipeline:
                 if res.applied:
                     out.append(
                         update_from_state(
-                            res.state, spec=self.spec, model=self.model, trigger=note, change=res.reason
+                            res.state,
+                            spec=self.spec,
+                            model=self.model,
+                            trigger=note,
+                            change=res.reason,
+                            fingerprint=self.fingerprint,
                         )
                     )
                 elif self.reemit_unchanged:
                     # a redelivered note (after a crash between store write and emit): announce the
                     # current state again, same seq, so no applied change goes unannounced
-                    out.append(update_from_state(res.state, spec=self.spec, model=self.model, trigger=note))
+                    out.append(
+                        update_from_state(
+                            res.state,
+                            spec=self.spec,
+                            model=self.model,
+                            trigger=note,
+                            fingerprint=self.fingerprint,
+                        )
+                    )
             return out
 
         for updates in await asyncio.gather(*(apply_admission(items) for items in by_admission.values())):
@@ -502,6 +522,7 @@ class Pipeline:
             change="discharge",
             produced_at=event.produced_at,
             subject_id=event.subject_id,
+            fingerprint=self.fingerprint,
         )
 
 

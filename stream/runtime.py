@@ -19,7 +19,7 @@ from typing import Any
 import faust
 
 from notestream.core.settings import Settings
-from notestream.models.spec import ModelSpec
+from notestream.models.spec import ModelSpec, serving_warning
 from notestream.stream.errors import StreamError
 from notestream.stream.faust_transport import producer_client
 from notestream.stream.metrics import Metrics
@@ -122,6 +122,8 @@ class Runtime:
                     "folder (Hugging Face format + notestream.json)."
                 )
             spec = ModelSpec.read(model_dir)
+            if (warning := serving_warning(spec)) is not None:
+                log.warning("%s: %s", Path(model_dir).name, warning)
             if self.store is None:
                 from notestream.stream.store import open_store
 
@@ -149,6 +151,7 @@ class Runtime:
                 source_timezone=self.settings.source_zone,
                 tokenizer=tokenizer,
                 metrics=self.metrics,
+                fingerprint=self._fingerprint,
             )
             if self.metrics is not None:
                 await self._serve_metrics()

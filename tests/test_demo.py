@@ -52,6 +52,11 @@ def test_demo_streams_the_offline_scores(tmp_path: Path, capsys: pytest.CaptureF
     assert 0 <= summary["score_p10"] <= summary["score_p50"] <= summary["score_p90"] <= 1
     assert 0 <= summary["chunk_prob_p10"] <= summary["chunk_prob_p90"] <= 1
     assert summary["engine_load"] > 0
+    # the held-out admissions stream at the cohort's prevalence, with calibrated risks on every update
+    assert summary["prevalence"] == pytest.approx(summary["positives"] / summary["scored_admissions"])
+    assert 0 <= summary["ece"] <= 1
+    assert 0 <= summary["brier"] <= 1
+    assert summary["alerts_per_100_admissions"] is not None
     # stderr is not a terminal here: the live table is printed once at the end, not redrawn into the log
     assert capsys.readouterr().err.count("hadm_id") == 1
     assert (cfg.out / "summary.png").stat().st_size > 0

@@ -193,12 +193,39 @@ def evaluate_cmd(
     model: Path | None = typer.Option(None, "--model", help="Model folder to evaluate."),
     data: Path | None = typer.Option(None, "--data", help="Prepared dataset (test.csv; val.csv; train.csv)."),
     test: Path | None = typer.Option(None, "--test", help="Test chunks (ID, TEXT, Label)."),
-    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Threshold at RP80 on val.csv."),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate", help="Fit the calibrator and the alert threshold on val.csv."
+    ),
+    calibration: str = typer.Option("isotonic", "--calibration", help="isotonic | platt | none."),
+    policy: str = typer.Option(
+        "rp80",
+        "--policy",
+        help="How the alert threshold is chosen on val.csv: rp80 (the reference) | precision | sensitivity "
+        "| budget (with --target: a precision or recall in 0-1, or alerts per 100 admissions).",
+    ),
+    target: float | None = typer.Option(
+        None, "--target", help="Target of --policy precision/sensitivity/budget."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0, help="Bootstrap resamples of the 95% CIs (0: none)."
+    ),
+    subgroup_margin: float = typer.Option(
+        0.05, "--subgroup-margin", help="Flag a subgroup whose AUROC is this much below the whole test set's."
+    ),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Bag-of-words beside the model."),
     c: float = typer.Option(2.0, "--c", help="Aggregation constant for --chunk-scores."),
 ) -> None:
-    """Admission-level AUROC, AUPRC, average precision and RP80, ROC/PR plots and a JSON report."""
+    """Admission-level AUROC, AUPRC, AP and RP80 with 95% CIs, calibration, alert policy, plots, report."""
     from notestream.training.evaluate import evaluate_chunk_scores, evaluate_model
+
+    if calibration not in ("isotonic", "platt", "none"):
+        raise TrainRunError(f"--calibration must be isotonic, platt or none, not {calibration!r}.")
+    if policy not in ("rp80", "precision", "sensitivity", "budget"):
+        raise TrainRunError(f"--policy must be rp80, precision, sensitivity or budget, not {policy!r}.")
+    if (policy == "rp80") != (target is None):
+        raise TrainRunError(
+            "--target goes with --policy precision, sensitivity or budget (and only with them)."
+        )
 
     if chunk_scores is not None:
         typer.echo(json.dumps(evaluate_chunk_scores(chunk_scores, out, c=c)))
@@ -207,12 +234,27 @@ def evaluate_cmd(
         raise TrainRunError("Give --model DIR (with --data DIR or --test FILE), or --chunk-scores FILE.")
     test_csv = _data_file(data, test, "test.csv")
     assert test_csv is not None
+    manifest = data / "manifest.json" if data is not None else None
+    balanced = json.loads(manifest.read_text()).get("balanced") if manifest and manifest.is_file() else None
     report = evaluate_model(
-        model, test_csv, out,
+        model,
+        test_csv,
+        out,
         val_csv=_data_file(data, None, "val.csv", required=False) if calibrate else None,
         train_csv=_data_file(data, None, "train.csv", required=False) if baseline else None,
-    )  # fmt: skip
-    typer.echo(json.dumps({k: report[k] for k in ("model", "baseline") if k in report}))
+        balanced_test_csv=_data_file(data, None, "test_balanced.csv", required=False)
+        if test is None
+        else None,
+        balanced=balanced,
+        method=None if calibration == "none" else calibration,  # type: ignore[arg-type]
+        policy=policy,  # type: ignore[arg-type]
+        target=target,
+        n_boot=bootstrap,
+        demographics_csv=_data_file(data, None, "demographics.csv", required=False),
+        subgroup_margin=subgroup_margin,
+    )
+    keys = ("model", "model_balanced", "baseline", "alert_policy")
+    typer.echo(json.dumps({k: report[k] for k in keys if k in report}))
 
 
 def baseline_cmd(

@@ -25,9 +25,33 @@ def prepare_cmd(
         None, "--hours", help="Window of the hours mode (default: days x 24)."
     ),
     split: str = typer.Option("reference", "--split", help="reference (docs/reference.md §5) | patient."),
+    balance: bool | None = typer.Option(
+        None,
+        "--balance/--no-balance",
+        help="Balance val and test as the reference protocol does (default: only with --mode huang2019); "
+        "else they keep the cohort's prevalence, with val_balanced.csv / test_balanced.csv beside them.",
+    ),
     seed: int = typer.Option(1, "--seed", help="Seed of the patient split."),
+    los_days: float = typer.Option(
+        7.0,
+        "--los-days",
+        min=0,
+        help="prolonged-stay: positive when the stay is longer (ClinicalNoteBERT: 3).",
+    ),
     cleaning: str = typer.Option("huang2019", "--cleaning", help="huang2019 | clinical."),
     chunk_words: int = typer.Option(318, "--chunk-words", min=11, help="Words per chunk (reference: 318)."),
+    chunking: str = typer.Option(
+        "words", "--chunking", help="words (the reference) | tokens (WordPiece windows; needs --tokenizer)."
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="--chunking tokens: the folder of the model to fine-tune (its tokenizer)."
+    ),
+    max_length: int = typer.Option(
+        512, "--max-length", min=8, help="--chunking tokens: tokens per window + 2."
+    ),
+    stride: int = typer.Option(
+        384, "--stride", min=1, help="--chunking tokens: tokens between window starts."
+    ),
     memory_limit: str = typer.Option("2GB", "--memory-limit", help="DuckDB memory limit; it spills beyond."),
     temp_dir: Path | None = typer.Option(None, "--temp-dir", help="Spill folder (default: inside --out)."),
 ) -> None:
@@ -36,9 +60,14 @@ def prepare_cmd(
     from notestream.training.mimic import Source
     from notestream.training.prepare import PrepareConfig, prepare
 
-    choices = {"task": (task, ("readmission", "mortality", "prolonged-stay")),
-               "notes": (notes, ("discharge", "early-2d", "early-3d")), "mode": (mode, ("huang2019", "hours")),
-               "split": (split, ("reference", "patient")), "cleaning": (cleaning, ("huang2019", "clinical"))}  # fmt: skip
+    choices = {
+        "task": (task, ("readmission", "mortality", "prolonged-stay")),
+        "notes": (notes, ("discharge", "early-2d", "early-3d")),
+        "mode": (mode, ("huang2019", "hours")),
+        "split": (split, ("reference", "patient")),
+        "chunking": (chunking, ("words", "tokens")),
+        "cleaning": (cleaning, ("huang2019", "clinical")),
+    }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise CohortError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}.")
@@ -48,9 +77,15 @@ def prepare_cmd(
         mode=mode,  # type: ignore[arg-type]
         hours=hours,
         split=split,  # type: ignore[arg-type]
+        balance=balance,
         seed=seed,
+        los_days=los_days,
         cleaning=cleaning,  # type: ignore[arg-type]
         chunk_words=chunk_words,
+        chunking=chunking,  # type: ignore[arg-type]
+        tokenizer=str(tokenizer) if tokenizer else None,
+        max_length=max_length,
+        stride=stride,
         memory_limit=memory_limit,
         temp_dir=str(temp_dir) if temp_dir else None,
     )

@@ -159,6 +159,11 @@ def finetune(
     out = Path(out_dir)
     data_spec, data_hash = dataset_spec(train_csv)
     spec = spec or data_spec
+    if spec.chunking.kind == "tokens" and cfg.max_length != spec.max_length:
+        raise TrainRunError(
+            f"The dataset's chunks are windows of {spec.max_length} tokens (prepare --max-length); fine-tune "
+            f"with --max-length {spec.max_length}, not {cfg.max_length}, so the model is served as trained."
+        )
     train = read_chunks(train_csv)
     if train.empty or train["Label"].nunique() < 2:
         raise TrainRunError(f"{train_csv} needs chunks of both labels to train a classifier.")

@@ -38,9 +38,15 @@ class SplitIds:
     test: list[int]
     extra: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    val_balanced: list[int] | None = None
+    """With val at natural prevalence: its balanced subset (the reference protocol), else None."""
+    test_balanced: list[int] | None = None
 
     def labels(self) -> dict[str, list[int]]:
-        return {"train": self.train, "val": self.val, "test": self.test, "extra": self.extra}
+        out = {"train": self.train, "val": self.val, "test": self.test, "extra": self.extra}
+        if self.val_balanced is not None and self.test_balanced is not None:
+            out |= {"val_balanced": self.val_balanced, "test_balanced": self.test_balanced}
+        return out
 
 
 def reference_split(cohort: pd.DataFrame, *, extra_negatives: int = 0) -> SplitIds:
@@ -49,11 +55,12 @@ def reference_split(cohort: pd.DataFrame, *, extra_negatives: int = 0) -> SplitI
     not_readmit = cohort.loc[cohort["OUTPUT_LABEL"] == 0, "HADM_ID"]
     if len(readmit) == 0:
         raise SplitError("The cohort has no positive admissions; a balanced split needs some.")
+    if len(not_readmit) == 0:
+        raise SplitError("The cohort has no negative admissions; a balanced split needs some.")
     if len(not_readmit) < len(readmit):
-        raise SplitError(
-            f"The cohort has {len(not_readmit)} negatives for {len(readmit)} positives; the reference "
-            "split subsamples negatives to the positives' count, so it needs at least as many."
-        )
+        # positives outnumber negatives (a prolonged stay): subsample the positives instead, and keep
+        # the unused ones out of every part
+        readmit = readmit.sample(n=len(not_readmit), random_state=SEED).sort_index()
     negatives = not_readmit.sample(n=len(readmit), random_state=SEED)
     val_test_t = readmit.sample(frac=0.2, random_state=SEED)
     val_test_f = negatives.sample(frac=0.2, random_state=SEED)
@@ -80,6 +87,53 @@ def reference_split(cohort: pd.DataFrame, *, extra_negatives: int = 0) -> SplitI
     )
 
 
+def natural_prevalence(cohort: pd.DataFrame, split: SplitIds) -> SplitIds:
+    """``split`` (a :func:`reference_split`) with val and test grown to the cohort's prevalence, for
+    evaluating as deployed: each gets the negatives that bring its positives to the cohort's share, from
+    the negatives no part uses (its reference negatives first, so the balanced parts stay subsets and
+    are kept as ``val_balanced`` / ``test_balanced``). Training is unchanged (balanced, as the reference).
+
+    >>> cohort = pd.DataFrame({"HADM_ID": range(200), "SUBJECT_ID": range(200),
+    ...                        "OUTPUT_LABEL": [1] * 20 + [0] * 180})
+    >>> s = natural_prevalence(cohort, reference_split(cohort))
+    >>> positives = set(range(20))
+    >>> [(len(ids), len(set(ids) & positives)) for ids in (s.val, s.test, s.val_balanced, s.test_balanced)]
+    [(20, 2), (20, 2), (4, 2), (4, 2)]
+    >>> set(s.val_balanced) <= set(s.val), set(s.val) & set(s.test), set(s.val) & set(s.train)
+    (True, set(), set())
+    """
+    label = cohort.set_index("HADM_ID")["OUTPUT_LABEL"]
+    positives, negatives = int((label == 1).sum()), int((label == 0).sum())
+    used = set(split.train) | set(split.val) | set(split.test) | set(split.extra)
+    pool = cohort.loc[(cohort["OUTPUT_LABEL"] == 0) & ~cohort["HADM_ID"].isin(used), "HADM_ID"]
+    # a small cohort's extra training negatives may be needed to reach the prevalence: they go last
+    extra = pd.Series(split.extra, dtype="int64")
+    notes = list(split.notes)
+    grown: dict[str, list[int]] = {}
+    for name, ids in (("val", split.val), ("test", split.test)):
+        pos = [i for i in ids if label[i] == 1]
+        want = max(round(len(pos) * negatives / positives) - (len(ids) - len(pos)), 0)
+        added = pool.sample(n=min(want, len(pool)), random_state=SEED)
+        pool = pool.drop(added.index)
+        if len(added) < want:
+            moved = extra.iloc[: want - len(added)]
+            extra = extra.iloc[len(moved) :]
+            added = pd.concat([added, moved])
+            notes.append(f"{len(moved)} extra training negatives moved to {name} to reach the prevalence")
+            if len(added) < want:
+                notes.append(f"only {len(added)} unused negatives to bring {name} to the cohort's prevalence")
+        grown[name] = [*ids, *map(int, added)]
+    return SplitIds(
+        train=split.train,
+        val=grown["val"],
+        test=grown["test"],
+        extra=[int(x) for x in extra],
+        notes=notes,
+        val_balanced=list(split.val),
+        test_balanced=list(split.test),
+    )
+
+
 def patient_split(
     cohort: pd.DataFrame,
     *,
@@ -87,9 +141,12 @@ def patient_split(
     val_frac: float = 0.1,
     test_frac: float = 0.1,
     balance: bool = True,
+    balance_eval: bool = True,
 ) -> SplitIds:
     """Split by SUBJECT_ID so no patient is in two parts; within each part negatives are subsampled to
-    the number of positives when ``balance`` (as the reference balances its parts).
+    the number of positives when ``balance`` (as the reference balances its parts). Without
+    ``balance_eval``, val and test keep the cohort's prevalence and their balanced subsets are
+    ``val_balanced`` / ``test_balanced``.
 
     >>> cohort = pd.DataFrame({"HADM_ID": range(60), "SUBJECT_ID": [i // 2 for i in range(60)],
     ...                        "OUTPUT_LABEL": [i % 3 == 0 for i in range(60)]})
@@ -110,12 +167,24 @@ def patient_split(
         rows = cohort[parts == name]
         pos = rows.loc[rows["OUTPUT_LABEL"] == 1, "HADM_ID"]
         neg = rows.loc[rows["OUTPUT_LABEL"] == 0, "HADM_ID"]
-        if balance:
-            neg = neg.sample(n=min(len(pos), len(neg)), random_state=seed)
-        out[name] = [*map(int, pos), *map(int, neg)]
+        # a balanced part keeps as many of each class as the smaller one has
+        few = min(len(pos), len(neg))
+        out[f"{name}_balanced"] = [
+            *map(int, pos.sample(n=few, random_state=seed) if len(pos) > few else pos),
+            *map(int, neg.sample(n=few, random_state=seed)),
+        ]
+        balanced = balance and (name == "train" or balance_eval)
+        out[name] = out[f"{name}_balanced"] if balanced else [*map(int, pos), *map(int, neg)]
     if not out["train"] or not any(cohort["OUTPUT_LABEL"] == 1):
         raise SplitError("The patient split left no training admissions; use a larger cohort.")
-    return SplitIds(train=out["train"], val=out["val"], test=out["test"])
+    natural = not balance_eval
+    return SplitIds(
+        train=out["train"],
+        val=out["val"],
+        test=out["test"],
+        val_balanced=out["val_balanced"] if natural else None,
+        test_balanced=out["test_balanced"] if natural else None,
+    )
 
 
 def shuffle_positions(n: int) -> np.ndarray:

@@ -197,6 +197,7 @@ def write_mimic_iv(
     summary = SynthSummary(patients=n_patients, admissions=len(adm))
     path = folder / "hosp" / "admissions.csv.gz"
     t = {c: _fmt(adm[c].to_numpy(dtype="datetime64[s]")) for c in ("ADMITTIME", "DISCHTIME", "DEATHTIME")}
+    insurance, race = _demographics(adm, cfg, ETHNICITIES_IV)
     with open_csv(path) as fh:
         fh.write(
             "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,admit_provider_id,"
@@ -208,9 +209,10 @@ def write_mimic_iv(
             fh.write(
                 f"{row['SUBJECT_ID']},{row['HADM_ID']},{t['ADMITTIME'][i]},{t['DISCHTIME'][i]},{t['DEATHTIME'][i]},"
                 f"{row['ADMISSION_TYPE']},P{row['HADM_ID'] % 997:05d},EMERGENCY ROOM,"
-                f"{'DIED' if died else 'HOME'},Medicare,ENGLISH,MARRIED,WHITE,,,{died}\n"
+                f"{'DIED' if died else 'HOME'},{insurance[i]},ENGLISH,MARRIED,{race[i]},,,{died}\n"
             )
     summary.files["admissions"] = path
+    summary.files["patients"] = _write_patients_iv(adm, folder / "hosp" / "patients.csv.gz")
     paths, summary.notes = write_mimic_iv_notes(adm, folder / "note", cfg, progress=progress)
     summary.files.update(paths)
     summary.cohort_positives = int(adm[adm["DEATHTIME"].isna()]["READMIT"].sum())
@@ -224,6 +226,7 @@ def _write_admissions_iii(adm: pd.DataFrame, path: Path, cfg: SynthConfig) -> Pa
     ed_in_s = _fmt(ed_in)
     ed_out_s = _fmt(adm["ADMITTIME"].to_numpy(dtype="datetime64[s]") - 15 * MINUTE)
     diagnoses = ["PNEUMONIA", "CONGESTIVE HEART FAILURE", "SEPSIS", "CORONARY ARTERY DISEASE\\CORONARY ARTERY BYPASS GRAFT /SDA", "NEWBORN", "GI BLEED", "S/P FALL"]  # fmt: skip
+    insurance, ethnicity = _demographics(adm, cfg, ETHNICITIES_III)
     with open_csv(path) as fh:
         fh.write(
             '"ROW_ID","SUBJECT_ID","HADM_ID","ADMITTIME","DISCHTIME","DEATHTIME","ADMISSION_TYPE",'
@@ -238,12 +241,49 @@ def _write_admissions_iii(adm: pd.DataFrame, path: Path, cfg: SynthConfig) -> Pa
                 f"{i + 1},{row['SUBJECT_ID']},{row['HADM_ID']},{t['ADMITTIME'][i]},{t['DISCHTIME'][i]},"
                 f"{t['DEATHTIME'][i]},{quote(row['ADMISSION_TYPE'])},"
                 f"{quote('EMERGENCY ROOM ADMIT' if emergency else 'PHYS REFERRAL/NORMAL DELI')},"
-                f"{quote('DEAD/EXPIRED' if died else 'HOME')},{quote('Medicare')},{quote('' if newborn else 'ENGL')},"
-                f"{quote('CATHOLIC')},{quote('' if newborn else 'MARRIED')},{quote('WHITE')},"
+                f"{quote('DEAD/EXPIRED' if died else 'HOME')},{quote(insurance[i])},{quote('' if newborn else 'ENGL')},"
+                f"{quote('CATHOLIC')},{quote('' if newborn else 'MARRIED')},{quote(ethnicity[i])},"
                 f"{ed_in_s[i] if emergency else ''},{ed_out_s[i] if emergency else ''},"
                 f"{quote('NEWBORN' if newborn else diagnoses[row['HADM_ID'] % 6])},{died},1\n"
             )
     return path
+
+
+INSURANCES = ("Medicare", "Private", "Medicaid", "Government", "Self Pay")
+ETHNICITIES_III = (
+    "WHITE",
+    "BLACK/AFRICAN AMERICAN",
+    "HISPANIC OR LATINO",
+    "ASIAN",
+    "UNKNOWN/NOT SPECIFIED",
+    "OTHER",
+)
+ETHNICITIES_IV = (
+    "WHITE",
+    "BLACK/AFRICAN AMERICAN",
+    "HISPANIC/LATINO - PUERTO RICAN",
+    "ASIAN",
+    "UNKNOWN",
+    "OTHER",
+)
+
+
+def _demographics(
+    adm: pd.DataFrame, cfg: SynthConfig, ethnicities: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """Insurance per admission and ethnicity per patient (the same for all of a patient's admissions),
+    from their own random stream so the other columns stay as they were."""
+    rng = np.random.default_rng(cfg.seed + 5)
+    insurance = rng.choice(INSURANCES, len(adm), p=[0.5, 0.3, 0.12, 0.05, 0.03])
+    subjects = np.unique(adm["SUBJECT_ID"].to_numpy())
+    by_subject = dict(
+        zip(
+            subjects,
+            rng.choice(ethnicities, len(subjects), p=[0.65, 0.12, 0.08, 0.05, 0.06, 0.04]),
+            strict=True,
+        )
+    )
+    return [str(x) for x in insurance], [str(by_subject[s]) for s in adm["SUBJECT_ID"]]
 
 
 def _write_patients_iii(adm: pd.DataFrame, path: Path) -> Path:
@@ -259,6 +299,22 @@ def _write_patients_iii(adm: pd.DataFrame, path: Path) -> Path:
         for i, (subject, gender) in enumerate(zip(pats.index, pats["GENDER"], strict=True)):
             flag = int(dod[i] != "")
             fh.write(f"{i + 1},{subject},{quote(gender)},{dob[i]},{dod[i]},{dod[i]},,{flag}\n")
+    return path
+
+
+def _write_patients_iv(adm: pd.DataFrame, path: Path) -> Path:
+    """MIMIC-IV hosp/patients: gender, anchor_age (age in anchor_year, the year of the first admission)."""
+    first = adm.sort_values(["SUBJECT_ID", "ADMITTIME"]).groupby("SUBJECT_ID", sort=True).first()
+    year = first["ADMITTIME"].dt.year
+    # whole years (a DOB shifted ~300 years back, MIMIC's over-89 rule, overflows nanosecond arithmetic)
+    age = (year - first["DOB"].dt.year).clip(lower=0, upper=91)
+    dod = _fmt(first["DEATHTIME"].to_numpy(dtype="datetime64[D]").astype("datetime64[s]"))
+    with open_csv(path) as fh:
+        fh.write("subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n")
+        for i, subject in enumerate(first.index):
+            fh.write(
+                f"{subject},{first['GENDER'].iloc[i]},{int(age.iloc[i])},{int(year.iloc[i])},2011 - 2013,{dod[i][:10]}\n"
+            )
     return path
 
 

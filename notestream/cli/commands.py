@@ -65,7 +65,10 @@ def score(
     from notestream.mimic.notes import read_admit_times, read_notes
     from notestream.models.engine import InferenceEngine
     from notestream.models.scoring import NoteRecord, ScoreRun, score_notes, write_failures, write_scores
+    from notestream.models.spec import ModelSpec, serving_warning
 
+    if (warning := serving_warning(ModelSpec.read(model))) is not None:
+        typer.echo(f"warning: {warning}", err=True)
     settings = load_settings(config, devices=devices.split(",") if devices else None)
     admit_times = read_admit_times(admissions) if admissions is not None else None
 

@@ -361,7 +361,7 @@ def quantiles(values: list[float] | np.ndarray, name: str) -> dict[str, float | 
 
 def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, rate: float) -> dict[str, Any]:
     """The figures of the run (summary.json)."""
-    from notestream.training.metrics import admission_metrics
+    from notestream.training.metrics import admission_metrics, calibration_metrics
 
     scores = offline.scores
     both = [h for h in feed.expected_notes if scores.get(h) is not None]
@@ -376,6 +376,8 @@ def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, r
         (max(u.emitted_at for u in watch.updates) - first).total_seconds() if first and watch.updates else 0.0
     )
     flagged, truth = streamed >= threshold, np.array(labels, dtype=int) == 1
+    risks = [r for h in both if (r := watch.last[h].risk) is not None]
+    calibrated = calibration_metrics(labels, risks) if both and len(risks) == len(both) else None
     chunks = len(offline.chunk_probs)
     capacity = offline.chunks_per_s
     arrival = chunks / watch.replay_s if watch.replay_s > 0 else None
@@ -390,6 +392,12 @@ def summarize(feed: Feed, watch: Watch, offline: Offline, *, threshold: float, r
         # validation: the lowest threshold with precision > 0.8 there), and how right they are
         "above_threshold_at_end": int(np.sum(flagged)),
         "positives": int(np.sum(truth)),
+        # the held-out admissions are replayed at the cohort's own prevalence (prepare's default for
+        # streaming models), so these are the figures a hospital would see
+        "prevalence": float(np.mean(truth)) if both else None,
+        "brier": calibrated["brier"] if calibrated else None,
+        "ece": calibrated["ece"] if calibrated else None,
+        "alerts_per_100_admissions": 100.0 * float(np.mean(flagged)) if both else None,
         "alert_precision": float(np.sum(flagged & truth) / np.sum(flagged)) if np.any(flagged) else None,
         "alert_recall": float(np.sum(flagged & truth) / np.sum(truth)) if np.any(truth) else None,
         "streamed_auroc": admission_metrics(labels, streamed)["auroc"] if both else None,

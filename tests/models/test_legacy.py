@@ -153,3 +153,23 @@ def test_broken_releases_get_clear_errors(
         match = "missing"
     with pytest.raises(CheckpointError, match=match):
         import_legacy(src, tmp_path / "out")
+
+
+def test_import_legacy_command_sets_the_window(
+    original: tuple[BertForSequenceClassification, list[str]], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from notestream.models.cli import model_app
+
+    model, vocab = original
+    src = write_legacy(model, vocab, tmp_path / "release")
+    result = CliRunner().invoke(
+        model_app, ["import-legacy", str(src), str(tmp_path / "early"), "--window", "days:3"]
+    )
+    assert result.exit_code == 0, result.output
+    spec = ModelSpec.read(tmp_path / "early")
+    assert (spec.window.kind, spec.window.value, spec.max_length) == ("days", 3.0, 512)
+    assert spec.provenance["format"] == "clinicalbert-legacy"
+    bad = CliRunner().invoke(model_app, ["import-legacy", str(src), str(tmp_path / "x"), "--window", "weeks"])
+    assert bad.exit_code != 0

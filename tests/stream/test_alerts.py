@@ -6,6 +6,7 @@ import io
 import json
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
+from notestream.models.policy import AlertPolicyChoice
 from notestream.models.spec import ModelSpec
 from notestream.stream.alert_sinks import WebhookSink, stdout_sink, topic_sink
 from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker
@@ -99,6 +101,124 @@ def test_admissions_and_tasks_are_tracked_apart() -> None:
     assert tracker.raised() == [(1, "mortality"), (1, "readmission"), (2, "readmission")]
 
 
+T0 = datetime(2150, 1, 1, tzinfo=UTC)
+
+
+def model_update(
+    seq: int,
+    score: float,
+    *,
+    fingerprint: str,
+    hadm: int = 1,
+    final: bool = False,
+    hours: float = 0.0,
+) -> RiskUpdate:
+    """An update of the model ``fingerprint`` (folder name: the part before the @), emitted ``hours`` after T0."""
+    return update(seq, score, hadm=hadm).model_copy(
+        update={
+            "model": fingerprint.split("@")[0],
+            "model_fingerprint": fingerprint,
+            "final": final,
+            "emitted_at": T0 + timedelta(hours=hours),
+        }
+    )
+
+
+def test_two_models_side_by_side_keep_their_own_alerts_and_seq() -> None:
+    # the issue's upgrade: the old model reached seq 9 and raised; the new one starts at seq 1 and is low
+    tracker = AlertTracker(POLICY)
+    old, new = "readmission@aaaa", "readmission@bbbb"  # one folder name, other weights
+    assert [
+        a.state for s in range(1, 10) if (a := tracker.observe(model_update(s, 0.8, fingerprint=old)))
+    ] == ["raised"]
+    states = [
+        a.state if (a := tracker.observe(model_update(s, p, fingerprint=new))) else None
+        for s, p in [(1, 0.1), (2, 0.2), (3, 0.7), (4, 0.3), (5, 0.2)]
+    ]
+    assert states == [None, None, "raised", "cleared", None]  # none of them stale behind the old seq 9
+    assert tracker.dropped_stale == 0
+    assert tracker.raised_keys() == [(old, 1, "readmission")]  # the new model's low score left it raised
+
+
+def test_the_model_filter_keeps_one_model_by_fingerprint_or_name() -> None:
+    by_fingerprint = AlertTracker(POLICY, model="readmission@bbbb")
+    by_name = AlertTracker(POLICY, model="readmission-v2")
+    updates = [
+        model_update(1, 0.9, fingerprint="readmission@aaaa"),
+        model_update(1, 0.9, fingerprint="readmission@bbbb", hadm=2),
+        model_update(1, 0.9, fingerprint="readmission-v2@cccc", hadm=3),
+    ]
+    assert [a.hadm_id for u in updates if (a := by_fingerprint.observe(u))] == [2]
+    assert [a.hadm_id for u in updates if (a := by_name.observe(u))] == [3]
+    assert by_fingerprint.skipped_model == 2
+    restored = AlertTracker(POLICY, model="readmission@bbbb")
+    alerts = [
+        RiskAlert(
+            hadm_id=h,
+            task="readmission",
+            model="readmission",
+            model_fingerprint=f,
+            score=0.9,
+            threshold=0.6,
+            state="raised",
+            seq=1,
+        )
+        for h, f in [(1, "readmission@aaaa"), (2, "readmission@bbbb")]
+    ]
+    assert restored.restore(alerts) == 1
+    assert restored.raised() == [(2, "readmission")]
+
+
+def test_discharge_clears_the_alert_and_later_updates_raise_nothing() -> None:
+    tracker = AlertTracker(POLICY)
+    fp = "m@1"
+    assert tracker.observe(model_update(1, 0.9, fingerprint=fp)) is not None
+    cleared = tracker.observe(model_update(2, 0.9, fingerprint=fp, final=True))
+    assert cleared is not None
+    assert (cleared.state, cleared.reason, cleared.model_fingerprint) == ("cleared", "discharged", fp)
+    assert tracker.observe(model_update(3, 0.95, fingerprint=fp, final=True)) is None  # a late note
+    assert tracker.after_discharge == 1
+    assert tracker.raised_count() == 0
+    # an admission discharged below the threshold: nothing to clear, and nothing raised after
+    assert tracker.observe(model_update(1, 0.2, fingerprint=fp, hadm=2, final=True)) is None
+    assert tracker.observe(model_update(2, 0.9, fingerprint=fp, hadm=2, final=True)) is None
+
+
+def test_discharged_states_are_evicted_after_the_retention() -> None:
+    tracker = AlertTracker(POLICY, retention=timedelta(hours=72))
+    fp = "m@1"
+    for hadm in range(10):  # one admission discharged per day
+        tracker.observe(model_update(1, 0.9, fingerprint=fp, hadm=hadm, hours=24 * hadm))
+        tracker.observe(model_update(2, 0.9, fingerprint=fp, hadm=hadm, final=True, hours=24 * hadm + 1))
+    # now 217 h: admission d was discharged at 24 d + 1 h, so days 0-6 (at or before 145 h) are evicted
+    assert tracker.tracked() == 3
+    assert tracker.evicted == 7
+    # a redelivery of an evicted admission's final update opens no alert (it is final)
+    assert tracker.observe(model_update(2, 0.9, fingerprint=fp, hadm=0, final=True, hours=24 * 9 + 2)) is None
+
+
+def test_restore_keeps_a_discharged_admission_closed_then_evicts_it() -> None:
+    tracker = AlertTracker(POLICY, retention=timedelta(hours=1))
+    discharged = RiskAlert(
+        hadm_id=1,
+        task="readmission",
+        model="m",
+        model_fingerprint="m@1",
+        score=0.9,
+        threshold=0.6,
+        state="cleared",
+        reason="discharged",
+        seq=4,
+        at=T0,
+    )
+    assert tracker.restore([discharged]) == 1
+    assert tracker.observe(model_update(5, 0.9, fingerprint="m@1", final=True, hours=0.5)) is None
+    assert tracker.after_discharge == 1
+    assert tracker.tracked() == 1
+    tracker.observe(model_update(1, 0.1, fingerprint="m@1", hadm=2, hours=2))
+    assert tracker.tracked() == 1  # admission 1 evicted an hour after its discharge; admission 2 held
+
+
 def test_threshold_comes_from_the_option_the_settings_or_the_model(tmp_path: Path) -> None:
     ModelSpec(threshold=0.42).write(tmp_path)
     assert AlertPolicy.from_settings(Settings(), model_dir=tmp_path).threshold == 0.42
@@ -107,6 +227,23 @@ def test_threshold_comes_from_the_option_the_settings_or_the_model(tmp_path: Pat
     assert AlertPolicy.from_settings(Settings(alert_hysteresis=0.2), threshold=0.1).hysteresis == 0.1
     with pytest.raises(ConfigError, match="threshold"):
         AlertPolicy.from_settings(Settings())
+    chosen = AlertPolicyChoice(
+        kind="budget",
+        target=5,
+        threshold=0.42,
+        precision=0.3,
+        recall=0.4,
+        alerts_per_100=4.9,
+        prevalence=0.07,
+        n=900,
+    )
+    ModelSpec(threshold=0.42, alert_policy=chosen).write(tmp_path)
+    source = AlertPolicy.from_settings(Settings(), model_dir=tmp_path).source
+    assert "at most 5 alerts per 100 admissions" in source
+    assert "precision 0.300" in source
+    assert (
+        AlertPolicy.from_settings(Settings(), model_dir=tmp_path, threshold=0.5).source == "--threshold 0.5"
+    )
 
 
 async def test_stdout_and_topic_sinks() -> None:

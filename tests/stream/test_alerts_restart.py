@@ -127,8 +127,10 @@ def free_port() -> int:
 
 async def test_alerts_serve_metrics_and_readiness(kafka_settings: Settings) -> None:
     settings = kafka_settings.model_copy(update={"metrics_port": free_port(), "metrics_host": "127.0.0.1"})
-    produce(settings, "risk-alerts", [(b"5", RiskAlert(hadm_id=HADM, task="readmission", score=0.7,
-                                                         threshold=0.6, state="raised", seq=2).to_bytes())])  # fmt: skip
+    restored = RiskAlert(
+        hadm_id=HADM, task="readmission", model="m", score=0.7, threshold=0.6, state="raised", seq=2
+    )
+    produce(settings, "risk-alerts", [(b"5", restored.to_bytes())])
     send(settings, [(1, 0.9), (3, 0.9), (4, 0.2), (1, 0.95)], hadm=HADM)
     send(settings, [(1, 0.7)], hadm=7)
     metrics = Metrics(role="alerts")

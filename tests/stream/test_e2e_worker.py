@@ -110,6 +110,12 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         seen[u.seq] = u
     for seqs in by_adm.values():
         assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
+    # every update names the model by its fingerprint, not only its folder name (alerts key on it)
+    from notestream.models.fingerprint import model_fingerprint
+
+    assert {u.model_fingerprint for seqs in by_adm.values() for u in seqs.values()} == {
+        model_fingerprint(tiny_model_dir)
+    }
     emitted = b"".join(m.value() for m in updates).decode()
     assert all(n.text[:40] not in emitted for n in long_notes), "note text must never leave the notes topic"
 

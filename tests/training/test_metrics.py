@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notestream.training.metrics import admission_metrics, admission_scores, rp80
+from notestream.training.metrics import admission_metrics, admission_scores, ranking_metrics, rp80
 
 
 def test_hand_computed_case() -> None:
@@ -82,3 +82,18 @@ def test_rp80_point_has_precision_above_floor(pairs: list[tuple[int, float]]) ->
     for t in np.unique(scores[scores < threshold]):
         sel = scores >= t
         assert labels[sel].mean() <= 0.799999
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20)), min_size=2, max_size=60).filter(
+        lambda pairs: len({y for y, _ in pairs}) == 2
+    )
+)
+def test_the_bootstrap_metrics_equal_sklearns(pairs: list[tuple[int, int]]) -> None:
+    # scores on a coarse grid: many ties, where the curves' details matter
+    y = np.array([p[0] for p in pairs])
+    s = np.array([p[1] / 20 for p in pairs])
+    reference = admission_metrics(y, s)
+    fast = ranking_metrics(y, s)
+    for value, name in zip(fast, ("auroc", "auprc", "average_precision", "rp80"), strict=True):
+        assert value == pytest.approx(reference[name], abs=1e-12), name
