@@ -80,6 +80,7 @@ from notestream.models.spec import ModelSpec
 from notestream.stream.alert_sinks import AlertSink
 from notestream.stream.errors import AlertSinkError
 from notestream.stream.events import RiskAlert, RiskUpdate, utcnow
+from notestream.stream.ids import Id
 
 if TYPE_CHECKING:
     from notestream.stream.metrics import Metrics
@@ -162,7 +163,7 @@ def matches(wanted: str | None, model: str | None, fingerprint: str | None) -> b
     )
 
 
-Key = tuple[str, int, str]
+Key = tuple[str, Id, str]
 """(model key, hadm_id, task): one alert state per model, admission and task."""
 
 
@@ -200,7 +201,7 @@ class AlertTracker:
         self.after_discharge = 0
         self.evicted = 0
 
-    def raised(self) -> list[tuple[int, str]]:
+    def raised(self) -> list[tuple[Id, str]]:
         """The (hadm_id, task) pairs whose alert is raised now (for any model)."""
         return sorted({(k[1], k[2]) for k, t in self._tracks.items() if t.raised})
 

@@ -155,6 +155,16 @@ def create_app(
 
             await until_done("an admission event", one, on_state=runtime.set_healthy)
 
+    @app.timer(interval=min(30.0, max(0.5, settings.admission_wait_s / 4)))
+    async def expire_held() -> None:
+        """Notes held for an admission that never came: dead letters once admission_wait_s is over."""
+        if runtime.pipeline is not None:
+
+            async def expire() -> None:
+                await path.expire()
+
+            await until_done("expiring held notes", expire, on_state=runtime.set_healthy)
+
     @app.timer(interval=30.0)
     async def report() -> None:
         if runtime.pipeline is not None:

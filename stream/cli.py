@@ -85,6 +85,10 @@ def register(app: typer.Typer) -> None:
     from notestream.stream.cli_monitor import register_monitor
 
     register_data(app)
+
+    from notestream.stream.cli_dlq import register_dlq
+
+    register_dlq(app)
     register_monitor(app)
 
     from notestream.stream.ingest.cli import register_ingest

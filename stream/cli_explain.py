@@ -19,7 +19,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from notestream.models.explain.methods import METHODS
 
@@ -36,7 +38,9 @@ def explain(
     model: Path = typer.Option(
         ..., "--model", help="Model folder (its notestream.json gives c and cleaning)."
     ),
-    admission: int | None = typer.Option(None, "--admission", help="Admission (HADM_ID) to rank."),
+    admission: str | None = typer.Option(
+        None, "--admission", help="Admission id to rank (MIMIC HADM_ID or a hospital encounter id)."
+    ),
     store: str | None = typer.Option(
         None,
         "--store",
@@ -78,7 +82,7 @@ def explain(
 
 def _explain_admission(
     model: Path,
-    hadm_id: int,
+    hadm_id: str,
     store_url: str | None,
     namespace: str | None,
     snapshot: Path | None,
@@ -94,10 +98,16 @@ def _explain_admission(
     from notestream.models.checkpoint import check_model_folder
     from notestream.models.spec import ModelSpec
     from notestream.stream.evidence import AdmissionEvidence, admission_evidence, write_evidence
+    from notestream.stream.ids import parse_id
     from notestream.stream.store import MemoryRiskStore, RiskStore, open_store
 
     if (store_url is None) == (snapshot is None):
         raise typer.BadParameter("With --admission give exactly one of --store URL or --snapshot FILE.")
+    try:
+        admission_id = parse_id(hadm_id)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--admission: {exc}.") from exc
+
     spec = ModelSpec.read(check_model_folder(model))
     risk_store: RiskStore
     if snapshot is not None:
@@ -111,7 +121,7 @@ def _explain_admission(
 
     async def read() -> AdmissionEvidence:
         try:
-            return await admission_evidence(risk_store, hadm_id, c=spec.c)
+            return await admission_evidence(risk_store, admission_id, c=spec.c)
         finally:
             await risk_store.close()
 
@@ -123,7 +133,7 @@ def _explain_admission(
         typer.echo(json.dumps(evidence.to_json() | calibrated, indent=2))
         return
     console.print(
-        f"Admission [bold]{evidence.hadm_id}[/bold]: score [bold]{evidence.score:.4f}[/bold] "
+        f"Admission [bold]{escape(str(evidence.hadm_id))}[/bold]: score [bold]{evidence.score:.4f}[/bold] "
         + (f"(calibrated risk [bold]{risk:.3f}[/bold]) " if risk is not None else "")
         + f"(p_max {evidence.p_max:.4f}, {evidence.n_chunks} chunks in {evidence.n_notes} notes, "
         f"c = {evidence.c:g}, seq {evidence.seq}{', discharged' if evidence.discharged else ''}). "
@@ -135,7 +145,7 @@ def _explain_admission(
     for i, n in enumerate(evidence.notes[:top], 1):
         notes.add_row(
             str(i),
-            n.note_id,
+            Text(n.note_id),  # feed strings are never read as markup
             str(n.revision),
             str(n.n_chunks),
             f"{n.p_max:.4f}",
@@ -147,11 +157,13 @@ def _explain_admission(
         chunks.add_column(name, justify="right" if name != "note" else "left")
     for i, ch in enumerate(evidence.chunks[:top], 1):
         mark = " (max)" if ch.top else ""
-        chunks.add_row(str(i), ch.note_id, str(ch.chunk), f"{ch.probability:.4f}{mark}", f"{ch.share:.1%}")
+        chunks.add_row(
+            str(i), Text(ch.note_id), str(ch.chunk), f"{ch.probability:.4f}{mark}", f"{ch.share:.1%}"
+        )
     console.print(notes)
     console.print(chunks)
     for path in written:
-        console.print(f"wrote {path}")
+        console.print(Text(f"wrote {path}"))
 
 
 def _explain_text(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from notestream.models.aggregate import score_from
 from notestream.stream.errors import StreamError
+from notestream.stream.ids import Id, id_key
 from notestream.stream.store.records import AdmissionState, NoteProbs, RiskStore
 
 
@@ -64,8 +66,8 @@ class NoteEvidence:
 class AdmissionEvidence:
     """An admission's notes and chunks ranked by probability, with their shares of the score."""
 
-    hadm_id: int
-    subject_id: int | None
+    hadm_id: Id
+    subject_id: Id | None
     c: float
     score: float
     p_max: float
@@ -133,7 +135,7 @@ def chunk_shares(
 
 
 def rank_evidence(
-    hadm_id: int,
+    hadm_id: Id,
     note_probs: Mapping[str, NoteProbs],
     *,
     c: float,
@@ -184,7 +186,7 @@ def rank_evidence(
     )
 
 
-async def admission_evidence(store: RiskStore, hadm_id: int, *, c: float) -> AdmissionEvidence:
+async def admission_evidence(store: RiskStore, hadm_id: Id, *, c: float) -> AdmissionEvidence:
     """Read one admission from ``store`` and rank its notes and chunks (no model is run)."""
     state = await store.state(hadm_id)
     note_probs = await store.note_probs(hadm_id)
@@ -196,6 +198,15 @@ async def admission_evidence(store: RiskStore, hadm_id: int, *, c: float) -> Adm
     return rank_evidence(hadm_id, note_probs, c=c, state=state)
 
 
+def _plain(value: object) -> str:
+    """An id as plain plot text: matplotlib reads ``$...$`` as math, so ``$`` is escaped.
+
+    >>> print(_plain("A$1$"))
+    A\\$1\\$
+    """
+    return str(value).replace("$", r"\$")
+
+
 def write_evidence(evidence: AdmissionEvidence, out: Path, *, top: int = 30) -> list[Path]:
     """Write ``evidence_<hadm_id>.json`` (all chunks) and ``evidence_<hadm_id>.png`` (the ``top``
     chunks as bars) into ``out`` (created if missing); returns the two paths."""
@@ -205,15 +216,21 @@ def write_evidence(evidence: AdmissionEvidence, out: Path, *, top: int = 30) -> 
     if out.exists() and not out.is_dir():
         raise EvidenceError(f"{out} is a file; give --out a folder (it is created when missing).")
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"evidence_{evidence.hadm_id}.json"
+    # the id escaped (no "/", no ".." path): any allowed id names a file inside ``out``
+    json_path, png = (out / f"evidence_{id_key(evidence.hadm_id)}.{ext}" for ext in ("json", "png"))
+    for path in (json_path, png):
+        if path.is_symlink():
+            raise EvidenceError(f"{path} is a symbolic link; remove it, or give --out another folder.")
     json_path.write_text(json.dumps(evidence.to_json(), indent=2) + "\n", encoding="utf-8")
     shown = evidence.chunks[:top]
-    png_path = plot_evidence(
-        [f"note {ch.note_id} / chunk {ch.chunk}" for ch in shown],
-        [ch.probability for ch in shown],
-        [ch.share for ch in shown],
-        out / f"evidence_{evidence.hadm_id}.png",
-        title=f"admission {evidence.hadm_id}: score {evidence.score:.3f} over {evidence.n_chunks} chunks "
-        f"of {evidence.n_notes} notes (c = {evidence.c:g})",
-    )
+    with warnings.catch_warnings():  # a glyph the font lacks (ids of any script) is drawn as a box
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        png_path = plot_evidence(
+            [f"note {_plain(ch.note_id)} / chunk {ch.chunk}" for ch in shown],
+            [ch.probability for ch in shown],
+            [ch.share for ch in shown],
+            png,
+            title=f"admission {_plain(evidence.hadm_id)}: score {evidence.score:.3f} over {evidence.n_chunks} chunks "
+            f"of {evidence.n_notes} notes (c = {evidence.c:g})",
+        )
     return [json_path, png_path]

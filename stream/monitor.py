@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from notestream.stream.events import AdmissionEvent, RiskAlert, RiskUpdate
+from notestream.stream.ids import Id
 
 EXCLUDED_NEXT = {"ELECTIVE", "NEWBORN"}
 Event = AdmissionEvent | RiskUpdate | RiskAlert
@@ -65,7 +66,7 @@ Event = AdmissionEvent | RiskUpdate | RiskAlert
 
 @dataclass
 class _Stay:
-    subject_id: int
+    subject_id: Id
     admit: datetime | None = None
     discharge: datetime | None = None
     died: bool = False
@@ -104,9 +105,9 @@ class OutcomeMonitor:
     los_days: float = 7.0
     window_days: float = 30.0
     reference: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _stays: dict[int, _Stay] = field(default_factory=dict)
-    _admits: dict[int, list[tuple[datetime, int, str | None]]] = field(default_factory=dict)
-    _said: dict[str, dict[int, _Said]] = field(default_factory=dict)
+    _stays: dict[Id, _Stay] = field(default_factory=dict)
+    _admits: dict[Id, list[tuple[datetime, Id, str | None]]] = field(default_factory=dict)
+    _said: dict[str, dict[Id, _Said]] = field(default_factory=dict)
     _now: datetime | None = None
 
     # --- input ------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class OutcomeMonitor:
             said.place_alert()
 
     # --- outcomes ---------------------------------------------------------------------------------
-    def outcome(self, hadm_id: int, task: str) -> int | None:
+    def outcome(self, hadm_id: Id, task: str) -> int | None:
         """The admission's label for ``task`` once known, else None (see the module docstring)."""
         stay = self._stays.get(hadm_id)
         if stay is None or stay.discharge is None:
@@ -194,10 +195,10 @@ class OutcomeMonitor:
                 return 1
         return 0 if self._now is not None and self._now >= horizon else None
 
-    def labels(self, model: str) -> dict[int, int]:
+    def labels(self, model: str) -> dict[Id, int]:
         """The resolved labels of the admissions ``model`` scored."""
         out = {}
-        for hadm, said in sorted(self._said.get(model, {}).items()):
+        for hadm, said in sorted(self._said.get(model, {}).items(), key=lambda kv: _id_order(kv[0])):
             if said.score is None:
                 continue
             label = self.outcome(hadm, said.task)
@@ -228,11 +229,11 @@ class OutcomeMonitor:
             "models": models,
         }
 
-    def _discharge(self, hadm: int) -> datetime | None:
+    def _discharge(self, hadm: Id) -> datetime | None:
         stay = self._stays.get(hadm)
         return stay.discharge if stay is not None else None
 
-    def _figures(self, rows: list[tuple[int, int, _Said]]) -> dict[str, Any]:
+    def _figures(self, rows: list[tuple[Id, int, _Said]]) -> dict[str, Any]:
         from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
 
         y = np.array([label for _, label, _ in rows], dtype=np.int64)
@@ -530,3 +531,8 @@ async def follow_topics(
         await consumer.stop()
     await asyncio.to_thread(write_report, monitor, out_dir)
     return read
+
+
+def _id_order(hadm_id: Id) -> tuple[int, int, str]:
+    """Integer ids by value, then string ids: a total order over mixed ids."""
+    return (0, hadm_id, "") if isinstance(hadm_id, int) else (1, 0, hadm_id)

@@ -27,16 +27,18 @@ reason and detail, never their bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from functools import partial
 from typing import Any, Protocol
 
 from notestream.core.settings import Settings
-from notestream.core.topics import NOTES_DLQ, RISK_UPDATES, STORE_CHANGELOG
+from notestream.core.topics import NOTES, NOTES_DLQ, RISK_UPDATES, STORE_CHANGELOG
 from notestream.stream.errors import EventError
 from notestream.stream.events import (
     AdmissionEvent,
@@ -44,6 +46,7 @@ from notestream.stream.events import (
     NoteEvent,
     RiskUpdate,
     admission_key,
+    check_key,
     parse_event,
     parse_note,
     utcnow,
@@ -94,15 +97,21 @@ class Received:
     error: EventError | None = None
 
 
-def receive(origin: Origin, *, max_text_bytes: int) -> Received:
-    """Parse one message of the notes topic; any failure of this one message is its dead letter's.
+def receive(origin: Origin, *, max_text_bytes: int, source_timezone: tzinfo | None = None) -> Received:
+    """Parse one message of the notes topic (naive times read in ``source_timezone``) and check its
+    key against its admission; any failure of this one message is its dead letter's.
 
     >>> bad = receive(Origin("notes", 0, 7, value=b"[" * 100_000), max_text_bytes=1000)
     >>> bad.note, bad.error.reason
-    (None, 'invalid_json')
+    (None, 'too_large')
+    >>> deep = receive(Origin("notes", 0, 8, value=b"[" * 30_000 + b"]" * 30_000), max_text_bytes=100_000)
+    >>> deep.error.reason
+    'too_deep'
     """
     try:
-        return Received(origin, note=parse_note(origin.value, max_text_bytes=max_text_bytes))
+        note = parse_note(origin.value, max_text_bytes=max_text_bytes, source_timezone=source_timezone)
+        check_key(origin.key, note.hadm_id)
+        return Received(origin, note=note)
     except Exception as exc:  # the failure table: re-raises what is not this message's fault
         return Received(origin, error=event_error(exc, step="decode"))
 
@@ -183,11 +192,15 @@ class NotePath:
     async def notes(self, origins: Sequence[Origin]) -> Handled:
         """One batch of the notes topic, from messages to emitted updates and dead letters."""
         pipeline = await self.pipeline()
-        received = [receive(o, max_text_bytes=self.settings.max_note_bytes) for o in origins]
+        zone = self.settings.source_zone
+        received = [
+            receive(o, max_text_bytes=self.settings.max_note_bytes, source_timezone=zone) for o in origins
+        ]
         parsed = [r for r in received if r.note is not None]
         notes = [r.note for r in parsed if r.note is not None]
+        refs = [origin_ref(r.origin) for r in parsed]  # kept with a note that waits for its admission
         healer = self.healer()
-        result = await healer.guard(partial(pipeline.process, notes))
+        result = await healer.guard(partial(pipeline.process, notes, refs))
         await healer.record(self._send_changelog, result.changes)  # after the store, before the commit
         letters = [self.letter(r.origin, r.error) for r in received if r.error is not None]
         letters += [
@@ -205,17 +218,37 @@ class NotePath:
         """One message of the admissions topic: record it; a first discharge emits the final update."""
         pipeline = await self.pipeline()
         try:
-            event = parse_event(origin.value, AdmissionEvent)
+            event = parse_event(origin.value, AdmissionEvent, source_timezone=self.settings.source_zone)
+            check_key(origin.key, event.hadm_id)
         except Exception as exc:  # the failure table: re-raises what is not this message's fault
             await self.emit([], [self.letter(origin, event_error(exc, step="decode"))])
             return self._handled(1, 0, 1, 0)
         changes: list[Any] = []
         healer = self.healer()
         final = await healer.guard(partial(pipeline.admission, event, changes))
-        await healer.record(self._send_changelog, changes)
-        updates = [final] if final is not None else []
+        released = await healer.guard(partial(pipeline.release, event.hadm_id))  # notes that waited for it
+        await healer.record(self._send_changelog, [*changes, *released.changes])
+        updates = [*([final] if final is not None else []), *released.updates]
         await self.emit(updates, [])
-        return self._handled(1, len(updates), 0, 0)
+        return self._handled(1, len(updates), 0, sum(released.dropped.values()))
+
+    async def expire(self) -> Handled:
+        """Dead-letter the held notes whose admission never came within ``admission_wait_s``
+        (``admission_unknown``, empty original, coordinates of the note), then forget them."""
+        pipeline = await self.pipeline()
+        expired = await pipeline.expired()
+        letters = []
+        for item in expired:
+            ref = item.ref
+            key = base64.urlsafe_b64decode(ref["key"]) if ref.get("key") else None
+            origin = Origin(str(ref.get("topic") or self.settings.topic(NOTES)), ref.get("partition"),
+                            ref.get("offset"), key=key)  # fmt: skip
+            letter = self.letter(origin, EventError("admission_unknown", item.detail))
+            letters.append(letter.model_copy(update={"original": b""}))  # the text was never held
+        if letters:
+            await self.emit([], letters)
+            await pipeline.forget(expired)
+        return self._handled(0, 0, len(letters), 0)
 
     async def _send_changelog(self, *, key: bytes, value: bytes) -> Awaitable[Any]:
         return await self.send(STORE_CHANGELOG, key, value)
@@ -263,3 +296,13 @@ class NotePath:
         self.last_handled = time.monotonic()
         self.progress.set()
         return handled
+
+
+def origin_ref(origin: Origin) -> dict[str, Any]:
+    """Where a note was read, as JSON (no text): kept with a note while it waits for its admission.
+
+    >>> origin_ref(Origin("notes", 2, 41, key=b"V-1"))
+    {'topic': 'notes', 'partition': 2, 'offset': 41, 'key': 'Vi0x'}
+    """
+    key = base64.urlsafe_b64encode(origin.key).decode("ascii") if origin.key is not None else None
+    return {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset, "key": key}

@@ -5,10 +5,13 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
 
 1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring.
 2. Window and task filter: ``spec.window.admits`` with the admit time of the note itself, else of the
-   store's admission record (from the admissions topic). ``days``/``hours`` windows need that time; a
-   note whose admission is still unknown after ``admission_wait_s`` is rejected as
-   ``admission_unknown`` (the app dead-letters it, so nothing is lost). Notes outside the window are
-   *dropped* and counted by reason in :attr:`Pipeline.counters`.
+   store's admission record (from the admissions topic). Notes outside the window are *dropped* and
+   counted by reason in :attr:`Pipeline.counters`. ``days``/``hours`` windows need that time; a note
+   whose admission is not known yet (the ADT feed lags the notes) is scored with the batch and
+   *held* in the store (its chunk probabilities and metadata, never its text), and nothing waits:
+   :meth:`Pipeline.release` applies the held notes when the admission's admit event arrives (window
+   test then), and a note still held after ``admission_wait_s`` is returned by
+   :meth:`Pipeline.expired` for the app to dead-letter as ``admission_unknown``.
 3. Each note is cleaned and chunked by :func:`notestream.models.prep.note_chunks`, the same function training and
    offline scoring use, so a streamed score equals the offline score of the same notes. This runs in a
    thread, off the event loop (a long note must not stop the consumer's heartbeats), and a note whose
@@ -26,13 +29,15 @@ and tests drive :class:`Pipeline` directly. The steps for a batch:
 
 Notes with no chunk (10 words or fewer after cleaning, docs/reference.md §4) are still applied to the store
 with no chunk probabilities: they count in ``n_notes`` and take part in dedupe and revisions (a later,
-longer revision replaces them), but do not move the score. An admission without any chunk has score 0.
+longer revision replaces them), but do not move the score. An admission without any chunk has score
+None (and p_max, p_mean None): no evidence yet, which subscribers must not read as a low risk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -47,8 +52,10 @@ from notestream.models.isolation import Scorer, score_isolating
 from notestream.models.ledger import window_verdict
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
+from notestream.stream.errors import StoreError, StoreUnavailable
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
 from notestream.stream.fate import decide, failure_detail
+from notestream.stream.ids import Id
 from notestream.stream.store.changelog import AdmissionChange, NoteChange
 from notestream.stream.store.records import content_hash
 
@@ -92,12 +99,27 @@ class BatchResult:
     """What the store now holds of each note of the batch (for the store changelog, notestream.stream.store.heal)."""
 
 
+@dataclass(frozen=True)
+class Expired:
+    """A held note whose admission never came within the wait: the app dead-letters it as
+    ``admission_unknown`` with ``ref`` (where the note was read: topic, partition, offset, key)."""
+
+    note: NoteEvent
+    ref: dict[str, Any]
+    detail: str
+    record: str
+
+
 @dataclass
 class _Work:
     note: NoteEvent
     index: int
     chunks: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
+    hold: bool = False
+    ref: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None
+    """The text's content hash when the text is gone (a held note): conflicts are told by it."""
 
 
 CANARY = (
@@ -115,13 +137,13 @@ def update_from_state(
     trigger: NoteEvent | None = None,
     change: str | None = None,
     produced_at: datetime | None = None,
-    subject_id: int | None = None,
+    subject_id: Id | None = None,
     fingerprint: str | None = None,
 ) -> RiskUpdate:
     """The risk update that announces ``state`` (score by ``notestream.models.aggregate`` with the spec's c).
 
-    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean 0 (and
-    no ``risk``). ``risk`` is the score under the model's calibrator (:func:`notestream.models.calibration.calibrated_risk`).
+    An admission that holds no chunk (only short or retracted notes) has score, p_max and p_mean
+    None: "no evidence yet", never a score of 0 (docs/events.md); and no ``risk``. ``risk`` is the score under the model's calibrator (:func:`notestream.models.calibration.calibrated_risk`).
     """
     score = state.score(spec.c)
     n = state.n_chunks
@@ -134,10 +156,10 @@ def update_from_state(
         task=spec.task,
         model=model,
         model_fingerprint=fingerprint,
-        score=float(score) if score is not None else 0.0,
+        score=float(score) if score is not None else None,
         risk=calibrated_risk(spec.calibration, float(score) if score is not None else None),
-        p_max=float(state.p_max) if state.p_max is not None else 0.0,
-        p_mean=float(state.p_sum) / n if n > 0 else 0.0,
+        p_max=float(state.p_max) if n > 0 and state.p_max is not None else None,
+        p_mean=float(state.p_sum) / n if n > 0 else None,
         n_chunks=n,
         n_notes=state.n_notes,
         seq=state.seq,
@@ -162,10 +184,11 @@ class Pipeline:
         spec: ModelSpec,
         *,
         model: str = "model",
-        admission_wait_s: float = 2.0,
+        admission_wait_s: float = 6 * 3600.0,
         tokenizer: Any = None,
         reemit_unchanged: bool = True,
         metrics: StoreTimer | None = None,
+        source_timezone: tzinfo = UTC,
         fingerprint: str | None = None,
     ) -> None:
         self.engine = engine
@@ -180,14 +203,22 @@ class Pipeline:
         """Emit the current state (same seq) for a duplicate or stale note too: see notestream.stream.app."""
         self.metrics = metrics
         """Optional: times every store call (``notestream_store_seconds{op}``); None records nothing."""
+        self.source_timezone = source_timezone
+        """The zone of the source's naive times: windows compare times as wall-clock times there."""
         self.counters: Counter[str] = Counter()
         """Running totals of completed batches: notes, the store outcomes (new, revision, duplicate, ...),
         chunks, dropped_<reason>, rejected_<reason>. A batch that raises (and is retried by the app)
         adds nothing, so a retry never counts a note twice."""
 
     # --- notes ------------------------------------------------------------------------------------
-    async def process(self, notes: Sequence[NoteEvent]) -> BatchResult:
-        """Process one batch; every note ends up applied, dropped (counted) or rejected."""
+    async def process(
+        self, notes: Sequence[NoteEvent], refs: Sequence[dict[str, Any]] | None = None
+    ) -> BatchResult:
+        """Process one batch; every note ends up applied, held, dropped (counted) or rejected.
+
+        ``refs`` (one per note, optional): where each note was read (topic, partition, offset, key),
+        kept with a held note so that its dead letter can point at it if its admission never comes.
+        """
         result = BatchResult()
         work: list[_Work] = []
         pending: list[tuple[int, NoteEvent]] = []
@@ -202,22 +233,16 @@ class Pipeline:
             admits = await self._admit_times([note for _, note in pending])
             for index, note in pending:
                 admit = admits.get(note.hadm_id)
-                if admit is None:
-                    result.rejected.append(
-                        Rejected(
-                            note,
-                            "admission_unknown",
-                            f"no admit time for admission {note.hadm_id}: the note has none and no admit "
-                            f"event arrived within {self.admission_wait_s:g} s",
-                            index,
-                        )
-                    )
+                if admit is None:  # scored now, held in the store until its admission arrives
+                    ref = dict(refs[index]) if refs is not None else {}
+                    work.append(_Work(note, index, hold=True, ref=ref))
                 else:
                     self._admit_or_drop(note, index, admit, work, result)
         work.sort(key=lambda w: w.index)  # batch order: revisions of a note stay ordered
         work = await self._chunk(work, result)
         await self._score(work, result)
-        await self._apply(work, result)
+        await self._apply([w for w in work if not w.hold], result)
+        await self._hold([w for w in work if w.hold], result)
         # counted once the whole batch is through: a batch that raised is retried and counted then
         self.counters["notes"] += len(notes)
         self.counters.update(result.outcomes)
@@ -234,7 +259,7 @@ class Pipeline:
     def _admit_or_drop(
         self, note: NoteEvent, index: int, admit: datetime | None, work: list[_Work], result: BatchResult
     ) -> None:
-        if not in_window(note, self.spec, admit):
+        if not in_window(note, self.spec, admit, self.source_timezone):
             result.dropped["outside_window"] += 1
             return
         work.append(_Work(note, index))
@@ -268,20 +293,101 @@ class Pipeline:
             result.rejected.append(Rejected(w.note, str(decision.reason), detail, w.index))
         return kept
 
-    async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[int, datetime]:
-        """Admit times of the notes' admissions from the store, waiting up to admission_wait_s."""
-        wanted = {n.hadm_id for n in notes}
-        found: dict[int, datetime] = {}
-        deadline = time.monotonic() + self.admission_wait_s
-        while True:
-            with self._timed("admission"):
-                infos = await asyncio.gather(*(self.store.admission(h) for h in wanted - found.keys()))
-            for hadm, info in zip(wanted - found.keys(), infos, strict=True):
-                if info is not None and info.admit_time is not None:
-                    found[hadm] = info.admit_time
-            if len(found) == len(wanted) or time.monotonic() >= deadline:
-                return found
-            await asyncio.sleep(0.05)
+    async def _admit_times(self, notes: Sequence[NoteEvent]) -> dict[Id, datetime]:
+        """Admit times of the notes' admissions that the store knows (one look: nothing waits)."""
+        wanted = list({n.hadm_id: None for n in notes})
+        with self._timed("admission"):
+            infos = await asyncio.gather(*(self.store.admission(h) for h in wanted))
+        return {
+            hadm: info.admit_time
+            for hadm, info in zip(wanted, infos, strict=True)
+            if info is not None and info.admit_time is not None
+        }
+
+    async def _hold(self, work: list[_Work], result: BatchResult) -> None:
+        """Hold scored notes of unknown admissions in the store (probabilities and metadata, no text),
+        then release those whose admission arrived meanwhile."""
+        deadline = time.time() + self.admission_wait_s
+        for w in work:
+            record = json.dumps(
+                {
+                    "note": w.note.model_copy(update={"text": ""}).model_dump(mode="json"),
+                    "probs": w.probs,
+                    "digest": content_hash(w.note.text),
+                    "ref": w.ref,
+                    "deadline": deadline,
+                }
+            )
+            try:
+                with self._timed("hold_note"):
+                    await self.store.hold_note(w.note.hadm_id, record, deadline)
+            except StoreError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                result.rejected.append(
+                    Rejected(w.note, "admission_unknown", f"the note cannot wait: {exc}", w.index)
+                )
+                continue
+            result.outcomes["held"] += 1
+        for hadm in {w.note.hadm_id: None for w in work}:  # an admit recorded while these were held
+            released = await self.release(hadm)
+            result.updates.extend(released.updates)
+            result.changes.extend(released.changes)  # recorded in the changelog with the batch
+
+    async def release(self, hadm_id: Id) -> BatchResult:
+        """Apply the notes held for ``hadm_id`` once its admit time is known (window test with it;
+        outside: dropped and counted). Each held note is applied before it is dropped from the store,
+        so a crash in between applies it again, which the store dedupes: counted exactly once."""
+        result = BatchResult()
+        with self._timed("admission"):
+            info = await self.store.admission(hadm_id)
+        if info is None or info.admit_time is None:
+            return result
+        with self._timed("held_notes"):
+            records = await self.store.held_notes(hadm_id)
+        if not records:
+            return result
+        work: list[_Work] = []
+        for record in records:
+            data = json.loads(record)
+            note = NoteEvent.model_validate(data["note"], context={"source_timezone": self.source_timezone})
+            if in_window(note, self.spec, info.admit_time, self.source_timezone):
+                held = _Work(
+                    note, len(work), probs=[float(p) for p in data["probs"]], digest=data.get("digest")
+                )
+                work.append(held)
+            else:
+                result.dropped["outside_window"] += 1
+        await self._apply(work, result)
+        with self._timed("drop_held"):
+            await self.store.drop_held(hadm_id, records)
+        self.counters["released"] += len(records)
+        self.counters.update({f"released_{k}": v for k, v in result.outcomes.items()})
+        for reason, n in result.dropped.items():
+            self.counters[f"dropped_{reason}"] += n
+        return result
+
+    async def expired(self, now: float | None = None, limit: int = 100) -> list[Expired]:
+        """Held notes whose admission did not come within ``admission_wait_s``. The caller dead-letters
+        each, then calls :meth:`forget` with it (so a crash in between dead-letters it again)."""
+        with self._timed("due_held"):
+            due = await self.store.due_held(time.time() if now is None else now, limit)
+        out = []
+        for hadm, record in due:
+            data = json.loads(record)
+            note = NoteEvent.model_validate(data["note"], context={"source_timezone": self.source_timezone})
+            detail = (
+                f"no admit event for admission {hadm} arrived within {self.admission_wait_s:g} s "
+                "(settings.admission_wait_s); the note waited, scored, and was not counted"
+            )
+            out.append(Expired(note, dict(data.get("ref") or {}), detail, record))
+        return out
+
+    async def forget(self, expired: Sequence[Expired]) -> None:
+        """Drop dead-lettered held notes from the store (see :meth:`expired`)."""
+        for item in expired:
+            await self.store.drop_held(item.note.hadm_id, [item.record])
+            self.counters["rejected_admission_unknown"] += 1
 
     async def _score(self, work: list[_Work], result: BatchResult) -> None:
         if not any(w.chunks for w in work):
@@ -302,7 +408,7 @@ class Pipeline:
                 result.chunks += len(outcome)
 
     async def _apply(self, work: list[_Work], result: BatchResult) -> None:
-        by_admission: dict[int, list[_Work]] = {}
+        by_admission: dict[Id, list[_Work]] = {}
         for w in work:
             by_admission.setdefault(w.note.hadm_id, []).append(w)
 
@@ -310,7 +416,7 @@ class Pipeline:
             out = []
             for w in items:  # batch order within one admission: revisions stay ordered
                 note = w.note
-                digest = None if note.is_error else content_hash(note.text)
+                digest = None if note.is_error else (w.digest or content_hash(note.text))
                 with self._timed("apply_note"):
                     res = await self.store.apply_note(
                         hadm_id=note.hadm_id,

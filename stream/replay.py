@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,8 +116,12 @@ def _day(value: Any) -> date | None:
     return value.date() if isinstance(value, datetime) else value
 
 
-def _event(row: tuple[Any, ...], source: str) -> tuple[str, Event]:
-    r = dict(zip(COLUMNS, row, strict=True))
+def _event(row: tuple[Any, ...], source: str, zone: tzinfo = UTC) -> tuple[str, Event]:
+    """The event of one row; naive source times are read in ``zone`` (``settings.source_timezone``)."""
+    r = {
+        k: v.replace(tzinfo=zone) if isinstance(v, datetime) and v.tzinfo is None else v
+        for k, v in zip(COLUMNS, row, strict=True)
+    }
     if r["K"] == 1:
         return NOTES, NoteEvent(
             note_id=r["NOTE_ID"],
@@ -178,6 +182,7 @@ def iter_events(
     temp_dir: str | Path | None = None,
     threads: int | None = None,
     sort_budget_bytes: int | None = None,
+    source_timezone: tzinfo = UTC,
 ) -> Generator[ReplayItem, None, None]:
     """``(event_time, topic_kind, key, event)`` in event-time order; ``counts`` is filled as it goes.
 
@@ -223,7 +228,7 @@ def iter_events(
                 if not rows:
                     break
                 for row in rows:
-                    yield _count(counts, row, source.kind)
+                    yield _count(counts, row, source.kind, source_timezone)
     except TableError as exc:
         raise ReplayError(f"Cannot replay {source.kind} from {source.admissions.parent}: {exc}") from exc
     finally:
@@ -231,8 +236,8 @@ def iter_events(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _count(counts: ReplayCounts, row: tuple[Any, ...], kind: str) -> ReplayItem:
-    topic, event = _event(row, kind)
+def _count(counts: ReplayCounts, row: tuple[Any, ...], kind: str, zone: tzinfo = UTC) -> ReplayItem:
+    topic, event = _event(row, kind, zone)
     moment: datetime = row[0]
     if isinstance(event, NoteEvent):
         counts.notes += 1
@@ -325,7 +330,14 @@ async def replay(
 
     counts = ReplayCounts()
     events = iter_events(
-        source, hadm_ids=hadm_ids, limit=limit, since=since, until=until, counts=counts, temp_dir=temp_dir
+        source,
+        hadm_ids=hadm_ids,
+        limit=limit,
+        since=since,
+        until=until,
+        counts=counts,
+        temp_dir=temp_dir,
+        source_timezone=settings.source_zone,
     )
     pacer = Pacer(speed, rate=rate)
     producer = make_producer(settings)

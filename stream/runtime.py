@@ -148,6 +148,7 @@ class Runtime:
                 spec,
                 model=Path(model_dir).name,
                 admission_wait_s=self.settings.admission_wait_s,
+                source_timezone=self.settings.source_zone,
                 tokenizer=tokenizer,
                 metrics=self.metrics,
                 fingerprint=self._fingerprint,

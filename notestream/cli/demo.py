@@ -152,7 +152,7 @@ def live_notes(notes: list[NoteEvent], spec: ModelSpec) -> AdmissionLedger[int, 
     ledger = AdmissionLedger[int, NoteEvent]()
     for note in notes:
         if note.is_error or in_window(note, spec):
-            ledger.apply(note.hadm_id, note.note_id, note.revision, note.is_error, note)
+            ledger.apply(int(note.hadm_id), note.note_id, note.revision, note.is_error, note)
     return ledger
 
 
@@ -251,8 +251,8 @@ async def watch_updates(settings: Settings, watch: Watch, threshold: float, stop
                 for record in records:
                     update = RiskUpdate.from_bytes(record.value)
                     watch.updates.append(update)
-                    if update.hadm_id not in watch.last or update.seq >= watch.last[update.hadm_id].seq:
-                        watch.last[update.hadm_id] = update
+                    if (hadm := int(update.hadm_id)) not in watch.last or update.seq >= watch.last[hadm].seq:
+                        watch.last[hadm] = update
                     alert = tracker.observe(update)
                     if alert is not None:
                         watch.alerts.append(alert)

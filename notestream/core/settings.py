@@ -33,6 +33,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
@@ -258,10 +259,12 @@ class Settings(BaseSettings):
         description="Sliding time-to-live of an admission's state without any event (no discharge seen).",
     )
     admission_wait_s: float = Field(
-        2.0,
+        6 * 3600.0,
         ge=0,
-        description="How long the worker waits for an admission's admit event before dead-lettering a note "
-        "that needs its admit time (days/hours windows) as `admission_unknown`.",
+        description="How long a note that needs its admit time (days/hours windows) waits for its "
+        "admission's admit event, held in the store (chunk probabilities, never text) while the worker "
+        "goes on with other notes; after it the note is dead-lettered as `admission_unknown` (checked "
+        "every 30 s, or a quarter of the wait when shorter).",
     )
     session_timeout_s: float = Field(
         30.0,
@@ -306,7 +309,8 @@ class Settings(BaseSettings):
     source_timezone: str = Field(
         "UTC",
         description="IANA time zone (e.g. `America/New_York`) of source times that carry no offset: HL7 "
-        "times without `+/-ZZZZ`, FHIR dateTimes without one. Times with an offset keep it.",
+        "times without `+/-ZZZZ`, FHIR dateTimes without one, MIMIC's CHARTTIME and ADMITTIME, naive times "
+        "in JSON events. Times with an offset keep it; every time on the wire carries one (docs/events.md).",
     )
     hl7_field_map: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -343,7 +347,7 @@ class Settings(BaseSettings):
     @field_validator("source_timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        from zoneinfo import ZoneInfo
 
         try:
             ZoneInfo(value)
@@ -369,6 +373,11 @@ class Settings(BaseSettings):
         if not (value.startswith("kafka://") or value.startswith("embedded://")):
             raise ValueError("broker must start with kafka:// or embedded://")
         return value
+
+    @property
+    def source_zone(self) -> ZoneInfo:
+        """:attr:`source_timezone` as a ``tzinfo``."""
+        return ZoneInfo(self.source_timezone)
 
     @field_validator("store")
     @classmethod

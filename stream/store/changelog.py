@@ -31,6 +31,7 @@ from datetime import datetime
 
 from notestream.stream.errors import StoreError, StoreModelMismatch
 from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id, id_key, parse_id
 
 VERSION = 1
 
@@ -39,8 +40,8 @@ VERSION = 1
 class NoteChange:
     """A note the store now holds (applied, or a duplicate of a held one), as the pipeline saw it."""
 
-    hadm_id: int
-    subject_id: int
+    hadm_id: Id
+    subject_id: Id
     note_id: str
     revision: int
     is_error: bool
@@ -75,12 +76,12 @@ class AdmissionRecord:
 Record = NoteRecord | AdmissionRecord
 
 
-def note_key(namespace: str, hadm_id: int, note_id: str) -> bytes:
-    return f"{namespace}/{int(hadm_id)}/n/{note_id}".encode()
+def note_key(namespace: str, hadm_id: Id, note_id: str) -> bytes:
+    return f"{namespace}/{id_key(hadm_id)}/n/{id_key(note_id)}".encode()  # ids escaped: no "/" inside
 
 
-def admission_key(namespace: str, hadm_id: int, kind: str) -> bytes:
-    return f"{namespace}/{int(hadm_id)}/{kind}".encode()
+def admission_key(namespace: str, hadm_id: Id, kind: str) -> bytes:
+    return f"{namespace}/{id_key(hadm_id)}/{kind}".encode()
 
 
 def encode_note(change: NoteChange, *, namespace: str, model: str, t_ms: int) -> tuple[bytes, bytes]:
@@ -130,8 +131,8 @@ def decode(key: bytes, value: bytes, *, namespace: str) -> Record | None:
         if data["kind"] == "note":
             note_time = data["note_time"]
             change = NoteChange(
-                hadm_id=int(data["hadm_id"]),
-                subject_id=int(data["subject_id"]),
+                hadm_id=parse_id(data["hadm_id"]),
+                subject_id=parse_id(data["subject_id"]),
                 note_id=str(data["note_id"]),
                 revision=int(data["revision"]),
                 is_error=bool(data["is_error"]),
@@ -154,7 +155,7 @@ def decode(key: bytes, value: bytes, *, namespace: str) -> Record | None:
 class AdmissionRebuild:
     """What the rebuild writes for one admission: its notes, its admission events, the seq floor."""
 
-    hadm_id: int
+    hadm_id: Id
     notes: list[NoteChange] = field(default_factory=list)
     events: list[AdmissionRecord] = field(default_factory=list)
     seq: int = 0
@@ -176,7 +177,7 @@ def plan_rebuild(
     >>> plan_rebuild([NoteRecord(ch, "m", 100)], now_ms=250, idle_ttl_ms=100, retention_ms=10)
     []
     """
-    plans: dict[int, AdmissionRebuild] = {}
+    plans: dict[Id, AdmissionRebuild] = {}
     for record in records:
         hadm_id = record.change.hadm_id if isinstance(record, NoteRecord) else record.change.event.hadm_id
         plan = plans.setdefault(hadm_id, AdmissionRebuild(hadm_id))
@@ -194,7 +195,7 @@ def plan_rebuild(
         expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + idle_ttl_ms
         if expires > now_ms:
             alive.append(plan)
-    return sorted(alive, key=lambda p: p.hadm_id)
+    return sorted(alive, key=lambda p: (isinstance(p.hadm_id, str), str(p.hadm_id).zfill(20)))
 
 
 def latest(messages: Iterable[tuple[bytes, bytes | None]]) -> dict[bytes, bytes]:

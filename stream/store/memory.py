@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from notestream.stream.errors import StoreError
 from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id, parse_id
 from notestream.stream.store.changelog import AdmissionRebuild
 from notestream.stream.store.memory_state import (
     Admission,
@@ -37,6 +38,7 @@ from notestream.stream.store.memory_state import (
     write_atomically,
 )
 from notestream.stream.store.records import (
+    MAX_HELD,
     AdmissionInfo,
     AdmissionState,
     ApplyReason,
@@ -66,8 +68,9 @@ class MemoryRiskStore:
         self._clock = clock
         self._now: float | None = None  # the recorded time while a journal is replayed
         self._lock = threading.Lock()
-        self._admissions: dict[int, Admission] = {}
+        self._admissions: dict[Id, Admission] = {}
         self._model: str | None = None  # the model whose probabilities the store holds (claim)
+        self._held: dict[Id, list[tuple[float, str]]] = {}  # notes waiting for their admission
         self._journal: IO[str] | None = None
         self.journal_path = Path(journal) if journal is not None else None
         if self.journal_path is not None:
@@ -77,7 +80,7 @@ class MemoryRiskStore:
         return self._now if self._now is not None else self._clock()
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _get(self, hadm_id: int) -> Admission | None:
+    def _get(self, hadm_id: Id) -> Admission | None:
         adm = self._admissions.get(hadm_id)
         if adm is not None and adm.deadline <= self._time():
             del self._admissions[hadm_id]
@@ -87,7 +90,7 @@ class MemoryRiskStore:
     def _touch(self, adm: Admission) -> None:
         adm.deadline = adm.expire_at if adm.expire_at is not None else self._time() + self.idle_ttl_s
 
-    def _state(self, hadm_id: int, adm: Admission) -> AdmissionState | None:
+    def _state(self, hadm_id: Id, adm: Admission) -> AdmissionState | None:
         if not adm.has_record:
             return None
         top_note = (adm.top[1], adm.top[0]) if adm.top else None
@@ -105,7 +108,7 @@ class MemoryRiskStore:
         )
 
     @staticmethod
-    def _info(hadm_id: int, adm: Admission, applied: bool) -> AdmissionInfo:
+    def _info(hadm_id: Id, adm: Admission, applied: bool) -> AdmissionInfo:
         return AdmissionInfo(
             hadm_id=hadm_id,
             subject_id=adm.subject_id,
@@ -151,7 +154,7 @@ class MemoryRiskStore:
         self._get(event.hadm_id)  # a zero retention ends the admission at once, as in Redis
         return info
 
-    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+    async def admission(self, hadm_id: Id) -> AdmissionInfo | None:
         with self._lock:
             adm = self._get(hadm_id)
             if adm is None or (adm.admit_time is None and not adm.discharged):
@@ -161,8 +164,8 @@ class MemoryRiskStore:
     async def apply_note(
         self,
         *,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -183,8 +186,8 @@ class MemoryRiskStore:
 
     def _apply(
         self,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -233,22 +236,60 @@ class MemoryRiskStore:
         self._touch(adm)
         return ApplyResult(True, reason, self._state(hadm_id, adm))
 
-    async def state(self, hadm_id: int) -> AdmissionState | None:
+    async def state(self, hadm_id: Id) -> AdmissionState | None:
         with self._lock:
             adm = self._get(hadm_id)
             return None if adm is None else self._state(hadm_id, adm)
 
-    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+    async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         with self._lock:
             adm = self._get(hadm_id)
             if adm is None:
                 return {}
             return {k: NoteProbs(n.revision, n.probs) for k, n in adm.notes.items() if not n.is_error}
 
-    async def hadm_ids(self) -> list[int]:
+    async def hadm_ids(self) -> list[Id]:
         """Admissions held now (memory store only: for explain and the demo summary)."""
         with self._lock:
-            return sorted(h for h in list(self._admissions) if self._get(h) is not None)
+            return sorted((h for h in list(self._admissions) if self._get(h) is not None), key=_order)
+
+    async def hold_note(self, hadm_id: Id, record: str, deadline: float) -> int:
+        with self._lock:
+            held = self._held.setdefault(hadm_id, [])
+            if len(held) >= MAX_HELD:
+                raise StoreError(f"admission {hadm_id} already holds {MAX_HELD} notes waiting for it")
+            held.append((deadline, record))
+            self._log(
+                {"op": "hold", "t": self._time(), "hadm_id": hadm_id, "deadline": deadline, "record": record}
+            )
+            return len(held)
+
+    async def held_notes(self, hadm_id: Id) -> list[str]:
+        with self._lock:
+            return [record for _, record in self._held.get(hadm_id, [])]
+
+    async def drop_held(self, hadm_id: Id, records: Sequence[str]) -> None:
+        with self._lock:
+            self._drop_held(hadm_id, list(records))
+            self._log({"op": "drop", "t": self._time(), "hadm_id": hadm_id, "records": list(records)})
+
+    async def due_held(self, now: float, limit: int = 100) -> list[tuple[Id, str]]:
+        with self._lock:
+            due = [(h, r) for h, held in self._held.items() for d, r in held if d <= now]
+            return due[:limit]
+
+    def _drop_held(self, hadm_id: Id, records: list[str]) -> None:
+        left = list(records)
+        kept = []
+        for deadline, record in self._held.get(hadm_id, []):
+            if record in left:
+                left.remove(record)
+            else:
+                kept.append((deadline, record))
+        if kept:
+            self._held[hadm_id] = kept
+        else:
+            self._held.pop(hadm_id, None)
 
     async def claim(self, model: str) -> str:
         with self._lock:
@@ -337,8 +378,12 @@ class MemoryRiskStore:
                 elif op["op"] == "model":
                     self._model = op["model"]
                 elif op["op"] == "note":
-                    self._apply(op["hadm_id"], op["subject_id"], op["note_id"], op["revision"], op["is_error"],
+                    self._apply(parse_id(op["hadm_id"]), parse_id(op["subject_id"]), op["note_id"], op["revision"], op["is_error"],
                                 tuple(op["probs"]), op.get("digest", ""))  # fmt: skip
+                elif op["op"] == "hold":
+                    self._held.setdefault(parse_id(op["hadm_id"]), []).append((op["deadline"], op["record"]))
+                elif op["op"] == "drop":
+                    self._drop_held(parse_id(op["hadm_id"]), op["records"])
                 elif op["op"] == "admission":
                     self._record(AdmissionEvent.model_validate(op["event"]))
                 else:
@@ -352,7 +397,13 @@ class MemoryRiskStore:
             if path.exists():
                 self._replay(path.read_text(encoding="utf-8"))
             snapshot = {**dump_admissions(self._admissions), "model": self._model}
-            write_atomically(path, json.dumps({"op": "snapshot", "t": self._time(), "data": snapshot}) + "\n")
+            lines = [json.dumps({"op": "snapshot", "t": self._time(), "data": snapshot})]
+            lines += [
+                json.dumps({"op": "hold", "t": self._time(), "hadm_id": h, "deadline": d, "record": r})
+                for h, held in self._held.items()
+                for d, r in held
+            ]  # notes still waiting for their admission survive the compaction
+            write_atomically(path, "\n".join(lines) + "\n")
             self._journal = path.open("a", encoding="utf-8")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
@@ -364,3 +415,8 @@ class MemoryRiskStore:
         if self._journal is not None:
             self._journal.write(json.dumps(record) + "\n")
             self._journal.flush()
+
+
+def _order(hadm_id: Id) -> tuple[int, int, str]:
+    """Integer ids first, by value, then string ids: a total order over mixed ids."""
+    return (0, hadm_id, "") if isinstance(hadm_id, int) else (1, 0, hadm_id)

@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from notestream.stream.ids import Id, parse_id
+
 SNAPSHOT_VERSION = 1
 
 
@@ -25,7 +27,7 @@ class Note:
 class Admission:
     """Everything the memory store holds for one admission (notes include retraction tombstones)."""
 
-    subject_id: int | None = None
+    subject_id: Id | None = None
     has_record: bool = False  # the aggregate record exists (Redis: the admission hash)
     admit_time: datetime | None = None
     discharge_time: datetime | None = None
@@ -52,7 +54,7 @@ class Admission:
             self.top = (value, note_id)
 
 
-def dump_admissions(admissions: dict[int, Admission]) -> dict[str, Any]:
+def dump_admissions(admissions: dict[Id, Admission]) -> dict[str, Any]:
     """The admissions as JSON-ready data (floats round-trip exactly; the exact sum as a decimal string)."""
     data: dict[str, Any] = {"version": SNAPSHOT_VERSION, "admissions": {}}
     for hadm_id, adm in admissions.items():
@@ -67,11 +69,11 @@ def dump_admissions(admissions: dict[int, Admission]) -> dict[str, Any]:
     return data
 
 
-def load_admissions(data: dict[str, Any]) -> dict[int, Admission]:
+def load_admissions(data: dict[str, Any]) -> dict[Id, Admission]:
     """The admissions :func:`dump_admissions` wrote."""
     if data.get("version") != SNAPSHOT_VERSION:
         raise ValueError(f"snapshot version {data.get('version')!r} is not {SNAPSHOT_VERSION}")
-    out: dict[int, Admission] = {}
+    out: dict[Id, Admission] = {}
     for hadm_id, record in data["admissions"].items():
         record = dict(record)
         notes = {
@@ -82,7 +84,7 @@ def load_admissions(data: dict[str, Any]) -> dict[int, Admission]:
             record[key] = datetime.fromisoformat(record[key]) if record[key] else None
         adm = Admission(**record, notes=notes)
         adm.top = max(((v, k) for k, v in adm.maxima.items()), default=None)
-        out[int(hadm_id)] = adm
+        out[parse_id(hadm_id)] = adm
     return out
 
 

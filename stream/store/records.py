@@ -23,7 +23,10 @@ from typing import Literal, Protocol, runtime_checkable
 from notestream.models.aggregate import score_from
 from notestream.stream.errors import StoreError
 from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id
 
+MAX_HELD = 1000
+"""The most notes one admission holds while they wait for its admission event."""
 EXACT_BITS = 1200  # p * 2**1200 is an integer for every finite float p (the smallest is 2**-1074)
 ApplyReason = Literal["new", "revision", "retracted", "duplicate", "stale", "conflict"]
 
@@ -95,8 +98,8 @@ def content_hash(text: str) -> str:
 class AdmissionInfo:
     """The admission record (from the admissions topic). ``applied``: this event changed it."""
 
-    hadm_id: int
-    subject_id: int | None
+    hadm_id: Id
+    subject_id: Id | None
     admit_time: datetime | None = None
     discharge_time: datetime | None = None
     admission_type: str | None = None
@@ -117,8 +120,8 @@ class NoteProbs:
 class AdmissionState:
     """The aggregate of one admission's live notes. ``p_max`` is None while no chunk is held."""
 
-    hadm_id: int
-    subject_id: int | None
+    hadm_id: Id
+    subject_id: Id | None
     p_max: float | None
     p_sum: float
     n_chunks: int
@@ -169,15 +172,15 @@ class RiskStore(Protocol):
         and makes the admission expire ``retention`` after now."""
         ...
 
-    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+    async def admission(self, hadm_id: Id) -> AdmissionInfo | None:
         """The admission record, or None when neither admit nor discharge was recorded."""
         ...
 
     async def apply_note(
         self,
         *,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -190,12 +193,32 @@ class RiskStore(Protocol):
         a ``conflict``; revisions compare exactly at any size."""
         ...
 
-    async def state(self, hadm_id: int) -> AdmissionState | None:
+    async def state(self, hadm_id: Id) -> AdmissionState | None:
         """The admission's aggregate, or None when the store holds nothing for it."""
         ...
 
-    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+    async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         """Live notes of the admission: note_id -> (revision, chunk probabilities)."""
+        ...
+
+    async def hold_note(self, hadm_id: Id, record: str, deadline: float) -> int:
+        """Keep ``record`` (a note waiting for its admission: scored chunk probabilities and metadata,
+        never text) until :meth:`drop_held` removes it; :meth:`due_held` lists it once ``deadline``
+        (wall-clock seconds) has passed. Returns how many records the admission holds now; at most
+        :data:`MAX_HELD`, :class:`~notestream.stream.errors.StoreError` beyond."""
+        ...
+
+    async def held_notes(self, hadm_id: Id) -> list[str]:
+        """The records held for the admission, oldest first (they stay held)."""
+        ...
+
+    async def drop_held(self, hadm_id: Id, records: Sequence[str]) -> None:
+        """Remove these records of the admission (once each; absent ones are ignored). Callers act on
+        a record first and drop it after, so a crash in between repeats the act, never loses it."""
+        ...
+
+    async def due_held(self, now: float, limit: int = 100) -> list[tuple[Id, str]]:
+        """Up to about ``limit`` held records whose deadline is before ``now`` (they stay held)."""
         ...
 
     async def claim(self, model: str) -> str:

@@ -1,6 +1,7 @@
 """The Redis risk store: one Lua script per note update, keys under a `{hadm_id}` hash tag.
 
-Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in one slot):
+Keys of one admission (``<ns>:{<hadm_id>}:...``, so Redis Cluster keeps them in one slot; the id is
+escaped by :func:`notestream.stream.ids.id_key`, so ``{``, ``}`` and ``:`` inside it never break the tag):
 
 - ``a``: hash of the aggregate and the admission record (subject_id, seq, sum, n_chunks, n_notes,
   admit_time, discharge_time, discharged, expire_at, ...);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -34,8 +36,10 @@ from redis.crc import key_slot
 
 from notestream.stream.errors import StoreError, StoreLost, StoreRebuilding, StoreUnavailable
 from notestream.stream.events import AdmissionEvent
+from notestream.stream.ids import Id, id_key, parse_id
 from notestream.stream.store.changelog import AdmissionRebuild
 from notestream.stream.store.records import (
+    MAX_HELD,
     AdmissionInfo,
     AdmissionState,
     ApplyResult,
@@ -247,23 +251,24 @@ class RedisRiskStore:
         self._restore = self._redis.register_script((_HERE / "restore_admission.lua").read_text())
         self._claim = self._redis.register_script(_CLAIM)
 
-    def keys(self, hadm_id: int) -> list[str]:
-        """The admission's keys: aggregate hash, notes hash, maxima sorted set."""
-        base = f"{self.namespace}:{{{int(hadm_id)}}}"
+    def keys(self, hadm_id: Id) -> list[str]:
+        """The admission's keys: aggregate hash, notes hash, maxima sorted set. The id is escaped
+        (:func:`notestream.stream.ids.id_key`) so that its ``{``, ``}`` and ``:`` never break the hash tag."""
+        base = f"{self.namespace}:{{{id_key(parse_id(hadm_id))}}}"
         return [f"{base}:a", f"{base}:n", f"{base}:m"]
 
-    def _checked_keys(self, hadm_id: int) -> list[str]:
+    def _checked_keys(self, hadm_id: Id) -> list[str]:
         """The admission's keys, and its epoch key once :meth:`require_epoch` was called."""
         keys = self.keys(hadm_id)
         return [*keys, self.epoch_key(hadm_id)] if self.epoch_required else keys
 
     # --- the store epoch (lost-data detection, notestream.stream.store.heal) -----------------------------------
-    def epoch_key(self, hadm_id: int) -> str:
+    def epoch_key(self, hadm_id: Id) -> str:
         """The epoch key an admission's scripts check: one for the whole store, or in a Redis Cluster
         one per slot, in the slot of the admission's keys (a script touches one slot)."""
         if not self.cluster:
             return f"{self.namespace}:epoch"
-        return f"{self.namespace}:epoch:{{{slot_tags()[key_slot(str(int(hadm_id)).encode())]}}}"
+        return f"{self.namespace}:epoch:{{{slot_tags()[key_slot(id_key(parse_id(hadm_id)).encode())]}}}"
 
     def epoch_keys(self) -> list[str]:
         """Every epoch key of the store (16,384 in a Redis Cluster: one per slot)."""
@@ -436,13 +441,13 @@ class RedisRiskStore:
         return reply
 
     @staticmethod
-    def _state(hadm_id: int, reply: list[Any]) -> AdmissionState | None:
+    def _state(hadm_id: Id, reply: list[Any]) -> AdmissionState | None:
         _, _, subject, limbs, n_chunks, n_notes, seq, discharged, top_note, top_max, top_chunk = reply
         if seq == "":
             return None
         return AdmissionState(
             hadm_id=hadm_id,
-            subject_id=int(subject) if subject else None,
+            subject_id=parse_id(subject) if subject else None,
             p_max=float(top_max) if top_note else None,
             p_sum=limbs_to_float(limbs),
             n_chunks=int(n_chunks or 0),
@@ -473,7 +478,7 @@ class RedisRiskStore:
         applied, subject, admit, discharge, kind, death, discharged = reply
         return AdmissionInfo(
             hadm_id=event.hadm_id,
-            subject_id=int(subject) if subject else None,
+            subject_id=parse_id(subject) if subject else None,
             admit_time=_time(admit),
             discharge_time=_time(discharge),
             admission_type=kind or None,
@@ -482,7 +487,7 @@ class RedisRiskStore:
             applied=bool(applied),
         )
 
-    async def admission(self, hadm_id: int) -> AdmissionInfo | None:
+    async def admission(self, hadm_id: Id) -> AdmissionInfo | None:
         values = await self._call(
             f"read admission {hadm_id}",
             lambda: self._read_admission(keys=self._checked_keys(hadm_id), args=[]),  # type: ignore[arg-type]
@@ -492,7 +497,7 @@ class RedisRiskStore:
             return None
         return AdmissionInfo(
             hadm_id=hadm_id,
-            subject_id=int(subject) if subject else None,
+            subject_id=parse_id(subject) if subject else None,
             admit_time=_time(admit or ""),
             discharge_time=_time(discharge or ""),
             admission_type=kind or None,
@@ -503,8 +508,8 @@ class RedisRiskStore:
     async def apply_note(
         self,
         *,
-        hadm_id: int,
-        subject_id: int,
+        hadm_id: Id,
+        subject_id: Id,
         note_id: str,
         revision: int,
         is_error: bool,
@@ -528,14 +533,14 @@ class RedisRiskStore:
         )
         return ApplyResult(bool(reply[0]), reply[1], self._state(hadm_id, reply))
 
-    async def state(self, hadm_id: int) -> AdmissionState | None:
+    async def state(self, hadm_id: Id) -> AdmissionState | None:
         reply = await self._call(
             f"read the state of admission {hadm_id}",
             lambda: self._read(keys=self._checked_keys(hadm_id), args=[]),  # type: ignore[arg-type]
         )
         return self._state(hadm_id, reply)
 
-    async def note_probs(self, hadm_id: int) -> dict[str, NoteProbs]:
+    async def note_probs(self, hadm_id: Id) -> dict[str, NoteProbs]:
         records = await self._call(
             f"read the notes of admission {hadm_id}",
             lambda: self._redis.hgetall(self.keys(hadm_id)[1]),  # type: ignore[arg-type]
@@ -546,6 +551,76 @@ class RedisRiskStore:
             if is_error == "0":
                 out[note_id] = NoteProbs(int(revision), tuple(float(p) for p in filter(None, csv.split(","))))
         return out
+
+    def _held_key(self, hadm_id: Id) -> str:
+        return f"{self.namespace}:{{{id_key(parse_id(hadm_id))}}}:h"
+
+    async def _reindex(self, hadm_id: Id) -> list[str]:
+        """Point the held-notes index at the admission's earliest deadline (or drop it when none is
+        held); returns the held entries. Run after every change, so a race between two changes ends
+        with the index right once the later one has run."""
+        key, member = self._held_key(hadm_id), json.dumps(hadm_id)
+        entries: list[str] = await self._redis.lrange(key, 0, -1)  # type: ignore[misc]
+        if entries:
+            earliest = min(float(e.split("|", 1)[0]) for e in entries)
+            await self._redis.zadd(f"{self.namespace}:held", {member: earliest})
+        else:
+            await self._redis.zrem(f"{self.namespace}:held", member)
+        return entries
+
+    async def hold_note(self, hadm_id: Id, record: str, deadline: float) -> int:
+        key = self._held_key(hadm_id)
+
+        async def hold() -> int:
+            async with self._redis.pipeline(transaction=True) as tx:
+                tx.rpush(key, f"{deadline!r}|{record}")
+                # kept an idle TTL past the later of now and the deadline: never lost before it is due
+                tx.pexpireat(key, round(max(deadline, time.time()) * 1000) + self.idle_ttl_ms)
+                size, _ = await tx.execute()
+            if int(size) > MAX_HELD:
+                await self._redis.lrem(key, -1, f"{deadline!r}|{record}")
+                raise StoreError(f"admission {hadm_id} already holds {MAX_HELD} notes waiting for it")
+            await self._reindex(hadm_id)
+            return int(size)
+
+        return await self._call(f"hold a note of admission {hadm_id}", hold)
+
+    async def held_notes(self, hadm_id: Id) -> list[str]:
+        async def read() -> list[str]:
+            entries = await self._redis.lrange(self._held_key(hadm_id), 0, -1)
+            return [entry.split("|", 1)[1] for entry in entries]
+
+        return await self._call(f"read the held notes of admission {hadm_id}", read)
+
+    async def drop_held(self, hadm_id: Id, records: Sequence[str]) -> None:
+        key = self._held_key(hadm_id)
+
+        async def drop() -> None:
+            wanted = list(records)
+            for entry in await self._redis.lrange(key, 0, -1):
+                record = entry.split("|", 1)[1]
+                if record in wanted:
+                    wanted.remove(record)
+                    await self._redis.lrem(key, 1, entry)
+            await self._reindex(hadm_id)
+
+        await self._call(f"drop held notes of admission {hadm_id}", drop)
+
+    async def due_held(self, now: float, limit: int = 100) -> list[tuple[Id, str]]:
+        async def due() -> list[tuple[Id, str]]:
+            index = f"{self.namespace}:held"
+            members = await self._redis.zrangebyscore(index, "-inf", now, start=0, num=limit)
+            out: list[tuple[Id, str]] = []
+            for member in members:
+                hadm_id = parse_id(json.loads(member))
+                entries = await self._reindex(hadm_id)  # also heals an index left stale by a race
+                for entry in entries:
+                    deadline, record = entry.split("|", 1)
+                    if float(deadline) <= now:
+                        out.append((hadm_id, record))
+            return out[:limit]
+
+        return await self._call("read the held notes that are due", due)
 
     async def claim(self, model: str) -> str:
         key = f"{self.namespace}:model"

@@ -16,6 +16,7 @@ from notestream.models.ledger import AdmissionLedger
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate
+from notestream.stream.ids import Id
 from notestream.stream.pipeline import in_window
 from notestream.stream.store import RedisRiskStore
 
@@ -80,23 +81,23 @@ class OfflineScorer:
         chunks = note_chunks(text, self.spec, self.tokenizer)
         return [float(p) for p in self.classifier.predict(chunks)] if chunks else []
 
-    def scores(self, notes: Iterable[NoteEvent]) -> dict[int, float | None]:
+    def scores(self, notes: Iterable[NoteEvent]) -> dict[int | str, float | None]:
         """Final score per admission of the live notes (the ledger's rule: latest revision, retractions
         removed, the model's window)."""
-        ledger = AdmissionLedger[int, NoteEvent]()
+        ledger = AdmissionLedger[int | str, NoteEvent]()
         for note in notes:
             if note.is_error or in_window(note, self.spec):
                 ledger.apply(note.hadm_id, note.note_id, note.revision, note.is_error, note)
-        out: dict[int, float | None] = {}
+        out: dict[int | str, float | None] = {}
         for hadm in ledger.admissions():
             probs = [p for note in ledger.live(hadm).values() for p in self.note_probs(note.text)]
             out[hadm] = admission_score(probs, self.spec.c) if probs else None
         return out
 
 
-def final_updates(messages: list[Any]) -> dict[int, RiskUpdate]:
+def final_updates(messages: list[Any]) -> dict[Id, RiskUpdate]:
     """The last update (highest seq) of each admission among confluent-kafka messages."""
-    last: dict[int, RiskUpdate] = {}
+    last: dict[Id, RiskUpdate] = {}
     for msg in messages:
         update = RiskUpdate.from_bytes(msg.value())
         if update.hadm_id not in last or update.seq >= last[update.hadm_id].seq:

@@ -48,7 +48,7 @@ async def run(settings: Settings, n: int, **kwargs: object) -> AlertService:
     return service
 
 
-def on_topic(settings: Settings, n: int) -> list[tuple[int, str, int]]:
+def on_topic(settings: Settings, n: int) -> list[tuple[int | str, str, int]]:
     """(hadm_id, state, seq) of the alerts on risk-alerts, once there are at least ``n`` (and a little
     more time to show that no extra one follows)."""
     messages = read_topic(settings, "risk-alerts", until=lambda m: len(m) >= n, timeout_s=30)

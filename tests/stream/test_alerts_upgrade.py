@@ -76,7 +76,7 @@ def policy_of(folder: Path) -> AlertPolicy:
     return AlertPolicy.from_settings(Settings(alert_hysteresis=0.002), model_dir=folder)
 
 
-def signature(alerts: Sequence[RiskAlert]) -> list[tuple[int, str, str | None, int]]:
+def signature(alerts: Sequence[RiskAlert]) -> list[tuple[int | str, str, str | None, int]]:
     return sorted((a.hadm_id, a.state, a.reason, a.seq) for a in alerts)
 
 

@@ -62,9 +62,7 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         ("invalid_json", b'{"note_id": "x", "hadm_id": 100000,'),
         (
             "schema",
-            json.dumps(
-                {"note_id": "x", "hadm_id": 100000, "subject_id": "not a number", "text": "t"}
-            ).encode(),
+            json.dumps({"note_id": "x", "hadm_id": 100000, "subject_id": " padded ", "text": "t"}).encode(),
         ),
         ("missing_admission_id", json.dumps({"note_id": "x", "subject_id": 1, "text": "t"}).encode()),
         (
@@ -103,7 +101,7 @@ def test_replay_streams_offline_scores_and_dead_letters_bad_input(
         assert score is not None
         assert last[hadm].score == pytest.approx(score, abs=1e-6)
     # seq rises by one per applied change (no gaps once notes flow); repeats carry the same state
-    by_adm: dict[int, dict[int, RiskUpdate]] = {}
+    by_adm: dict[int | str, dict[int, RiskUpdate]] = {}
     for msg in updates:
         u = RiskUpdate.from_bytes(msg.value())
         seen = by_adm.setdefault(u.hadm_id, {})

@@ -43,7 +43,7 @@ def raw(obj: object) -> bytes:
 def test_note_round_trip_and_future_fields_ignored() -> None:
     note = parse_note(raw({**NOTE, "schema_version": 2, "added_in_v2": {"x": 1}}), max_text_bytes=10_000)
     assert note.chart_date == date(2151, 8, 4)
-    assert note.event_time() == datetime(2151, 8, 4)
+    assert note.event_time() == datetime(2151, 8, 4, tzinfo=UTC)  # midnight in source_timezone (UTC)
     assert note.schema_version == 2
     assert NoteEvent.from_bytes(note.to_bytes()) == note
     assert note.produced_at.tzinfo is not None
@@ -63,8 +63,19 @@ def test_note_round_trip_and_future_fields_ignored() -> None:
         (raw({**NOTE, "text": "é" * 51}), "text_too_large", "102 UTF-8 bytes"),
         (b'{"note_id": "1", "subject_id": 1, "hadm_id": 2, "text": "\\ud800"}', "non_utf8", "text"),
         (raw({k: v for k, v in NOTE.items() if k != "subject_id"}), "schema", "'subject_id'"),
-        (raw({**NOTE, "hadm_id": "abc"}), "schema", "'hadm_id'"),
+        (raw({**NOTE, "hadm_id": " abc"}), "schema", "'hadm_id'"),
+        (raw({**NOTE, "hadm_id": True}), "schema", "'hadm_id'"),
+        (raw({**NOTE, "hadm_id": -5}), "schema", "'hadm_id'"),
+        (raw({**NOTE, "hadm_id": 10**30}), "schema", "'hadm_id'"),
+        (raw({**NOTE, "subject_id": 700101.0}), "schema", "'subject_id'"),
+        (raw({**NOTE, "hadm_id": "a\u0000b"}), "schema", "'hadm_id'"),
+        (raw({**NOTE, "note_id": "x" * 129}), "schema", "'note_id'"),
         (raw({**NOTE, "revision": -1}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": True}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": 1.0}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": "2"}), "schema", "'revision'"),
+        (raw({**NOTE, "revision": 2**63}), "schema", "'revision'"),
+        (raw({**NOTE, "is_error": "yes"}), "schema", "'is_error'"),
         (raw({**NOTE, "chart_time": "yesterday"}), "schema", "'chart_time'"),
     ],
 )

@@ -21,7 +21,7 @@ from notestream.core.settings import Settings
 from notestream.models.engine import InferenceEngine
 from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 from notestream.stream.errors import EventError, StoreModelMismatch, StoreUnavailable
-from notestream.stream.events import DeadLetter, NoteEvent
+from notestream.stream.events import DeadLetter, NoteEvent, admission_key
 from notestream.stream.fate import EXIT_CONFIG, EXIT_CRASH, decide, event_error
 from notestream.stream.note_path import PRODUCER_HEADROOM_BYTES, NotePath, Origin, dead_letter, receive
 from notestream.stream.pipeline import CANARY, Pipeline
@@ -88,7 +88,15 @@ def test_poison_bytes_are_dead_letters_not_crashes(raw: bytes) -> None:
     got = receive(Origin("notes", 3, 9, key=b"2", value=raw), max_text_bytes=1000)
     assert got.note is None
     assert got.error is not None
-    assert got.error.reason in ("invalid_json", "non_utf8", "schema")
+    # the parse bounds name what is wrong (docs/events.md, "What parsing accepts")
+    assert got.error.reason in (
+        "invalid_json",
+        "non_utf8",
+        "schema",
+        "too_large",
+        "too_deep",
+        "number_too_long",
+    )
 
 
 # --- dead letters are always sendable --------------------------------------------------------------
@@ -248,7 +256,10 @@ async def test_a_rejected_note_is_dead_lettered_with_its_own_message(engine: Inf
 
     path = NotePath(Settings(max_note_bytes=100_000), ready, send)
     origins = [Origin("notes", 0, 10, key=b"k0", value=b"{oops")]
-    origins += [Origin("notes", 1, 20 + i, key=b"k", value=n.to_bytes()) for i, n in enumerate(notes)]
+    origins += [
+        Origin("notes", 1, 20 + i, key=admission_key(n.hadm_id), value=n.to_bytes())
+        for i, n in enumerate(notes)
+    ]
     handled = await path.notes(origins)
     assert (handled.messages, handled.updates, handled.dead_letters) == (4, 2, 2)
     letters = [DeadLetter.from_bytes(v) for topic, _, v in sent if topic == "notes-dlq"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -13,8 +15,8 @@ from notestream.models.engine import InferenceEngine
 from notestream.models.spec import ModelSpec, Window
 from notestream.stream.errors import StoreUnavailable
 from notestream.stream.events import NoteEvent
-from notestream.stream.pipeline import Pipeline
-from notestream.stream.store import MemoryRiskStore
+from notestream.stream.pipeline import Pipeline, in_window
+from notestream.stream.store import MemoryRiskStore, RedisRiskStore
 from tests.stream.feed import ADMIT, OfflineScorer, discharges, feed
 
 
@@ -94,7 +96,8 @@ async def test_short_notes_count_as_seen_but_do_not_score(engine: InferenceEngin
     result = await pipeline.process([short])
     assert result.chunks == 0
     [update] = result.updates
-    assert (update.n_notes, update.n_chunks, update.score, update.seq) == (1, 0, 0.0, 1)
+    assert (update.n_notes, update.n_chunks, update.score, update.seq) == (1, 0, None, 1)
+    assert (update.p_max, update.p_mean) == (None, None)  # no evidence yet, never a score of 0
 
 
 async def test_duplicates_revisions_and_retractions(engine: InferenceEngine, offline: OfflineScorer) -> None:
@@ -145,20 +148,62 @@ async def test_same_id_and_revision_with_other_text_is_rejected_as_a_conflict(
 
 async def test_window_filter_and_admission_lookup(engine: InferenceEngine) -> None:
     spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
-    pipeline = make_pipeline(engine, spec, admission_wait_s=0.2)
+    pipeline = make_pipeline(engine, spec, admission_wait_s=3600.0)
     admissions, notes = feed(2, 2, seed=3)
     a0, a1 = admissions
     inside = notes[0].model_copy(update={"chart_time": ADMIT + timedelta(hours=2)})
     outside = notes[1].model_copy(update={"chart_time": ADMIT + timedelta(hours=30)})
-    unknown = notes[2]  # admission 1 never admitted, note carries no admit time
+    unknown = notes[2]  # admission 1 not admitted yet, note carries no admit time: it is held
     carried = notes[3].model_copy(update={"note_id": "carried", "admit_time": a1.admit_time})
     await pipeline.admission(a0)
     result = await pipeline.process([inside, outside, unknown, carried])
     assert [u.trigger_note_id for u in result.updates] == [inside.note_id, "carried"]
     assert result.dropped == {"outside_window": 1}
-    assert [(r.note.note_id, r.reason) for r in result.rejected] == [(unknown.note_id, "admission_unknown")]
+    assert result.rejected == []
+    assert result.outcomes["held"] == 1
     assert pipeline.counters["dropped_outside_window"] == 1
+    assert await pipeline.expired(now=time.time() + 3599) == []
+    [expired] = await pipeline.expired(now=time.time() + 3601)  # the admission never came
+    assert (expired.note.note_id, expired.note.text) == (unknown.note_id, "")
+    await pipeline.forget([expired])
+    assert await pipeline.expired(now=time.time() + 3601) == []
     assert pipeline.counters["rejected_admission_unknown"] == 1
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+async def test_notes_before_their_admit_count_once_when_it_arrives(
+    engine: InferenceEngine, offline: OfflineScorer, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The ADT feed lags: notes come 10 minutes (event time) before their admit and still count,
+    exactly once, with the streamed score equal to the offline one; nothing waits meanwhile."""
+    store = (
+        RedisRiskStore(request.getfixturevalue("redis_url")) if store_kind == "redis" else MemoryRiskStore()
+    )
+    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
+    pipeline = Pipeline(engine, store, spec, model="tiny", admission_wait_s=3600.0)  # type: ignore[arg-type]
+    admissions, notes = feed(2, 3, seed=5)
+    late, known = admissions
+    early = [n for n in notes if n.hadm_id == late.hadm_id]
+    others = [n for n in notes if n.hadm_id == known.hadm_id]
+    await pipeline.admission(known)
+    started = time.monotonic()
+    result = await pipeline.process([*early, *others, early[0]])  # one note redelivered while held
+    assert time.monotonic() - started < 60  # nothing sleeps for the unknown admission
+    assert result.outcomes["held"] == len(early) + 1
+    assert {u.hadm_id for u in result.updates} == {known.hadm_id}  # the others' notes flowed
+    assert await store.state(late.hadm_id) is None
+    lag = max(n.produced_at for n in early) + timedelta(minutes=10)
+    await pipeline.admission(late.model_copy(update={"produced_at": lag}))  # the admit, 10 minutes late
+    released = await pipeline.release(late.hadm_id)
+    assert released.outcomes == {"new": len(early), "duplicate": 1}
+    assert await pipeline.release(late.hadm_id) == type(released)()  # released once
+    state = await store.state(late.hadm_id)
+    assert state is not None
+    assert state.n_notes == len(early)
+    expected = offline.scores(early)[late.hadm_id]
+    assert released.updates[-1].score == pytest.approx(expected, abs=1e-6)
+    assert await pipeline.expired(now=time.time() + 1e6) == []
+    await store.close()
 
 
 async def test_discharge_gives_one_final_update(engine: InferenceEngine) -> None:
@@ -174,6 +219,29 @@ async def test_discharge_gives_one_final_update(engine: InferenceEngine) -> None
     assert final.seq == updates[-1].seq + 1
     assert final.score == updates[-1].score
     assert await pipeline.admission(dis) is None, "a repeated discharge changes nothing"
+
+
+def test_windows_compare_times_in_the_source_timezone() -> None:
+    zone = ZoneInfo("America/New_York")
+    spec = ModelSpec(window=Window(kind="hours", value=24))
+    admit = datetime(2150, 1, 1, 8, tzinfo=zone)
+    # 23 h after the admit in New York's wall-clock time, but written in UTC by another feed
+    inside = NoteEvent(
+        note_id="1", subject_id=1, hadm_id=2, text="", chart_time=datetime(2150, 1, 2, 12, tzinfo=UTC)
+    )
+    outside = inside.model_copy(update={"chart_time": datetime(2150, 1, 2, 14, tzinfo=UTC)})
+    assert (in_window(inside, spec, admit, zone), in_window(outside, spec, admit, zone)) == (True, False)
+    # MIMIC's naive times read in that zone give the same answer as read in UTC: windows do not move
+    naive = NoteEvent.model_validate(
+        {"note_id": "1", "subject_id": 1, "hadm_id": 2, "text": "", "chart_time": "2150-01-02T07:00:00"},
+        context={"source_timezone": zone},
+    )
+    assert naive.chart_time == datetime(2150, 1, 2, 7, tzinfo=zone)
+    assert in_window(naive, spec, admit, zone) == in_window(
+        naive.model_copy(update={"chart_time": datetime(2150, 1, 2, 7, tzinfo=UTC)}),
+        spec,
+        datetime(2150, 1, 1, 8, tzinfo=UTC),
+    )
 
 
 class PoisonedEngine:

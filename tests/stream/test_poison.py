@@ -45,9 +45,9 @@ def poison_notes(max_note_bytes: int) -> list[tuple[str, bytes]]:
         nested = [nested]
     base = {"note_id": MARKER, "subject_id": 1, "category": MARKER, "description": MARKER}
     return [
-        ("invalid_json", deep_array(DEEP)),
+        ("too_deep", deep_array(DEEP)),
         (
-            "invalid_json",
+            "too_deep",
             # a valid note with an extra field nested 100,000 deep (json.dumps itself recurses: by hand)
             b'{"note_id": "'
             + MARKER.encode()
@@ -58,7 +58,7 @@ def poison_notes(max_note_bytes: int) -> list[tuple[str, bytes]]:
             + b"}",
         ),
         (
-            "invalid_json",
+            "number_too_long",
             b'{"note_id": "'
             + MARKER.encode()
             + b'", "subject_id": 1, "hadm_id": '
@@ -76,13 +76,13 @@ def poison_notes(max_note_bytes: int) -> list[tuple[str, bytes]]:
         (  # a 900 kB note with a schema error: its dead letter would be 1.2 MB whole
             "schema",
             json.dumps(
-                {**base, "hadm_id": 100001, "subject_id": MARKER, "text": f"{MARKER} " * 90_000}
+                {**base, "hadm_id": 100001, "subject_id": [MARKER], "text": f"{MARKER} " * 90_000}
             ).encode(),
         ),
         (  # a 500 kB one is carried whole
             "schema",
             json.dumps(
-                {**base, "hadm_id": 100001, "subject_id": MARKER, "text": f"{MARKER} " * 50_000}
+                {**base, "hadm_id": 100001, "subject_id": [MARKER], "text": f"{MARKER} " * 50_000}
             ).encode(),
         ),
     ]
@@ -154,7 +154,7 @@ async def test_poison_messages_are_dead_lettered_and_good_notes_flow(
         DeadLetter.from_bytes(m.value())
         for m in read_topic(settings, NOTES_DLQ, until=lambda ms: len(ms) >= len(bad) + 1, timeout_s=30)
     ]
-    assert sorted(dl.reason for dl in letters) == sorted([r for r, _ in bad] + ["invalid_json"])
+    assert sorted(dl.reason for dl in letters) == sorted([r for r, _ in bad] + ["number_too_long"])
     by_offset = {(dl.topic, dl.offset): dl for dl in letters}
     assert len(by_offset) == len(letters)
     for dl in letters:

@@ -6,8 +6,9 @@ import gzip
 import itertools
 import json
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -203,9 +204,9 @@ def test_mimic_iii_becomes_events_in_event_time_order(mimic_iii: Path) -> None:
     first = notes["11"]
     assert first.text == 'Admission Date:  [**2150-1-1**]\nHe said "fine", then\n\n  slept.'
     assert (first.chart_time, first.chart_date, first.admit_time) == (
-        datetime(2150, 1, 1, 10),
+        datetime(2150, 1, 1, 10, tzinfo=UTC),
         date(2150, 1, 1),
-        datetime(2150, 1, 1, 8),
+        datetime(2150, 1, 1, 8, tzinfo=UTC),
     )
     assert (first.category, first.subject_id, first.source) == ("Nursing", 1, "mimic-iii")
     assert notes["14"].is_error
@@ -214,12 +215,23 @@ def test_mimic_iii_becomes_events_in_event_time_order(mimic_iii: Path) -> None:
     assert notes["12"].chart_time is None
     assert notes["12"].chart_date == date(2150, 1, 5)
     adm = {(e.kind, e.hadm_id): e for _, _, _, e in items if isinstance(e, AdmissionEvent)}
-    assert adm[("discharge", 200)].death_time == datetime(2150, 1, 3, 10)
-    assert adm[("discharge", 300)].discharge_time == datetime(2151, 6, 2)
+    assert adm[("discharge", 200)].death_time == datetime(2150, 1, 3, 10, tzinfo=UTC)
+    assert adm[("discharge", 300)].discharge_time == datetime(2151, 6, 2, tzinfo=UTC)
     assert adm[("admit", 100)].admission_type == "EMERGENCY"
     assert (counts.admits, counts.discharges, counts.notes, counts.retractions) == (3, 3, 7, 1)
     assert (counts.skipped_no_hadm, counts.skipped_unknown_admission, counts.skipped_untimed) == (1, 1, 1)
     assert json.loads(json.dumps(counts.as_dict()))["admission_count"] == 3
+
+
+def test_naive_source_times_are_read_in_the_source_timezone(mimic_iii: Path) -> None:
+    zone = ZoneInfo("America/New_York")
+    items = list(iter_events(ReplaySource.mimic_iii(mimic_iii), source_timezone=zone))
+    first = next(e for _, _, _, e in items if isinstance(e, NoteEvent) and e.note_id == "11")
+    assert first.chart_time == datetime(2150, 1, 1, 10, tzinfo=zone)
+    wire = json.loads(first.to_bytes())
+    assert wire["chart_time"] == "2150-01-01T10:00:00-05:00"  # every time on the wire has its offset
+    assert wire["admit_time"] == "2150-01-01T08:00:00-05:00"
+    assert NoteEvent.from_bytes(first.to_bytes()).chart_time == first.chart_time
 
 
 def test_filters(mimic_iii: Path) -> None:
@@ -295,7 +307,7 @@ def test_mimic_iv_layout(tmp_path: Path) -> None:
         ("Radiology", "Report"), ("Radiology", "Addendum"), ("Discharge summary", "Report")
     ]  # fmt: skip
     assert notes[2].chart_date == date(2180, 5, 7)
-    assert notes[2].admit_time == datetime(2180, 5, 6, 22, 23)
+    assert notes[2].admit_time == datetime(2180, 5, 6, 22, 23, tzinfo=UTC)
     assert notes[2].text.startswith("Name:  ___")
     assert counts.skipped_no_hadm == 1
 

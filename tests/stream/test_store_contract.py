@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -186,7 +186,7 @@ async def test_random_histories_match_the_reference(store: RiskStore) -> None:
 
 
 async def test_admit_and_discharge(store: RiskStore) -> None:
-    admit = datetime(2150, 1, 1, 8, 30)
+    admit = datetime(2150, 1, 1, 8, 30, tzinfo=UTC)  # every event time is aware
     assert await store.admission(100) is None
     info = await store.record_admission(
         AdmissionEvent(kind="admit", subject_id=7, hadm_id=100, admit_time=admit, admission_type="EMERGENCY")
@@ -199,7 +199,7 @@ async def test_admit_and_discharge(store: RiskStore) -> None:
     )
     assert (await store.admission(100)) == info.__class__(**{**info.__dict__, "applied": False})
     await note(store, "a", [0.5])
-    out = datetime(2150, 1, 5, 12, 0)
+    out = datetime(2150, 1, 5, 12, 0, tzinfo=UTC)
     first = await store.record_admission(
         AdmissionEvent(kind="discharge", subject_id=7, hadm_id=100, discharge_time=out)
     )
@@ -302,6 +302,36 @@ async def test_the_first_claim_binds_the_store_to_its_model(make_store: StoreFac
     assert await store.claim("v2@bbbb") == "v1@aaaa", "a later model never takes the store over"
     await note(store, "a", [0.5])
     assert await store.claim("v2@bbbb") == "v1@aaaa"
+
+
+async def test_held_notes_wait_in_order_until_dropped(store: RiskStore) -> None:
+    assert await store.held_notes("V-1") == []
+    assert await store.hold_note("V-1", '{"n": 1}', deadline=100.0) == 1
+    assert await store.hold_note("V-1", '{"n": 2}', deadline=50.0) == 2
+    assert await store.hold_note("{x}:2", '{"n": 3}', deadline=200.0) == 1
+    assert await store.held_notes("V-1") == ['{"n": 1}', '{"n": 2}']
+    assert await store.due_held(now=10.0) == []
+    assert await store.due_held(now=60.0) == [("V-1", '{"n": 2}')]
+    assert sorted(await store.due_held(now=1e9), key=str) == sorted(
+        [("V-1", '{"n": 1}'), ("V-1", '{"n": 2}'), ("{x}:2", '{"n": 3}')], key=str
+    )
+    await store.drop_held("V-1", ['{"n": 2}', '{"n": 9}'])  # an absent record is ignored
+    assert await store.held_notes("V-1") == ['{"n": 1}']
+    assert await store.due_held(now=60.0) == []
+    await store.drop_held("V-1", ['{"n": 1}'])
+    assert await store.held_notes("V-1") == []
+    assert await store.due_held(now=1e9) == [("{x}:2", '{"n": 3}')]
+    assert await store.state("V-1") is None  # holding notes creates no admission
+
+
+async def test_an_admission_holds_a_bounded_number_of_notes(store: RiskStore) -> None:
+    from notestream.stream.store.records import MAX_HELD
+
+    for i in range(MAX_HELD):
+        await store.hold_note(1, f"r{i}", deadline=1.0)
+    with pytest.raises(StoreError):
+        await store.hold_note(1, "one too many", deadline=1.0)
+    assert len(await store.held_notes(1)) == MAX_HELD
 
 
 @pytest.mark.parametrize("base", [2**53, 2**63, 10**40])

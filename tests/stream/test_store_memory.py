@@ -160,3 +160,18 @@ def test_open_store_gives_a_journaled_memory_store(tmp_path: Path) -> None:
     assert isinstance(store, MemoryRiskStore)
     assert store.journal_path == tmp_path / "s.jsonl"
     assert (tmp_path / "s.jsonl").exists()
+
+
+async def test_held_notes_survive_a_restart_from_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "store.jsonl"
+    store = MemoryRiskStore(journal=path)
+    await store.hold_note("V-1", '{"n": 1}', deadline=10.0)
+    await store.hold_note("V-1", '{"n": 2}', deadline=20.0)
+    await store.drop_held("V-1", ['{"n": 1}'])
+    await store.close()
+    again = MemoryRiskStore(journal=path)  # replays, then compacts into a snapshot and hold lines
+    assert await again.held_notes("V-1") == ['{"n": 2}']
+    await again.close()
+    third = MemoryRiskStore(journal=path)
+    assert await third.due_held(now=30.0) == [("V-1", '{"n": 2}')]
+    await third.close()
