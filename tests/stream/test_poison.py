@@ -1,6 +1,6 @@
 """No message can stop a worker, and no note text reaches a log: poison messages, in-process.
 
-The worker runs in this process (:func:`notestream.stream.worker.run`) against the librdkafka mock cluster and a
+The worker runs in this process (:func:`notestream.stream.worker.run`) against the embedded broker (tansu) and a
 real redis-server, at DEBUG, with the default size limits, for exactly the messages produced. Each
 poison message (a JSON array nested 100,000 deep, a note with a deeply nested extra field, an admission
 id of 5,000 digits, a note just over ``max_note_bytes``, a 900 kB note with a schema error: both too
