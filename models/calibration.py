@@ -22,11 +22,13 @@ prevalence and stores its parameters in ``notestream.json`` as plain JSON number
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # numpy loads when a calibrator runs: the alerts process reads model folders without it
+    import numpy as np
+    from numpy.typing import ArrayLike
 
 CalibrationMethod = Literal["isotonic", "platt"]
 
@@ -61,12 +63,16 @@ class Calibrator(BaseModel):
         if score is None:
             return None
         if self.method == "isotonic":
+            import numpy as np
+
             return float(np.interp(score, self.x, self.y))
         z = self._ab[0] * score + self._ab[1]
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
     def apply_many(self, scores: ArrayLike) -> np.ndarray:
         """:meth:`apply` over an array."""
+        import numpy as np
+
         s = np.asarray(scores, dtype=np.float64)
         if self.method == "isotonic":
             return np.interp(s, self.x, self.y)
@@ -84,6 +90,7 @@ def fit_calibrator(
 ) -> Calibrator:
     """Fit a calibrator of ``scores`` to ``labels`` (0/1) with scikit-learn.
 
+    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> s = rng.random(2000)
     >>> y = (rng.random(2000) < s ** 3).astype(int)   # the true risk is score cubed
@@ -94,6 +101,8 @@ def fit_calibrator(
     >>> fit_calibrator(y, s, method="platt").a > 0
     True
     """
+    import numpy as np
+
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
     if len(np.unique(y)) < 2:
