@@ -60,8 +60,19 @@ def changes(admissions: int, notes: int, chunks: int) -> list[NoteChange | Admis
         )
         for i in range(notes):
             probs = tuple(rng.random() for _ in range(chunks))
-            out.append(NoteChange(hadm, hadm, f"{hadm}-{i}", 0, False, probs, f"{rng.getrandbits(256):064x}",
-                                  admit + timedelta(hours=i), i + 1))  # fmt: skip
+            out.append(
+                NoteChange(
+                    hadm,
+                    hadm,
+                    f"{hadm}-{i}",
+                    0,
+                    False,
+                    probs,
+                    f"{rng.getrandbits(256):064x}",
+                    admit + timedelta(hours=i),
+                    i + 1,
+                )
+            )
         discharge = AdmissionEvent(
             kind="discharge", subject_id=hadm, hadm_id=hadm, discharge_time=admit + timedelta(days=3)
         )
@@ -140,9 +151,19 @@ async def main(admissions: int, notes: int, chunks: int, broker_url: str | None)
         if broker_url is None:
             broker.ensure_topics([Settings().topic(STORE_CHANGELOG)])
         proc = await asyncio.create_subprocess_exec(
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp,
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         try:
             probe = RedisRiskStore(f"redis://127.0.0.1:{port}/0")
             for _ in range(100):

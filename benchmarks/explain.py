@@ -75,9 +75,15 @@ def main() -> None:
         corpus = clinical_corpus(200, seed=0)
         spec = ModelSpec(max_length=args.tokens)
         folder = build_small_bert(
-            Path(tmp) / "model", corpus, vocab_size=2000, hidden=args.hidden, layers=args.layers,
-            heads=args.heads, max_length=args.tokens, spec=spec,
-        )  # fmt: skip
+            Path(tmp) / "model",
+            corpus,
+            vocab_size=2000,
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=args.heads,
+            max_length=args.tokens,
+            spec=spec,
+        )
         loaded = load_model_folder(folder)  # sdpa, as served
         text = " ".join(corpus[:40])
         chunk = prepare_chunk(text, spec, loaded.tokenizer)

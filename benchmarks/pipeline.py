@@ -313,14 +313,30 @@ def main(notes_n: int, paced_s: float, store_updates: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         spec = ModelSpec(max_length=128)
-        model = build_small_bert(work / "model", clinical_corpus(300, seed=1), vocab_size=2000, hidden=128,
-                                 layers=2, heads=2, intermediate=512, max_length=128, spec=spec)  # fmt: skip
+        model = build_small_bert(
+            work / "model",
+            clinical_corpus(300, seed=1),
+            vocab_size=2000,
+            hidden=128,
+            layers=2,
+            heads=2,
+            intermediate=512,
+            max_length=128,
+            spec=spec,
+        )
         notes = make_notes(notes_n, seed=2)
         engine_rate, chunks = asyncio.run(engine_alone(model, notes))
         result.update(chunks=chunks, engine_chunks_per_s=round(engine_rate, 1))
         with EmbeddedBroker() as broker:
-            settings = Settings(broker=broker.url, store="memory://", model_dir=model, devices=["cpu"],
-                                topic_prefix="bench.", consumer_group="bench", session_timeout_s=10.0)  # fmt: skip
+            settings = Settings(
+                broker=broker.url,
+                store="memory://",
+                model_dir=model,
+                devices=["cpu"],
+                topic_prefix="bench.",
+                consumer_group="bench",
+                session_timeout_s=10.0,
+            )
             asyncio.run(create_topics(settings, wait_s=30))
             ready = work / "ready"
             worker = spawn_worker(settings, work / "worker.log", ready_file=ready)
@@ -349,8 +365,11 @@ def main(notes_n: int, paced_s: float, store_updates: int) -> dict[str, Any]:
                 worker.wait(30)
     store = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "store.py"), "--updates", str(store_updates)],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     redis = json.loads(store.stdout.strip().splitlines()[-1]).get("redis")
     result["redis"] = redis
     return result

@@ -76,8 +76,12 @@ def main() -> None:
     parser.add_argument("--dupe", type=int, default=1, help="Duplication factor (the reference: 3).")
     parser.add_argument("--buffer-docs", type=int, default=1000)
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                        help="Also run the in-memory construction on the half corpus.")  # fmt: skip
+    parser.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also run the in-memory construction on the half corpus.",
+    )
     parser.add_argument("--work", type=Path, default=None, help="Work folder (default: a temporary one).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -107,10 +111,13 @@ def main() -> None:
             vocab=train_wordpiece(sample, vocab_size=args.vocab_size), do_lower_case=True
         ).save_pretrained(work / "tokenizer")
         runs = {
-            name: {"notes": n, "corpus_bytes": path.stat().st_size,
-                   **_child("shards", path, work / "tokenizer", work / f"shards_{name}", args)}
+            name: {
+                "notes": n,
+                "corpus_bytes": path.stat().st_size,
+                **_child("shards", path, work / "tokenizer", work / f"shards_{name}", args),
+            }
             for name, path, n in (("half", half, notes // 2), ("full", full, notes))
-        }  # fmt: skip
+        }
         figures = {
             "notes": [runs["half"]["notes"], runs["full"]["notes"]],
             "examples": [runs["half"]["examples"], runs["full"]["examples"]],

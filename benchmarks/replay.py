@@ -23,8 +23,12 @@ def run(patients: int) -> dict[str, Any]:
         summary = write_mimic_iii(Path(tmp) / "m3", n_patients=patients, seed=1, compress=True)
         source = ReplaySource.mimic_iii(Path(tmp) / "m3")
         size = sum(p.stat().st_size for p in source.notes)
-        result: dict[str, Any] = {"benchmark": "replay", "patients": patients, "notes_written": summary.notes,
-                                  "noteevents_gz_mb": round(size / 1e6, 1)}  # fmt: skip
+        result: dict[str, Any] = {
+            "benchmark": "replay",
+            "patients": patients,
+            "notes_written": summary.notes,
+            "noteevents_gz_mb": round(size / 1e6, 1),
+        }
         for label, budget in (("single_sort", None), ("time_buckets", max(1, size // 4))):
             counts = ReplayCounts()
             start = time.perf_counter()

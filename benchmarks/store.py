@@ -35,8 +35,9 @@ async def _latencies(store: RiskStore, hadm: int, n: int, rng: random.Random) ->
     for i in range(n):
         probs = [rng.random() for _ in range(3)]
         start = time.perf_counter()
-        await store.apply_note(hadm_id=hadm, subject_id=1, note_id=f"b{i}", revision=0, is_error=False,
-                               chunk_probs=probs)  # fmt: skip
+        await store.apply_note(
+            hadm_id=hadm, subject_id=1, note_id=f"b{i}", revision=0, is_error=False, chunk_probs=probs
+        )
         out.append((time.perf_counter() - start) * 1e6)
     return out
 
@@ -48,8 +49,14 @@ def _p(values: list[float], q: float) -> float:
 async def measure(store: RiskStore, updates: int) -> dict[str, Any]:
     rng = random.Random(0)
     for i in range(1000):
-        await store.apply_note(hadm_id=2, subject_id=1, note_id=f"pre{i}", revision=0, is_error=False,
-                               chunk_probs=[rng.random() for _ in range(3)])  # fmt: skip
+        await store.apply_note(
+            hadm_id=2,
+            subject_id=1,
+            note_id=f"pre{i}",
+            revision=0,
+            is_error=False,
+            chunk_probs=[rng.random() for _ in range(3)],
+        )
     one: list[float] = []
     for k in range(updates):  # a fresh admission each time: it holds 1 note after the update
         one += await _latencies(store, 1_000_000 + k, 1, rng)
@@ -58,11 +65,13 @@ async def measure(store: RiskStore, updates: int) -> dict[str, Any]:
     await asyncio.gather(*(_latencies(store, 3 + c, updates // 64, rng) for c in range(64)))
     rate = 64 * (updates // 64) / (time.perf_counter() - start)
     return {
-        "p50_us_1_note": _p(one, 50), "p99_us_1_note": _p(one, 99),
-        "p50_us_1000_notes": _p(many, 50), "p99_us_1000_notes": _p(many, 99),
+        "p50_us_1_note": _p(one, 50),
+        "p99_us_1_note": _p(one, 99),
+        "p50_us_1000_notes": _p(many, 50),
+        "p99_us_1000_notes": _p(many, 99),
         "p50_ratio_1000_vs_1": round(_p(many, 50) / _p(one, 50), 2),
         "updates_per_s_64_concurrent": round(rate),
-    }  # fmt: skip
+    }
 
 
 async def main(updates: int) -> dict[str, Any]:
@@ -76,9 +85,19 @@ async def main(updates: int) -> dict[str, Any]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = await asyncio.create_subprocess_exec(
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp,
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         try:
             store = RedisRiskStore(f"redis://127.0.0.1:{port}/0", pool_size=64)
             for _ in range(100):

@@ -53,9 +53,17 @@ def train(folder: Path) -> Path:
     texts, labels = planted_texts(512, seed=0)
     spec = ModelSpec(max_length=64, chunking=Chunking(kind="words", size=24, min_tail=3))
     build_small_bert(
-        folder, clinical_corpus(200, seed=0) + texts + [EXAMPLE], vocab_size=600, hidden=64, layers=2,
-        heads=4, intermediate=128, max_length=64, seed=0, spec=spec,
-    )  # fmt: skip
+        folder,
+        clinical_corpus(200, seed=0) + texts + [EXAMPLE],
+        vocab_size=600,
+        hidden=64,
+        layers=2,
+        heads=4,
+        intermediate=128,
+        max_length=64,
+        seed=0,
+        spec=spec,
+    )
     loaded = load_model_folder(folder)
     model, tokenizer = loaded.model, loaded.tokenizer
     torch.manual_seed(0)

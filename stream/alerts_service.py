@@ -93,8 +93,13 @@ async def read_alert_log(settings: Settings, *, timeout_s: float = 120.0) -> lis
                     try:
                         alerts.append(RiskAlert.from_bytes(message.value))
                     except EventError as exc:
-                        log.warning("skipping an invalid alert at %s[%s]@%s: %s", tp.topic, tp.partition,
-                                    message.offset, exc)  # fmt: skip
+                        log.warning(
+                            "skipping an invalid alert at %s[%s]@%s: %s",
+                            tp.topic,
+                            tp.partition,
+                            message.offset,
+                            exc,
+                        )
             for tp in list(left):
                 if tp in consumer.assignment() and await consumer.position(tp) >= left[tp]:
                     del left[tp]
@@ -192,8 +197,11 @@ async def run_alerts(
                     except EventError as exc:
                         log.warning(
                             "skipping an invalid risk update at %s[%s]@%s: %s",
-                            message.topic, message.partition, message.offset, exc,
-                        )  # fmt: skip
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            exc,
+                        )
                         continue
                     await service.handle(update)
             if group_id is not None:

@@ -128,8 +128,11 @@ def register_data(app: typer.Typer) -> None:
             def show(counts: ReplayCounts) -> None:
                 sent = counts.notes + counts.admits + counts.discharges
                 if sent % 200 == 0:
-                    progress.update(task, description=f"{counts.notes} notes, {len(counts.admissions)} admissions, "
-                                                      f"event time {counts.last_event_time}")  # fmt: skip
+                    progress.update(
+                        task,
+                        description=f"{counts.notes} notes, {len(counts.admissions)} admissions, "
+                        f"event time {counts.last_event_time}",
+                    )
 
             counts = asyncio.run(
                 replay_with_metrics(

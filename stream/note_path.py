@@ -241,8 +241,12 @@ class NotePath:
         for item in expired:
             ref = item.ref
             key = base64.urlsafe_b64decode(ref["key"]) if ref.get("key") else None
-            origin = Origin(str(ref.get("topic") or self.settings.topic(NOTES)), ref.get("partition"),
-                            ref.get("offset"), key=key)  # fmt: skip
+            origin = Origin(
+                str(ref.get("topic") or self.settings.topic(NOTES)),
+                ref.get("partition"),
+                ref.get("offset"),
+                key=key,
+            )
             letter = self.letter(origin, EventError("admission_unknown", item.detail))
             letters.append(letter.model_copy(update={"original": b""}))  # the text was never held
         if letters:

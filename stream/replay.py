@@ -80,8 +80,10 @@ class ReplaySource:
         except TableError as exc:
             raise ReplayError(str(exc)) from exc
         if not notes:
-            raise ReplayError(f"No discharge or radiology notes (.csv or .csv.gz) under {folder}; point at "
-                              "the MIMIC-IV-Note folder (or one holding hosp/ and note/).")  # fmt: skip
+            raise ReplayError(
+                f"No discharge or radiology notes (.csv or .csv.gz) under {folder}; point at "
+                "the MIMIC-IV-Note folder (or one holding hosp/ and note/)."
+            )
         assert adm is not None
         return cls("mimic-iv", adm, notes)
 

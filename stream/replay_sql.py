@@ -18,9 +18,23 @@ from pathlib import Path
 from notestream.mimic.tables import table_sql
 
 COLUMNS = (
-    "ET", "K", "SUBJECT_ID", "HADM_ID", "NOTE_ID", "CATEGORY", "DESCRIPTION", "CHARTTIME", "CHARTDATE",
-    "STORETIME", "ISERROR", "TEXT", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
-)  # fmt: skip
+    "ET",
+    "K",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "NOTE_ID",
+    "CATEGORY",
+    "DESCRIPTION",
+    "CHARTTIME",
+    "CHARTDATE",
+    "STORETIME",
+    "ISERROR",
+    "TEXT",
+    "ADMITTIME",
+    "DISCHTIME",
+    "DEATHTIME",
+    "ADMISSION_TYPE",
+)
 ORDER = "ORDER BY ET, K, HADM_ID, ORD, NOTE_ID"
 ADMISSION_COLUMNS = ["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE"]
 
@@ -30,8 +44,17 @@ def _literal(moment: datetime) -> str:
 
 
 def _notes_iii(path: Path, text: bool) -> str:
-    cols = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
-            "DESCRIPTION", "ISERROR"] + (["TEXT"] if text else [])  # fmt: skip
+    cols = [
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "CHARTDATE",
+        "CHARTTIME",
+        "STORETIME",
+        "CATEGORY",
+        "DESCRIPTION",
+        "ISERROR",
+    ] + (["TEXT"] if text else [])
     return (
         "SELECT CAST(ROW_ID AS VARCHAR) AS NOTE_ID, ROW_ID AS ORD, SUBJECT_ID, HADM_ID, CATEGORY, DESCRIPTION, "
         "CHARTTIME, CAST(CHARTDATE AS DATE) AS CHARTDATE, STORETIME, "

@@ -189,8 +189,11 @@ class Runtime:
             self.metrics.track_queue_depth(lambda: float(stats()["queue_depth"]))
         if hasattr(engine, "on_batch"):
             engine.on_batch = self.metrics.record_batch
-        checks = {"store": self.store.ping, "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
-                  "batches": lambda: self.healthy}  # fmt: skip
+        checks = {
+            "store": self.store.ping,
+            "engine": lambda: bool(stats()["running"]) if callable(stats) else True,
+            "batches": lambda: self.healthy,
+        }
         checks.update(self._checks)
         self._owns.append(await start_http_server(self.settings, self.metrics, checks))
 

@@ -47,14 +47,29 @@ def synth(
 
     if fmt is SynthFormat.mimic_iii:
         summary = write_mimic_iii(
-            out, patients, seed, signal, readmit_rate=readmit_rate, notes_scale=notes_scale,
-            words_scale=words_scale, compress=gz, mean_admissions=mean_admissions, progress=True,
-        )  # fmt: skip
+            out,
+            patients,
+            seed,
+            signal,
+            readmit_rate=readmit_rate,
+            notes_scale=notes_scale,
+            words_scale=words_scale,
+            compress=gz,
+            mean_admissions=mean_admissions,
+            progress=True,
+        )
     else:
         summary = write_mimic_iv(
-            out, patients, seed, signal, readmit_rate=readmit_rate, notes_scale=notes_scale,
-            words_scale=words_scale, mean_admissions=mean_admissions, progress=True,
-        )  # fmt: skip
+            out,
+            patients,
+            seed,
+            signal,
+            readmit_rate=readmit_rate,
+            notes_scale=notes_scale,
+            words_scale=words_scale,
+            mean_admissions=mean_admissions,
+            progress=True,
+        )
     typer.echo(
         json.dumps(
             {

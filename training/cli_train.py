@@ -90,9 +90,20 @@ def pretrain_cmd(
             corpus_from_mimic(source, corpus, exclude_hadm=held_out, max_notes=max_notes)
         else:
             raise TrainRunError("Give --data DIR, --corpus FILE or --mimic-iii/--mimic-iv DIR.")
-    config = PretrainConfig(max_length=max_length, batch_size=batch_size, lr=lr, epochs=epochs, max_steps=max_steps,
-                            vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads,
-                            dupe_factor=dupe_factor, buffer_docs=buffer_docs, seed=seed)  # fmt: skip
+    config = PretrainConfig(
+        max_length=max_length,
+        batch_size=batch_size,
+        lr=lr,
+        epochs=epochs,
+        max_steps=max_steps,
+        vocab_size=vocab_size,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        dupe_factor=dupe_factor,
+        buffer_docs=buffer_docs,
+        seed=seed,
+    )
     typer.echo(json.dumps({"model": str(pretrain(corpus, out, base_model, config=config))}))
 
 
@@ -127,9 +138,20 @@ def finetune_cmd(
     val_csv = _data_file(data, val, "val.csv", required=False)
     if base_model is None:
         base_model = fresh_base(train_csv, out / "base", max_length=max_length)
-    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                            grad_accum=grad_accum, max_steps=max_steps, max_length=max_length, seed=seed,
-                            save_steps=save_steps, resume=resume, bf16=bf16)  # fmt: skip
+    config = FinetuneConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        grad_accum=grad_accum,
+        max_steps=max_steps,
+        max_length=max_length,
+        seed=seed,
+        save_steps=save_steps,
+        resume=resume,
+        bf16=bf16,
+    )
     typer.echo(json.dumps({"model": str(finetune(train_csv, val_csv, base_model, out, config=config))}))
 
 

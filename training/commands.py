@@ -90,8 +90,15 @@ def prepare_cmd(
         temp_dir=str(temp_dir) if temp_dir else None,
     )
     result = prepare(Source.open(mimic_iii=mimic_iii, mimic_iv=mimic_iv), out, config)
-    typer.echo(json.dumps({"out": str(result.out), "manifest_hash": result.manifest["manifest_hash"],
-                           "counts": result.manifest["counts"]}))  # fmt: skip
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(result.out),
+                "manifest_hash": result.manifest["manifest_hash"],
+                "counts": result.manifest["counts"],
+            }
+        )
+    )
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -43,9 +43,19 @@ from notestream.training.pretrain_data import (
 from notestream.training.run_config import PretrainConfig
 
 __all__ = [
-    "PretrainConfig", "ShardDataset", "build_shards", "corpus_from_dataset", "corpus_from_mimic", "iter_documents",
-    "nsp_examples", "pretrain", "pretraining_text", "read_corpus", "small_bert_config", "write_corpus",
-]  # fmt: skip
+    "PretrainConfig",
+    "ShardDataset",
+    "build_shards",
+    "corpus_from_dataset",
+    "corpus_from_mimic",
+    "iter_documents",
+    "nsp_examples",
+    "pretrain",
+    "pretraining_text",
+    "read_corpus",
+    "small_bert_config",
+    "write_corpus",
+]
 
 _DIGITS = re.compile(r"\d")
 _SPACES = re.compile(r"\s+")
@@ -205,9 +215,17 @@ def pretrain(
             )
         )
     tokenizer.model_max_length = cfg.max_length
-    manifest = build_shards(corpus, tokenizer, out / "shards", max_length=cfg.max_length, dupe=cfg.dupe_factor,
-                            seed=cfg.seed, buffer_docs=cfg.buffer_docs, shard_examples=cfg.shard_examples,
-                            progress=cfg.progress)  # fmt: skip
+    manifest = build_shards(
+        corpus,
+        tokenizer,
+        out / "shards",
+        max_length=cfg.max_length,
+        dupe=cfg.dupe_factor,
+        seed=cfg.seed,
+        buffer_docs=cfg.buffer_docs,
+        shard_examples=cfg.shard_examples,
+        progress=cfg.progress,
+    )
     examples = ShardDataset(out / "shards")
     if not len(examples):
         raise TrainRunError(
@@ -246,9 +264,17 @@ def pretrain(
         tokenizer.save_pretrained(out)
         (out / "pretrain.json").write_text(
             json.dumps(
-                {"config": {k: v for k, v in asdict(cfg).items() if k != "progress"}, "examples": len(examples),
-                 "documents": manifest["documents"], "train_loss": result.training_loss, "steps": result.global_step,
-                 "base_model": str(base_model_dir) if base_model_dir else None}, indent=2) + "\n",
+                {
+                    "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+                    "examples": len(examples),
+                    "documents": manifest["documents"],
+                    "train_loss": result.training_loss,
+                    "steps": result.global_step,
+                    "base_model": str(base_model_dir) if base_model_dir else None,
+                },
+                indent=2,
+            )
+            + "\n",
             encoding="utf-8",
-        )  # fmt: skip
+        )
     return out

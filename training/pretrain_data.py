@@ -228,8 +228,16 @@ def build_shards(
             counts["examples"] += 1
             counts["nsp_random"] += nsp
         shards.close()
-    manifest = {"format": FORMAT, "max_length": max_length, "dupe_factor": dupe, "seed": seed,
-                "buffer_docs": buffer_docs, "vocab_size": len(tokenizer), **counts, "shards": shards.shards}  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "max_length": max_length,
+        "dupe_factor": dupe,
+        "seed": seed,
+        "buffer_docs": buffer_docs,
+        "vocab_size": len(tokenizer),
+        **counts,
+        "shards": shards.shards,
+    }
     (folder / f"{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (folder / f"{MANIFEST}.tmp").replace(folder / MANIFEST)
     return manifest

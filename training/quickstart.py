@@ -59,9 +59,16 @@ def quick_model(
     """
     root = Path(workdir)
     write_mimic_iii(
-        root / "mimic", n_patients, seed, signal, readmit_rate=0.6, notes_scale=0.25, words_scale=0.4,
-        mean_admissions=3.0, progress=progress,
-    )  # fmt: skip
+        root / "mimic",
+        n_patients,
+        seed,
+        signal,
+        readmit_rate=0.6,
+        notes_scale=0.25,
+        words_scale=0.4,
+        mean_admissions=3.0,
+        progress=progress,
+    )
     config = PrepareConfig(notes="early-3d", mode="hours", hours=hours, chunk_words=chunk_words)
     prepare(Source.open(mimic_iii=root / "mimic"), root / "data", config, progress=progress)
     fresh_base(
@@ -77,7 +84,14 @@ def quick_model(
         root / "data" / "val.csv",
         root / "base",
         root / "model",
-        config=FinetuneConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
-                              progress=progress, logging_steps=max(max_steps, 1)),
-    )  # fmt: skip
+        config=FinetuneConfig(
+            max_steps=max_steps,
+            batch_size=batch_size,
+            lr=lr,
+            max_length=max_length,
+            seed=seed,
+            progress=progress,
+            logging_steps=max(max_steps, 1),
+        ),
+    )
     return QuickResult(root / "mimic", root / "data", model, ModelSpec.read(model).metrics)

@@ -225,7 +225,15 @@ def _write_admissions_iii(adm: pd.DataFrame, path: Path, cfg: SynthConfig) -> Pa
     ed_in = adm["ADMITTIME"].to_numpy(dtype="datetime64[s]") - (rng.integers(60, 600, len(adm)) * MINUTE)
     ed_in_s = _fmt(ed_in)
     ed_out_s = _fmt(adm["ADMITTIME"].to_numpy(dtype="datetime64[s]") - 15 * MINUTE)
-    diagnoses = ["PNEUMONIA", "CONGESTIVE HEART FAILURE", "SEPSIS", "CORONARY ARTERY DISEASE\\CORONARY ARTERY BYPASS GRAFT /SDA", "NEWBORN", "GI BLEED", "S/P FALL"]  # fmt: skip
+    diagnoses = [
+        "PNEUMONIA",
+        "CONGESTIVE HEART FAILURE",
+        "SEPSIS",
+        "CORONARY ARTERY DISEASE\\CORONARY ARTERY BYPASS GRAFT /SDA",
+        "NEWBORN",
+        "GI BLEED",
+        "S/P FALL",
+    ]
     insurance, ethnicity = _demographics(adm, cfg, ETHNICITIES_III)
     with open_csv(path) as fh:
         fh.write(

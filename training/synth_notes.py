@@ -97,9 +97,12 @@ def _plan(batch: pd.DataFrame, cfg: SynthConfig, rng: np.random.Generator, mimic
 
     names = [c[0] for c in cats]
     category = np.concatenate(
-        [np.array(names, dtype=object)[cat_idx], np.full(len(ds_adm), DISCHARGE, dtype=object),
-         np.array(out_names, dtype=object)[out_cat]]
-    )  # fmt: skip
+        [
+            np.array(names, dtype=object)[cat_idx],
+            np.full(len(ds_adm), DISCHARGE, dtype=object),
+            np.array(out_names, dtype=object)[out_cat],
+        ]
+    )
     all_adm = np.concatenate([adm_idx, ds_adm, out_adm])
     has_hadm = np.r_[np.ones(n + len(ds_adm), dtype=bool), np.zeros(len(out_adm), dtype=bool)]
     when = np.concatenate([t, ds_day.astype("datetime64[s]"), out_t])
@@ -112,9 +115,12 @@ def _plan(batch: pd.DataFrame, cfg: SynthConfig, rng: np.random.Generator, mimic
     storetime = charttime + (rng.integers(5, 240, len(category)) * 60).astype("timedelta64[s]")
     descriptions = {c[0]: c[4] for c in CATEGORIES}
     description = np.array(
-        [descriptions[c][int(k) % len(descriptions[c])] if c in descriptions else "Report"
-         for c, k in zip(category, rng.integers(0, 1000, len(category)), strict=True)], dtype=object
-    )  # fmt: skip
+        [
+            descriptions[c][int(k) % len(descriptions[c])] if c in descriptions else "Report"
+            for c, k in zip(category, rng.integers(0, 1000, len(category)), strict=True)
+        ],
+        dtype=object,
+    )
     ds_desc = np.where(ds_rank == 1, "Addendum", "Report")
     description[n : n + len(ds_adm)] = ds_desc
     words = np.array(
@@ -165,9 +171,14 @@ def _texts(
     lab = {k: batch[k].to_numpy()[all_adm].astype(float) * has_hadm for k in ("READMIT", "DIED", "LONG")}
     s = cfg.signal
     q = np.stack(
-        [BASE_RATE + 0.05 * s * lab["READMIT"], BASE_RATE + 0.05 * s * (1 - lab["READMIT"]) * has_hadm,
-         BASE_RATE + 0.05 * s * lab["DIED"], BASE_RATE + 0.04 * s * lab["LONG"]], axis=1
-    )  # fmt: skip
+        [
+            BASE_RATE + 0.05 * s * lab["READMIT"],
+            BASE_RATE + 0.05 * s * (1 - lab["READMIT"]) * has_hadm,
+            BASE_RATE + 0.05 * s * lab["DIED"],
+            BASE_RATE + 0.04 * s * lab["LONG"],
+        ],
+        axis=1,
+    )
     cum = np.cumsum(q, axis=1)[slot_note]
     u = rng.random(len(slot_note))
     kind = (u[:, None] >= cum).sum(axis=1)  # 0..3 = marker kind, 4 = ordinary sentence

@@ -78,9 +78,12 @@ def score(
 
     async def run() -> ScoreRun:
         with Progress(
-            TextColumn("[bold]scoring"), BarColumn(), TextColumn("{task.fields[notes]} notes, "
-            "{task.fields[chunks]} chunks"), TimeElapsedColumn(), transient=False,
-        ) as bar:  # fmt: skip
+            TextColumn("[bold]scoring"),
+            BarColumn(),
+            TextColumn("{task.fields[notes]} notes, {task.fields[chunks]} chunks"),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as bar:
             task = bar.add_task("score", total=None, notes=0, chunks=0)
             counts = {"notes": 0, "chunks": 0}
 

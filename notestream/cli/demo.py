@@ -109,9 +109,16 @@ def build_model(cfg: DemoConfig) -> tuple[Path, Path, Path]:
         f"and fine-tuning a small BERT ({cfg.steps} steps of {cfg.batch_size}, lr {cfg.lr:g}) in {cfg.out} ..."
     )
     result = quick_model(
-        cfg.out, n_patients=cfg.patients, seed=cfg.seed, hours=cfg.hours, hidden=cfg.hidden,
-        max_length=cfg.max_length, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-    )  # fmt: skip
+        cfg.out,
+        n_patients=cfg.patients,
+        seed=cfg.seed,
+        hours=cfg.hours,
+        hidden=cfg.hidden,
+        max_length=cfg.max_length,
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+    )
     console.log(f"Model: {result.model_dir} (validation metrics {result.metrics.get('val', {})}).")
     return result.mimic_dir, result.data_dir, result.model_dir
 
@@ -228,8 +235,15 @@ class Watch:
             table.add_column(col, justify="right")
         for u, alert in self.recent:
             mark = f"[red]{alert.state}[/red]" if alert else ""
-            table.add_row(str(u.hadm_id), str(u.seq), str(u.n_notes), str(u.n_chunks), f"{u.score:.3f}",
-                          u.change or "repeat", mark)  # fmt: skip
+            table.add_row(
+                str(u.hadm_id),
+                str(u.seq),
+                str(u.n_notes),
+                str(u.n_chunks),
+                f"{u.score:.3f}",
+                u.change or "repeat",
+                mark,
+            )
         return table
 
 
@@ -286,9 +300,15 @@ async def stream_feed(
             watch.sent += 1
 
         feeding = asyncio.create_task(
-            replay(settings, source, speed=cfg.speed or None, rate=cfg.rate or None,
-                   hadm_ids=list(feed.labels), on_event=sent)
-        )  # fmt: skip
+            replay(
+                settings,
+                source,
+                speed=cfg.speed or None,
+                rate=cfg.rate or None,
+                hadm_ids=list(feed.labels),
+                on_event=sent,
+            )
+        )
         deadline = time.monotonic() + cfg.timeout_s
         # A live table redraws in place on a terminal; in a log file it would be printed over and over,
         # so there the demo writes one status line every LOG_EVERY_S and the final table once.
@@ -429,13 +449,19 @@ def plot(path: Path, watch: Watch, offline: dict[int, float | None], summary: di
     both = [h for h, s in offline.items() if s is not None and h in watch.last]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.scatter([offline[h] for h in both], [watch.last[h].score for h in both], s=8)
-    left.set(xlabel="offline score", ylabel="final streamed score",
-             title=f"max |diff| = {summary['max_abs_score_diff']:.2e}")  # fmt: skip
+    left.set(
+        xlabel="offline score",
+        ylabel="final streamed score",
+        title=f"max |diff| = {summary['max_abs_score_diff']:.2e}",
+    )
     lat = [ms for u in watch.updates if u.change and (ms := latency_ms(u)) is not None]
     right.hist(lat, bins=40)
-    right.set(xlabel="note produced -> update emitted (ms)", ylabel="updates",
-              title=f"p50 {summary['latency_p50_ms'] or 0:.0f} ms, p99 {summary['latency_p99_ms'] or 0:.0f} ms "
-                    f"at {summary['replay_rate_per_s'] or 'unlimited'} events/s")  # fmt: skip
+    right.set(
+        xlabel="note produced -> update emitted (ms)",
+        ylabel="updates",
+        title=f"p50 {summary['latency_p50_ms'] or 0:.0f} ms, p99 {summary['latency_p99_ms'] or 0:.0f} ms "
+        f"at {summary['replay_rate_per_s'] or 'unlimited'} events/s",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

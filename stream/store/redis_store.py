@@ -347,14 +347,30 @@ class RedisRiskStore:
             idle = idle_ms(plan)
             for n in plan.notes if notes else ():
                 probs = "" if n.is_error else ",".join(repr(p) for p in check_probs(n.probs))
-                args = [str(n.subject_id), n.note_id, str(check_revision(n.revision)),
-                        "1" if n.is_error else "0", idle, probs, "" if n.is_error else n.digest, "quiet"]  # fmt: skip
+                args = [
+                    str(n.subject_id),
+                    n.note_id,
+                    str(check_revision(n.revision)),
+                    "1" if n.is_error else "0",
+                    idle,
+                    probs,
+                    "" if n.is_error else n.digest,
+                    "quiet",
+                ]
                 await self._apply(keys=keys, args=args, client=client)
             for record in plan.events:
                 event = record.change.event
-                args = [event.kind, str(event.subject_id), _iso(event.admit_time), _iso(event.discharge_time),
-                        event.admission_type or "", _iso(event.death_time), str(record.t_ms), idle,
-                        str(self.retention_ms)]  # fmt: skip
+                args = [
+                    event.kind,
+                    str(event.subject_id),
+                    _iso(event.admit_time),
+                    _iso(event.discharge_time),
+                    event.admission_type or "",
+                    _iso(event.death_time),
+                    str(record.t_ms),
+                    idle,
+                    str(self.retention_ms),
+                ]
                 await self._admit(keys=keys, args=args, client=client)
             await self._raise_seq(keys=keys[:1], args=[str(plan.seq)], client=client)
 

@@ -104,12 +104,52 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pytest.skip("openssl is not installed.")
     d = tmp_path_factory.mktemp("tls")
     run = lambda *args: subprocess.run(args, cwd=d, check=True, capture_output=True)  # noqa: E731
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=notestream-test-ca")  # fmt: skip
-    run("openssl", "req", "-newkey", "rsa:2048", "-passout", "pass:keypw", "-keyout", "client.key",
-        "-out", "client.csr", "-subj", "/CN=notestream-client")  # fmt: skip
-    run("openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "client.pem", "-days", "2")  # fmt: skip
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=notestream-test-ca",
+    )
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-passout",
+        "pass:keypw",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=notestream-client",
+    )
+    run(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+    )
     return {"ca": d / "ca.pem", "cert": d / "client.pem", "key": d / "client.key"}
 
 

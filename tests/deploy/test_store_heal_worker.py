@@ -41,9 +41,10 @@ def notes_until(source: ReplaySource, spec: ModelSpec, until: datetime | None) -
         for t, _, _, e in iter_events(source)
         if isinstance(e, NoteEvent)
         and (until is None or t < until)
-        and spec.window.admits(admit=e.admit_time, chart_time=e.chart_time, chart_date=e.chart_date,
-                               category=e.category)
-    ]  # fmt: skip
+        and spec.window.admits(
+            admit=e.admit_time, chart_time=e.chart_time, chart_date=e.chart_date, category=e.category
+        )
+    ]
 
 
 def live_notes(notes: list[NoteEvent]) -> dict[int, int]:
@@ -91,15 +92,17 @@ def test_a_store_that_loses_its_data_mid_replay_is_rebuilt_exactly(
         return worker.proc.poll() is None
 
     run_replay(settings, source, until=cuts[0])
-    assert_matches_offline(await_final_scores(settings, expected(cuts[0]), timeout_s=120, alive=alive),
-                           expected(cuts[0]))  # fmt: skip
+    assert_matches_offline(
+        await_final_scores(settings, expected(cuts[0]), timeout_s=120, alive=alive), expected(cuts[0])
+    )
 
     client = redis.Redis(host="127.0.0.1", port=redis_process.port, password=redis_process.password)
     client.flushall()  # as a failover to a replica that had not caught up would leave it
     client.close()
     run_replay(settings, source, since=cuts[0], until=cuts[1])
-    assert_matches_offline(await_final_scores(settings, expected(cuts[1]), timeout_s=120, alive=alive),
-                           expected(cuts[1]))  # fmt: skip
+    assert_matches_offline(
+        await_final_scores(settings, expected(cuts[1]), timeout_s=120, alive=alive), expected(cuts[1])
+    )
 
     redis_process.stop()
     redis_process.start(appendonly=False)  # a restart without persistence: empty

@@ -161,15 +161,37 @@ def write_mimic_iii(folder: Path, notes: list[NoteRecord]) -> tuple[Path, Path]:
     ne = folder / "NOTEEVENTS.csv"
     with ne.open("w", newline="") as f:
         w = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
-        w.writerow(["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
-                    "DESCRIPTION", "CGID", "ISERROR", "TEXT"])  # fmt: skip
+        w.writerow(
+            [
+                "ROW_ID",
+                "SUBJECT_ID",
+                "HADM_ID",
+                "CHARTDATE",
+                "CHARTTIME",
+                "STORETIME",
+                "CATEGORY",
+                "DESCRIPTION",
+                "CGID",
+                "ISERROR",
+                "TEXT",
+            ]
+        )
         for i, n in enumerate(notes):
-            w.writerow([
-                i + 1, n.subject_id, n.hadm_id if n.hadm_id is not None else "",
-                n.chart_date.isoformat() if n.chart_date else "",
-                n.chart_time.strftime("%Y-%m-%d %H:%M:%S") if n.chart_time else "", "", n.category,
-                "Report", "", "1" if n.is_error else "", (n.text or "").replace(". ", ".\n", 3),
-            ])  # fmt: skip
+            w.writerow(
+                [
+                    i + 1,
+                    n.subject_id,
+                    n.hadm_id if n.hadm_id is not None else "",
+                    n.chart_date.isoformat() if n.chart_date else "",
+                    n.chart_time.strftime("%Y-%m-%d %H:%M:%S") if n.chart_time else "",
+                    "",
+                    n.category,
+                    "Report",
+                    "",
+                    "1" if n.is_error else "",
+                    (n.text or "").replace(". ", ".\n", 3),
+                ]
+            )
     return adm, ne
 
 

@@ -376,8 +376,21 @@ def test_alerts_command(kafka_settings: Settings) -> None:
     )
     app = typer.Typer()
     register_data(app)
-    args = ["alerts", "--threshold", "0.6", "--broker", kafka_settings.broker, "--topic-prefix",
-            kafka_settings.topic_prefix, "--group", "", "--max-updates", "2", "--idle-timeout", "30"]  # fmt: skip
+    args = [
+        "alerts",
+        "--threshold",
+        "0.6",
+        "--broker",
+        kafka_settings.broker,
+        "--topic-prefix",
+        kafka_settings.topic_prefix,
+        "--group",
+        "",
+        "--max-updates",
+        "2",
+        "--idle-timeout",
+        "30",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -27,8 +27,19 @@ HADM = 5
 
 
 def update(seq: int, score: float | None, *, hadm: int = HADM) -> RiskUpdate:
-    return RiskUpdate(hadm_id=hadm, subject_id=9, task="readmission", model="m", score=score, p_max=score,
-                      p_mean=score, n_chunks=1, n_notes=1, seq=seq, c=2.0)  # fmt: skip
+    return RiskUpdate(
+        hadm_id=hadm,
+        subject_id=9,
+        task="readmission",
+        model="m",
+        score=score,
+        p_max=score,
+        p_mean=score,
+        n_chunks=1,
+        n_notes=1,
+        seq=seq,
+        c=2.0,
+    )
 
 
 def send(settings: Settings, history: Sequence[tuple[int, float | None]], *, hadm: int = HADM) -> None:
@@ -99,8 +110,14 @@ async def test_a_crash_after_the_write_and_before_the_commit_raises_no_duplicate
 
     send(kafka_settings, [(1, 0.9)])
     with pytest.raises(AlertSinkError):
-        await run_alerts(kafka_settings, policy=POLICY, to_stdout=False, sinks=[crash], idle_timeout_s=30,
-                         group_id=f"{kafka_settings.consumer_group}-alerts")  # fmt: skip
+        await run_alerts(
+            kafka_settings,
+            policy=POLICY,
+            to_stdout=False,
+            sinks=[crash],
+            idle_timeout_s=30,
+            group_id=f"{kafka_settings.consumer_group}-alerts",
+        )
     assert on_topic(kafka_settings, 1) == [(HADM, "raised", 1)]  # written before the crash
 
     send(kafka_settings, [(2, 0.95), (3, 0.3)])
@@ -112,8 +129,10 @@ async def test_a_crash_after_the_write_and_before_the_commit_raises_no_duplicate
 
 async def test_read_alert_log_stops_at_the_end_offsets_of_start_up(kafka_settings: Settings) -> None:
     assert await read_alert_log(kafka_settings) == []
-    alerts = [RiskAlert(hadm_id=h, task="readmission", score=0.7, threshold=0.6, state="raised", seq=1)
-              for h in range(1, 31)]  # fmt: skip
+    alerts = [
+        RiskAlert(hadm_id=h, task="readmission", score=0.7, threshold=0.6, state="raised", seq=1)
+        for h in range(1, 31)
+    ]
     produce(kafka_settings, "risk-alerts", [(str(a.hadm_id).encode(), a.to_bytes()) for a in alerts])
     read = await read_alert_log(kafka_settings, timeout_s=30)
     assert sorted(a.hadm_id for a in read) == list(range(1, 31))

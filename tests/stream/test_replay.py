@@ -18,11 +18,40 @@ from notestream.stream.events import AdmissionEvent, NoteEvent
 from notestream.stream.replay import Pacer, ReplayCounts, ReplaySource, iter_events, replay
 from tests.fixtures.kafka import read_topic
 
-ADM_III = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
-           "ADMISSION_LOCATION", "DISCHARGE_LOCATION", "INSURANCE", "LANGUAGE", "RELIGION", "MARITAL_STATUS",
-           "ETHNICITY", "EDREGTIME", "EDOUTTIME", "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG", "HAS_CHARTEVENTS_DATA"]  # fmt: skip
-NOTES_III = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION",
-             "CGID", "ISERROR", "TEXT"]  # fmt: skip
+ADM_III = [
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "ADMITTIME",
+    "DISCHTIME",
+    "DEATHTIME",
+    "ADMISSION_TYPE",
+    "ADMISSION_LOCATION",
+    "DISCHARGE_LOCATION",
+    "INSURANCE",
+    "LANGUAGE",
+    "RELIGION",
+    "MARITAL_STATUS",
+    "ETHNICITY",
+    "EDREGTIME",
+    "EDOUTTIME",
+    "DIAGNOSIS",
+    "HOSPITAL_EXPIRE_FLAG",
+    "HAS_CHARTEVENTS_DATA",
+]
+NOTES_III = [
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "CHARTDATE",
+    "CHARTTIME",
+    "STORETIME",
+    "CATEGORY",
+    "DESCRIPTION",
+    "CGID",
+    "ISERROR",
+    "TEXT",
+]
 TEXT = 'Admission Date:  [**2150-1-1**]\nHe said ""fine"", then\n\n  slept.'  # CSV-escaped: "" is one quote
 
 
@@ -46,8 +75,27 @@ def write_csv(path: Path, header: list[str], rows: list[list[object]], *, quoted
 def adm_row(
     hadm: int, subject: int, admit: str, disch: str, kind: str, death: str | None = None
 ) -> list[object]:
-    return [hadm, subject, hadm, admit, disch, death, kind, "EMERGENCY ROOM ADMIT", "HOME", "Medicare", None,
-            None, None, "WHITE", None, None, "CHEST PAIN", 0, 1]  # fmt: skip
+    return [
+        hadm,
+        subject,
+        hadm,
+        admit,
+        disch,
+        death,
+        kind,
+        "EMERGENCY ROOM ADMIT",
+        "HOME",
+        "Medicare",
+        None,
+        None,
+        None,
+        "WHITE",
+        None,
+        None,
+        "CHEST PAIN",
+        0,
+        1,
+    ]
 
 
 @pytest.fixture
@@ -250,11 +298,42 @@ def test_mimic_iv_layout(tmp_path: Path) -> None:
     root = tmp_path / "mimic4"
     (root / "hosp").mkdir(parents=True)
     (root / "note").mkdir()
-    header = ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-              "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
-              "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"]  # fmt: skip
-    row = [10015785, 21000001, "2180-05-06 22:23:00", "2180-05-07 17:15:00", None, "EW EMER.", "P49AFC",
-           "EMERGENCY ROOM", "HOME", "Medicaid", "ENGLISH", "WIDOWED", "WHITE", None, None, 0]  # fmt: skip
+    header = [
+        "subject_id",
+        "hadm_id",
+        "admittime",
+        "dischtime",
+        "deathtime",
+        "admission_type",
+        "admit_provider_id",
+        "admission_location",
+        "discharge_location",
+        "insurance",
+        "language",
+        "marital_status",
+        "race",
+        "edregtime",
+        "edouttime",
+        "hospital_expire_flag",
+    ]
+    row = [
+        10015785,
+        21000001,
+        "2180-05-06 22:23:00",
+        "2180-05-07 17:15:00",
+        None,
+        "EW EMER.",
+        "P49AFC",
+        "EMERGENCY ROOM",
+        "HOME",
+        "Medicaid",
+        "ENGLISH",
+        "WIDOWED",
+        "WHITE",
+        None,
+        None,
+        0,
+    ]
     write_csv(root / "hosp" / "admissions.csv.gz", header, [row], quoted_header=False)
     note_header = [
         "note_id",
@@ -304,8 +383,10 @@ def test_mimic_iv_layout(tmp_path: Path) -> None:
     ]
     notes = [e for *_, e in items if isinstance(e, NoteEvent)]
     assert [(n.category, n.description) for n in notes] == [
-        ("Radiology", "Report"), ("Radiology", "Addendum"), ("Discharge summary", "Report")
-    ]  # fmt: skip
+        ("Radiology", "Report"),
+        ("Radiology", "Addendum"),
+        ("Discharge summary", "Report"),
+    ]
     assert notes[2].chart_date == date(2180, 5, 7)
     assert notes[2].admit_time == datetime(2180, 5, 6, 22, 23, tzinfo=UTC)
     assert notes[2].text.startswith("Name:  ___")
@@ -329,15 +410,30 @@ N_BIG = 6000  # notes of 10 kB: 60 MB of text, replayed in time buckets of about
 def test_large_sources_are_sorted_in_time_buckets(tmp_path: Path) -> None:
     folder = tmp_path / "big"
     folder.mkdir()
-    admissions = [adm_row(1000 + i, i, f"2150-01-{1 + i % 28:02d} 00:00:00", "2150-03-01 00:00:00", "URGENT")
-                  for i in range(50)]  # fmt: skip
+    admissions = [
+        adm_row(1000 + i, i, f"2150-01-{1 + i % 28:02d} 00:00:00", "2150-03-01 00:00:00", "URGENT")
+        for i in range(50)
+    ]
     write_csv(folder / "ADMISSIONS.csv", ADM_III, admissions)
     start = datetime(2150, 1, 1)
     rows: list[list[object]] = []
     for i in range(N_BIG):
         moment = start + timedelta(minutes=(i * 7919) % 80000)  # a shuffled file order, some equal times
-        rows.append([i + 1, i % 50, 1000 + i % 50, moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m-%d %H:%M:%S"),
-                     None, "Nursing", "Report", None, None, f"note {i} " + "word " * 2000])  # fmt: skip
+        rows.append(
+            [
+                i + 1,
+                i % 50,
+                1000 + i % 50,
+                moment.strftime("%Y-%m-%d"),
+                moment.strftime("%Y-%m-%d %H:%M:%S"),
+                None,
+                "Nursing",
+                "Report",
+                None,
+                None,
+                f"note {i} " + "word " * 2000,
+            ]
+        )
     write_csv(folder / "NOTEEVENTS.csv", NOTES_III, rows)
     source = ReplaySource.mimic_iii(folder)
     work = tmp_path / "work"
@@ -488,8 +584,17 @@ def test_replay_command(kafka_settings: Settings, mimic_iii: Path) -> None:
     app = typer.Typer()
     register_data(app)
     runner = CliRunner()
-    args = ["replay", "--mimic-iii", str(mimic_iii), "--broker", kafka_settings.broker,
-            "--topic-prefix", kafka_settings.topic_prefix, "--hadm-ids", "100,300"]  # fmt: skip
+    args = [
+        "replay",
+        "--mimic-iii",
+        str(mimic_iii),
+        "--broker",
+        kafka_settings.broker,
+        "--topic-prefix",
+        kafka_settings.topic_prefix,
+        "--hadm-ids",
+        "100,300",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout.strip().splitlines()[-1])

@@ -72,6 +72,9 @@ async def test_replay_counts_events_and_serves_metrics_while_it_runs(
         r: value("notestream_replay_notes_skipped_total", reason=r)
         for r in ("no_hadm", "unknown_admission", "untimed")
     }
-    assert skipped == {"no_hadm": counts.skipped_no_hadm, "unknown_admission": counts.skipped_unknown_admission,
-                       "untimed": counts.skipped_untimed}  # fmt: skip
+    assert skipped == {
+        "no_hadm": counts.skipped_no_hadm,
+        "unknown_admission": counts.skipped_unknown_admission,
+        "untimed": counts.skipped_untimed,
+    }
     assert skipped == {"no_hadm": 1, "unknown_admission": 1, "untimed": 1}

@@ -351,8 +351,15 @@ async def test_revisions_compare_exactly_at_any_size(store: RiskStore, base: int
 
 async def test_same_revision_with_other_content_is_a_conflict(store: RiskStore) -> None:
     async def hashed(note_id: str, probs: list[float], digest: str | None, rev: int = 0) -> Any:
-        return await store.apply_note(hadm_id=100, subject_id=7, note_id=note_id, revision=rev,
-                                      is_error=False, chunk_probs=probs, content_hash=digest)  # fmt: skip
+        return await store.apply_note(
+            hadm_id=100,
+            subject_id=7,
+            note_id=note_id,
+            revision=rev,
+            is_error=False,
+            chunk_probs=probs,
+            content_hash=digest,
+        )
 
     first = await hashed("a", [0.4], content_hash("the first text"))
     same = await hashed("a", [0.4], content_hash("the first text"))
@@ -387,12 +394,30 @@ async def test_a_store_rebuilt_from_its_changelog_equals_the_original(make_store
         same = random.Random(f"{hadm}/{note_id}/{rev}")  # one content per note and revision
         probs = [same.random() ** 2 for _ in range(same.randrange(0, 4))]
         digest = content_hash(f"{hadm}/{note_id}/{rev}")
-        result = await original.apply_note(hadm_id=hadm, subject_id=7, note_id=note_id, revision=rev,
-                                           is_error=error, chunk_probs=probs, content_hash=digest)  # fmt: skip
+        result = await original.apply_note(
+            hadm_id=hadm,
+            subject_id=7,
+            note_id=note_id,
+            revision=rev,
+            is_error=error,
+            chunk_probs=probs,
+            content_hash=digest,
+        )
         if result.reason in CHANGELOG_REASONS:
             seq = result.state.seq if result.state else 0
-            changes.append(NoteChange(hadm, 7, note_id, rev, error, () if error else tuple(probs),
-                                      "" if error else digest, None, seq))  # fmt: skip
+            changes.append(
+                NoteChange(
+                    hadm,
+                    7,
+                    note_id,
+                    rev,
+                    error,
+                    () if error else tuple(probs),
+                    "" if error else digest,
+                    None,
+                    seq,
+                )
+            )
     out = AdmissionEvent(kind="discharge", subject_id=7, hadm_id=2, discharge_time=datetime(2150, 2, 1))
     await original.record_admission(out)
     changes.append(AdmissionChange(out, (await current(original, 2)).seq))
@@ -406,7 +431,8 @@ async def test_a_store_rebuilt_from_its_changelog_equals_the_original(make_store
         assert await rebuilt.state(hadm) == await original.state(hadm)
         assert await rebuilt.note_probs(hadm) == await original.note_probs(hadm)
         assert await rebuilt.admission(hadm) == await original.admission(hadm)
-    again = await rebuilt.apply_note(hadm_id=1, subject_id=7, note_id="new", revision=0, is_error=False,
-                                     chunk_probs=[0.5])  # fmt: skip
+    again = await rebuilt.apply_note(
+        hadm_id=1, subject_id=7, note_id="new", revision=0, is_error=False, chunk_probs=[0.5]
+    )
     assert again.state is not None
     assert again.state.seq == (await current(original, 1)).seq + 1, "seq continues above every recorded one"

@@ -77,8 +77,15 @@ def healer(store: RedisRiskStore, topic: ListTopic, **kwargs: Any) -> StoreHeale
 
 
 async def apply(store: Any, hadm: int, note_id: str, rev: int = 0, probs: tuple[float, ...] = (0.5,)) -> Any:
-    return await store.apply_note(hadm_id=hadm, subject_id=7, note_id=note_id, revision=rev, is_error=False,
-                                  chunk_probs=probs, content_hash=content_hash(f"{note_id}/{rev}"))  # fmt: skip
+    return await store.apply_note(
+        hadm_id=hadm,
+        subject_id=7,
+        note_id=note_id,
+        revision=rev,
+        is_error=False,
+        chunk_probs=probs,
+        content_hash=content_hash(f"{note_id}/{rev}"),
+    )
 
 
 async def test_a_flushed_store_refuses_every_admission_call(store: RedisRiskStore, redis_url: str) -> None:
@@ -134,8 +141,19 @@ async def test_a_store_flushed_mid_stream_is_rebuilt_exactly(store: RedisRiskSto
         for hadm, note_id, rev, probs, result in results:
             await apply(reference, hadm, note_id, rev, probs)
             if result.reason in CHANGELOG_REASONS:
-                changes.append(NoteChange(hadm, 7, note_id, rev, False, probs,
-                                          content_hash(f"{note_id}/{rev}"), None, result.state.seq))  # fmt: skip
+                changes.append(
+                    NoteChange(
+                        hadm,
+                        7,
+                        note_id,
+                        rev,
+                        False,
+                        probs,
+                        content_hash(f"{note_id}/{rev}"),
+                        None,
+                        result.state.seq,
+                    )
+                )
             emitted.setdefault(hadm, []).append(result.state.seq)
         await heal.record(topic.send, changes)
     assert heal.rebuilds == len(counted) == 3

@@ -71,8 +71,14 @@ async def fill(store: MemoryRiskStore) -> None:
         )
     )
     for i in range(30):
-        await store.apply_note(hadm_id=9 + i % 3, subject_id=5, note_id=str(i % 12), revision=i // 12, is_error=i % 7 == 6,
-                               chunk_probs=[rng.random() for _ in range(i % 4)])  # fmt: skip
+        await store.apply_note(
+            hadm_id=9 + i % 3,
+            subject_id=5,
+            note_id=str(i % 12),
+            revision=i // 12,
+            is_error=i % 7 == 6,
+            chunk_probs=[rng.random() for _ in range(i % 4)],
+        )
     await store.record_admission(
         AdmissionEvent(kind="discharge", subject_id=5, hadm_id=9, discharge_time=datetime(2150, 1, 9))
     )

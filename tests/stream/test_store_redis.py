@@ -101,8 +101,9 @@ def test_open_store_follows_the_settings(redis_url: str) -> None:
 async def test_tls_store_checks_the_server_certificate(redis_tls: tuple[str, Path]) -> None:
     url, ca = redis_tls
     store = RedisRiskStore(url, ssl_cafile=ca)
-    result = await store.apply_note(hadm_id=1, subject_id=2, note_id="n", revision=0, is_error=False,
-                                    chunk_probs=[0.25])  # fmt: skip
+    result = await store.apply_note(
+        hadm_id=1, subject_id=2, note_id="n", revision=0, is_error=False, chunk_probs=[0.25]
+    )
     assert result.applied
     await store.close()
     untrusted = RedisRiskStore(url, timeout_s=1.0)  # the system CAs do not know the test certificate
@@ -119,8 +120,9 @@ async def test_a_write_no_replica_confirmed_is_not_acknowledged(redis_url: str) 
     store = RedisRiskStore(redis_url, min_replicas=1, replica_timeout_s=0.05)
     try:
         with pytest.raises(StoreUnavailable, match="replicas"):
-            await store.apply_note(hadm_id=1, subject_id=1, note_id="a", revision=0, is_error=False,
-                                   chunk_probs=[0.5])  # fmt: skip
+            await store.apply_note(
+                hadm_id=1, subject_id=1, note_id="a", revision=0, is_error=False, chunk_probs=[0.5]
+            )
     finally:
         await store.close()
     opened: Any = open_store(Settings(store=redis_url, redis_min_replicas=1))

@@ -74,8 +74,9 @@ async def test_the_acl_user_setting_is_used(redis_url: str) -> None:
         assert any(c.get("user") == "scorer" for c in clients), "no connection authenticated as scorer"
         await right.close()
         # the same password for the default user is wrong: the user name made the difference
-        wrong = open_store(Settings(store=redis_url, redis_username="nobody", redis_password="user-pw",
-                                    redis_timeout_s=1.0))  # fmt: skip
+        wrong = open_store(
+            Settings(store=redis_url, redis_username="nobody", redis_password="user-pw", redis_timeout_s=1.0)
+        )
         with pytest.raises(StoreUnavailable):
             await wrong.state(1)
         await wrong.close()
@@ -85,9 +86,14 @@ async def test_the_acl_user_setting_is_used(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["redis+sentinel://s1:26379", "redis+sentinel://s1:26379/svc/x", "redis+cluster://n1:7000/0",
-            "redis+cluster://n1:port"],
-)  # fmt: skip
+    "url",
+    [
+        "redis+sentinel://s1:26379",
+        "redis+sentinel://s1:26379/svc/x",
+        "redis+cluster://n1:7000/0",
+        "redis+cluster://n1:port",
+    ],
+)
 def test_sentinel_and_cluster_urls_are_checked(url: str) -> None:
     with pytest.raises(StoreError, match="store URL"):
         RedisRiskStore(url)

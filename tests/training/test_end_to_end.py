@@ -29,10 +29,43 @@ def _run(args: list[str]) -> str:
 
 def test_synth_prepare_pretrain_finetune_evaluate(tmp_path: Path) -> None:
     mimic, data, pre, model, report = (tmp_path / n for n in ("mimic", "data", "pre", "model", "report"))
-    _run(["synth", "--out", str(mimic), "--patients", "700", "--seed", "4", "--signal", "2",
-          "--readmit-rate", "0.6", "--mean-admissions", "3", "--notes-scale", "0.2", "--words-scale", "0.3"])  # fmt: skip
-    _run(["train", "prepare", "--mimic-iii", str(mimic), "--notes", "early-3d", "--mode", "hours",
-          "--chunk-words", "48", "--out", str(data)])  # fmt: skip
+    _run(
+        [
+            "synth",
+            "--out",
+            str(mimic),
+            "--patients",
+            "700",
+            "--seed",
+            "4",
+            "--signal",
+            "2",
+            "--readmit-rate",
+            "0.6",
+            "--mean-admissions",
+            "3",
+            "--notes-scale",
+            "0.2",
+            "--words-scale",
+            "0.3",
+        ]
+    )
+    _run(
+        [
+            "train",
+            "prepare",
+            "--mimic-iii",
+            str(mimic),
+            "--notes",
+            "early-3d",
+            "--mode",
+            "hours",
+            "--chunk-words",
+            "48",
+            "--out",
+            str(data),
+        ]
+    )
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["counts"]["test"]["admissions"] >= 40
 
@@ -42,12 +75,31 @@ def test_synth_prepare_pretrain_finetune_evaluate(tmp_path: Path) -> None:
     kept = set(pd.read_csv(data / "chunks.csv")["ID"]) - held_out
     assert held_out
     assert kept
-    pretrain(tmp_path / "corpus.txt", pre, config=PretrainConfig(
-        max_steps=3, batch_size=8, vocab_size=1500, hidden=64, layers=2, heads=2, max_length=64, progress=False))  # fmt: skip
+    pretrain(
+        tmp_path / "corpus.txt",
+        pre,
+        config=PretrainConfig(
+            max_steps=3,
+            batch_size=8,
+            vocab_size=1500,
+            hidden=64,
+            layers=2,
+            heads=2,
+            max_length=64,
+            progress=False,
+        ),
+    )
     assert json.loads((pre / "pretrain.json").read_text())["steps"] == 3
 
-    finetune(data / "train.csv", data / "val.csv", pre, model, config=FinetuneConfig(
-        max_steps=90, batch_size=16, lr=2e-3, max_length=64, progress=False, logging_steps=1000))  # fmt: skip
+    finetune(
+        data / "train.csv",
+        data / "val.csv",
+        pre,
+        model,
+        config=FinetuneConfig(
+            max_steps=90, batch_size=16, lr=2e-3, max_length=64, progress=False, logging_steps=1000
+        ),
+    )
     spec = ModelSpec.read(model)
     assert spec.window.kind == "hours"
     assert spec.threshold is not None
@@ -65,8 +117,18 @@ def test_synth_prepare_pretrain_finetune_evaluate(tmp_path: Path) -> None:
     assert (report / "pr.png").stat().st_size > 1000
 
     # The chunk-score mode gives the same admission metrics from the scores alone.
-    metrics = json.loads(_run(["train", "evaluate", "--chunk-scores", str(report / "chunk_scores.csv"),
-                               "--out", str(tmp_path / "cs")]))  # fmt: skip
+    metrics = json.loads(
+        _run(
+            [
+                "train",
+                "evaluate",
+                "--chunk-scores",
+                str(report / "chunk_scores.csv"),
+                "--out",
+                str(tmp_path / "cs"),
+            ]
+        )
+    )
     saved = json.loads((tmp_path / "cs" / "metrics.json").read_text())
     assert {"auroc", "auprc", "average_precision", "rp80"} <= set(saved)
     assert metrics["auroc"] == pytest.approx(out["model"]["auroc"])

@@ -57,9 +57,15 @@ def test_checkpoints_resume_and_model_folder(chunks: Path, tmp_path: Path) -> No
         "checkpoint-4",
     ]
     resumed = finetune(
-        chunks / "train.csv", None, chunks / "base", tmp_path / "m", spec,
-        config=FinetuneConfig(max_steps=6, batch_size=8, lr=1e-3, max_length=32, save_steps=2, resume=True, progress=False),
-    )  # fmt: skip
+        chunks / "train.csv",
+        None,
+        chunks / "base",
+        tmp_path / "m",
+        spec,
+        config=FinetuneConfig(
+            max_steps=6, batch_size=8, lr=1e-3, max_length=32, save_steps=2, resume=True, progress=False
+        ),
+    )
     written = ModelSpec.read(resumed)
     assert written.provenance["steps"] == 6
     assert written.window == Window(kind="hours", value=48)

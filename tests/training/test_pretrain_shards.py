@@ -104,9 +104,16 @@ def test_shards_read_back_the_in_memory_examples(corpus: tuple[Path, Any], tmp_p
     tokenized = [[tokenizer(s, add_special_tokens=False)["input_ids"] for s in d] for d in docs]
     expected = nsp_examples(tokenized, 32 - 3, seed=7, dupe=2)
     manifest = build_shards(
-        path, tokenizer, tmp_path / "shards", max_length=32, dupe=2, seed=7, buffer_docs=len(docs),
-        shard_examples=25, progress=False,
-    )  # fmt: skip
+        path,
+        tokenizer,
+        tmp_path / "shards",
+        max_length=32,
+        dupe=2,
+        seed=7,
+        buffer_docs=len(docs),
+        shard_examples=25,
+        progress=False,
+    )
     assert manifest["documents"] == len(docs)
     assert manifest["examples"] == len(expected)
     assert len(manifest["shards"]) == -(-len(expected) // 25)  # several shard files
@@ -157,9 +164,22 @@ def test_rebuilding_replaces_old_shards_and_a_missing_manifest_is_an_error(
 
 def test_a_few_training_steps_from_shards(corpus: tuple[Path, Any], tmp_path: Path) -> None:
     path, _ = corpus
-    out = pretrain(path, tmp_path / "pre", config=PretrainConfig(
-        max_steps=2, batch_size=4, vocab_size=200, hidden=32, layers=1, heads=2, max_length=32,
-        buffer_docs=6, shard_examples=20, progress=False))  # fmt: skip
+    out = pretrain(
+        path,
+        tmp_path / "pre",
+        config=PretrainConfig(
+            max_steps=2,
+            batch_size=4,
+            vocab_size=200,
+            hidden=32,
+            layers=1,
+            heads=2,
+            max_length=32,
+            buffer_docs=6,
+            shard_examples=20,
+            progress=False,
+        ),
+    )
     report = json.loads((out / "pretrain.json").read_text())
     assert report["steps"] == 2
     assert report["train_loss"] > 0
