@@ -28,7 +28,6 @@ With ``settings.metrics_port`` set, :func:`run_alerts` serves /metrics, /healthz
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ from notestream.core.settings import Settings
 from notestream.core.topics import RISK_ALERTS, RISK_UPDATES
 from notestream.stream.alert_sinks import AlertSink, WebhookSink, stdout_sink, topic_sink
 from notestream.stream.alerts import AlertPolicy, AlertService, AlertTracker
-from notestream.stream.errors import BrokerError, EventError
+from notestream.stream.errors import EventError
 from notestream.stream.events import RiskAlert, RiskUpdate
 
 if TYPE_CHECKING:
@@ -52,63 +51,20 @@ async def read_alert_log(settings: Settings, *, timeout_s: float = 120.0) -> lis
     """Every alert on the risk-alerts topic, from the beginning of each partition up to its end offset
     at the time of the call, in each partition's order (alerts are keyed by admission, so all alerts of
     one admission are in one partition, in the order they were sent). Unreadable messages are skipped."""
-    from aiokafka import TopicPartition
-    from aiokafka.errors import KafkaError
+    from notestream.stream.kafka import read_to_end
 
-    from notestream.stream.kafka import consumer as make_consumer
-
-    topic = settings.topic(RISK_ALERTS)
-    consumer = make_consumer(settings, topic, group_id=None, enable_auto_commit=False)
     alerts: list[RiskAlert] = []
-    try:
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BrokerError(
-                f"The topic {topic} does not exist, so the alert state cannot be rebuilt. Create the "
-                "topics first (`notestream topics`, the compose `topics` service)."
+    for message in await read_to_end(settings, settings.topic(RISK_ALERTS), timeout_s=timeout_s):
+        try:
+            alerts.append(RiskAlert.from_bytes(message.value))
+        except EventError as exc:
+            log.warning(
+                "skipping an invalid alert at %s[%s]@%s: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
             )
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        fetched: set[TopicPartition] = set()
-        deadline = time.monotonic() + timeout_s
-        while left:
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"Reading {topic} to rebuild the alert state took over {timeout_s:.0f} s "
-                    f"({len(alerts)} alerts read). Check the broker, then restart the alerts service."
-                )
-            batches = await consumer.getmany(*left, timeout_ms=200)
-            for tp in batches.keys() - fetched:
-                # The embedded broker (tansu 0.6) answers ListOffsets(latest) with the first offset of a
-                # partition's last record batch + 1, short of its end; the high watermark of the first
-                # fetch is right (on Kafka it may add alerts written since the call: another instance's,
-                # newer states of the same admissions, which the rebuilt state then holds).
-                fetched.add(tp)
-                left[tp] = max(left[tp], consumer.highwater(tp) or 0)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset >= left.get(tp, 0):
-                        continue  # written after start-up: the live loop's own alerts
-                    try:
-                        alerts.append(RiskAlert.from_bytes(message.value))
-                    except EventError as exc:
-                        log.warning(
-                            "skipping an invalid alert at %s[%s]@%s: %s",
-                            tp.topic,
-                            tp.partition,
-                            message.offset,
-                            exc,
-                        )
-            for tp in list(left):
-                if tp in consumer.assignment() and await consumer.position(tp) >= left[tp]:
-                    del left[tp]
-    except KafkaError as exc:
-        raise BrokerError(
-            f"Could not read {topic} to rebuild the alert state: {exc}. Check the broker."
-        ) from exc
-    finally:
-        await consumer.stop()
     return alerts
 
 

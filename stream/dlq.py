@@ -17,7 +17,6 @@ True
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,44 +43,15 @@ def chosen(letters: Sequence[Letter], *, reason: str | None, since: datetime | N
 async def read_dead_letters(settings: Settings, *, timeout_s: float = 60.0) -> tuple[list[Letter], int]:
     """Every dead letter on the topic up to its end at the time of the call, and how many messages
     there could not be read as dead letters."""
-    from aiokafka import TopicPartition
-    from aiokafka.errors import KafkaError
+    from notestream.stream.kafka import read_to_end
 
-    from notestream.stream.kafka import consumer as make_consumer
-
-    topic = settings.topic(NOTES_DLQ)
-    consumer = make_consumer(settings, topic, group_id=None, enable_auto_commit=False)
     letters: list[Letter] = []
     unreadable = 0
-    try:
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BrokerError(
-                f"The topic {topic} does not exist; create the topics first (`notestream topics`)."
-            )
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
-        while left:
-            if time.monotonic() > deadline:
-                raise BrokerError(f"Reading {topic} took over {timeout_s:.0f} s; check the broker.")
-            batches = await consumer.getmany(*left, timeout_ms=200)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset >= left.get(tp, 0):
-                        continue
-                    try:
-                        letters.append((tp.partition, message.offset, DeadLetter.from_bytes(message.value)))
-                    except EventError:
-                        unreadable += 1
-            for tp in list(left):
-                if tp in consumer.assignment() and await consumer.position(tp) >= left[tp]:
-                    del left[tp]
-    except KafkaError as exc:
-        raise BrokerError(f"Could not read {topic}: {exc}. Check the broker.") from exc
-    finally:
-        await consumer.stop()
+    for message in await read_to_end(settings, settings.topic(NOTES_DLQ), timeout_s=timeout_s):
+        try:
+            letters.append((message.partition, message.offset, DeadLetter.from_bytes(message.value)))
+        except EventError:
+            unreadable += 1
     letters.sort(key=lambda item: (item[2].at, item[0], item[1]))
     return letters, unreadable
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from notestream.core.settings import Settings
 from notestream.stream.errors import BrokerError
@@ -103,3 +103,57 @@ def consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **aiokafka_config(settings), **options)
+
+
+async def read_to_end(
+    settings: Settings, *topics: str, timeout_s: float = 120.0, required: bool = True
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every message of ``topics`` (full names) from the beginning of each partition up to its end at
+    the time of the call, each partition in its order. The one reader of a topic's whole log (the
+    alerts' state, dead letters, the monitor's backtest).
+
+    The end of a partition is the larger of ListOffsets' answer and the high watermark of the first
+    fetch: the embedded broker (tansu 0.6) answers ListOffsets with the first offset of a partition's
+    last record batch + 1, short of its end when that batch holds several records. ``required``:
+    a topic that does not exist is an error (else it is read as empty).
+    """
+    import time
+
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaError
+
+    reader = consumer(settings, *topics, group_id=None, enable_auto_commit=False)
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        await reader.start()
+        missing = [t for t in topics if not reader.partitions_for_topic(t)]
+        if missing and required:
+            raise BrokerError(
+                f"The topic(s) {', '.join(missing)} do not exist; create the topics first "
+                "(`notestream topics`, the compose `topics` service)."
+            )
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
+        ends = await reader.end_offsets(tps) if tps else {}
+        left = {tp: end for tp, end in ends.items() if end > 0}
+        fetched: set[TopicPartition] = set()
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"Reading {', '.join(topics)} took over {timeout_s:.0f} s ({len(out)} messages read); "
+                    "check the broker."
+                )
+            batches = await reader.getmany(*left, timeout_ms=200)
+            for tp in batches.keys() - fetched:
+                fetched.add(tp)
+                left[tp] = max(left[tp], reader.highwater(tp) or 0)
+            for tp, messages in batches.items():
+                out.extend(m for m in messages if m.offset < left.get(tp, 0))
+            for tp in list(left):
+                if tp in reader.assignment() and await reader.position(tp) >= left[tp]:
+                    del left[tp]
+    except KafkaError as exc:
+        raise BrokerError(f"Could not read {', '.join(topics)}: {exc}. Check the broker.") from exc
+    finally:
+        await reader.stop()
+    return out

@@ -437,46 +437,21 @@ def read_jsonl(path: str | Path, kind: type[Event]) -> list[Event]:
 async def read_topics(settings: Any, *, timeout_s: float = 300.0) -> list[Event]:
     """Every event on the admissions, risk-updates and risk-alerts topics, from the beginning of each
     partition to its end offset at the time of the call (a backtest over what a replay produced)."""
-    from aiokafka import TopicPartition
-    from aiokafka.errors import KafkaError
-
     from notestream.core.topics import ADMISSIONS, RISK_ALERTS, RISK_UPDATES
-    from notestream.stream.errors import BrokerError, EventError
-    from notestream.stream.kafka import consumer as make_consumer
+    from notestream.stream.errors import EventError
+    from notestream.stream.kafka import read_to_end
 
     kinds: dict[str, type[Event]] = {
         settings.topic(ADMISSIONS): AdmissionEvent,
         settings.topic(RISK_UPDATES): RiskUpdate,
         settings.topic(RISK_ALERTS): RiskAlert,
     }
-    consumer = make_consumer(settings, *kinds, group_id=None, enable_auto_commit=False)
     events: list[Event] = []
-    try:
-        await consumer.start()
-        wanted = [TopicPartition(t, p) for t in kinds for p in (consumer.partitions_for_topic(t) or ())]
-        ends = await consumer.end_offsets(wanted)
-        left = {tp: end for tp, end in ends.items() if end > 0}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while left:
-            if loop.time() > deadline:
-                raise BrokerError(
-                    f"Reading the topics took over {timeout_s:.0f} s ({len(events)} events read)."
-                )
-            for tp, messages in (await consumer.getmany(*left, timeout_ms=200)).items():
-                for message in messages:
-                    if message.offset < left.get(tp, 0):
-                        try:
-                            events.append(kinds[tp.topic].from_bytes(message.value))
-                        except EventError:
-                            continue
-            for tp in list(left):
-                if tp in consumer.assignment() and await consumer.position(tp) >= left[tp]:
-                    del left[tp]
-    except KafkaError as exc:
-        raise BrokerError(f"Could not read the topics to monitor: {exc}. Check the broker.") from exc
-    finally:
-        await consumer.stop()
+    for message in await read_to_end(settings, *kinds, timeout_s=timeout_s, required=False):
+        try:
+            events.append(kinds[message.topic].from_bytes(message.value))
+        except EventError:
+            continue
     return events
 
 
