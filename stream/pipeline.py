@@ -3,7 +3,9 @@
 No Kafka here: :mod:`notestream.stream.app` is the thin adapter that feeds batches in and sends the results out,
 and tests drive :class:`Pipeline` directly. The steps for a batch:
 
-1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring.
+1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring. A
+   retraction for an admission the store has never seen (no admission event, no note) is held as in
+   step 2, whatever the window: applied on release, dead-lettered as ``admission_unknown`` on expiry.
 2. Window and task filter: ``spec.window.admits`` with the admit time of the note itself, else of the
    store's admission record (from the admissions topic). Notes outside the window are *dropped* and
    counted by reason in :attr:`Pipeline.counters`. ``days``/``hours`` windows need that time; a note
@@ -248,6 +250,7 @@ class Pipeline:
                     self._admit_or_drop(note, index, admit, work, result)
         if retractions:  # of an admission the store has never seen: held like a note (issue 11 §6)
             known = await self._known([note.hadm_id for _, note in retractions])
+            known |= {w.note.hadm_id for w in work if not w.hold}  # its notes come in this batch
             for index, note in retractions:
                 hold = note.hadm_id not in known
                 ref = dict(refs[index]) if refs is not None and hold else {}
