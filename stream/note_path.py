@@ -251,6 +251,8 @@ class NotePath:
             letters.append(letter.model_copy(update={"original": b""}))  # the text was never held
         if letters:
             await self.emit([], letters)
+            settled = [item.settled for item in expired]  # then a rebuild does not hold them again
+            await self.healer().record(self._send_changelog, settled)
             await pipeline.forget(expired)
         return self._handled(0, 0, len(letters), 0)
 

@@ -3,7 +3,9 @@
 No Kafka here: :mod:`notestream.stream.app` is the thin adapter that feeds batches in and sends the results out,
 and tests drive :class:`Pipeline` directly. The steps for a batch:
 
-1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring.
+1. Retractions (``is_error``) skip everything but the store: they carry no text worth scoring. A
+   retraction for an admission the store has never seen (no admission event, no note) is held as in
+   step 2, whatever the window: applied on release, dead-lettered as ``admission_unknown`` on expiry.
 2. Window and task filter: ``spec.window.admits`` with the admit time of the note itself, else of the
    store's admission record (from the admissions topic). Notes outside the window are *dropped* and
    counted by reason in :attr:`Pipeline.counters`. ``days``/``hours`` windows need that time; a note
@@ -56,7 +58,7 @@ from notestream.stream.errors import StoreError, StoreUnavailable
 from notestream.stream.events import AdmissionEvent, NoteEvent, RiskUpdate, utcnow
 from notestream.stream.fate import decide, failure_detail
 from notestream.stream.ids import Id
-from notestream.stream.store.changelog import AdmissionChange, NoteChange
+from notestream.stream.store.changelog import AdmissionChange, Change, HeldChange, NoteChange
 from notestream.stream.store.records import content_hash
 
 if TYPE_CHECKING:
@@ -95,8 +97,9 @@ class BatchResult:
     """Store outcomes of the batch's notes: new, revision, retracted, duplicate, stale, ..."""
     chunks: int = 0
     engine_s: float = 0.0
-    changes: list[NoteChange | AdmissionChange] = field(default_factory=list)
-    """What the store now holds of each note of the batch (for the store changelog, notestream.stream.store.heal)."""
+    changes: list[Change] = field(default_factory=list)
+    """What the store now holds of each note of the batch, held notes included, and the held notes
+    that left it (for the store changelog, notestream.stream.store.heal)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,12 @@ class Expired:
     ref: dict[str, Any]
     detail: str
     record: str
+
+    @property
+    def settled(self) -> HeldChange:
+        """The changelog record that says the note left the store (a rebuild does not hold it again)."""
+        note = self.note
+        return HeldChange(note.hadm_id, note.note_id, note.revision, "", 0.0, settled="expired")
 
 
 @dataclass
@@ -222,9 +231,10 @@ class Pipeline:
         result = BatchResult()
         work: list[_Work] = []
         pending: list[tuple[int, NoteEvent]] = []
+        retractions: list[tuple[int, NoteEvent]] = []
         for index, note in enumerate(notes):
             if note.is_error:
-                work.append(_Work(note, index))
+                retractions.append((index, note))
             elif not self._needs_admit(note):
                 self._admit_or_drop(note, index, None, work, result)
             else:
@@ -238,6 +248,13 @@ class Pipeline:
                     work.append(_Work(note, index, hold=True, ref=ref))
                 else:
                     self._admit_or_drop(note, index, admit, work, result)
+        if retractions:  # of an admission the store has never seen: held like a note (issue 11 §6)
+            known = await self._known([note.hadm_id for _, note in retractions])
+            known |= {w.note.hadm_id for w in work if not w.hold}  # its notes come in this batch
+            for index, note in retractions:
+                hold = note.hadm_id not in known
+                ref = dict(refs[index]) if refs is not None and hold else {}
+                work.append(_Work(note, index, hold=hold, ref=ref))
         work.sort(key=lambda w: w.index)  # batch order: revisions of a note stay ordered
         work = await self._chunk(work, result)
         await self._score(work, result)
@@ -304,6 +321,17 @@ class Pipeline:
             if info is not None and info.admit_time is not None
         }
 
+    async def _known(self, hadm_ids: Sequence[Id]) -> set[Id]:
+        """The admissions the store knows: an admission event, or notes applied."""
+        wanted = list(dict.fromkeys(hadm_ids))
+        with self._timed("admission"):
+            infos = await asyncio.gather(*(self.store.admission(h) for h in wanted))
+        unknown = [h for h, info in zip(wanted, infos, strict=True) if info is None]
+        with self._timed("state"):
+            states = await asyncio.gather(*(self.store.state(h) for h in unknown))
+        seen = {h for h, state in zip(unknown, states, strict=True) if state is not None}
+        return {h for h in wanted if h not in unknown} | seen
+
     async def _hold(self, work: list[_Work], result: BatchResult) -> None:
         """Hold scored notes of unknown admissions in the store (probabilities and metadata, no text),
         then release those whose admission arrived meanwhile."""
@@ -329,6 +357,9 @@ class Pipeline:
                 )
                 continue
             result.outcomes["held"] += 1
+            result.changes.append(
+                HeldChange(w.note.hadm_id, w.note.note_id, w.note.revision, record, deadline)
+            )
         for hadm in {w.note.hadm_id: None for w in work}:  # an admit recorded while these were held
             released = await self.release(hadm)
             result.updates.extend(released.updates)
@@ -351,7 +382,10 @@ class Pipeline:
         for record in records:
             data = json.loads(record)
             note = NoteEvent.model_validate(data["note"], context={"source_timezone": self.source_timezone})
-            if in_window(note, self.spec, info.admit_time, self.source_timezone):
+            settled = HeldChange(note.hadm_id, note.note_id, note.revision, "", 0.0, settled="released")
+            if settled not in result.changes:
+                result.changes.append(settled)  # the held record's key: a rebuild won't hold it again
+            if note.is_error or in_window(note, self.spec, info.admit_time, self.source_timezone):
                 held = _Work(
                     note, len(work), probs=[float(p) for p in data["probs"]], digest=data.get("digest")
                 )
@@ -384,7 +418,8 @@ class Pipeline:
         return out
 
     async def forget(self, expired: Sequence[Expired]) -> None:
-        """Drop dead-lettered held notes from the store (see :meth:`expired`)."""
+        """Drop dead-lettered held notes from the store (see :meth:`expired`; the caller records their
+        :attr:`Expired.settled` in the changelog first)."""
         for item in expired:
             await self.store.drop_held(item.note.hadm_id, [item.record])
             self.counters["rejected_admission_unknown"] += 1

@@ -13,6 +13,13 @@ the text, the note time, never the text. Every record also carries ``seq``, the 
 right after the change: the rebuilt admission continues from the largest, so risk updates never go
 backwards; ``t`` (epoch milliseconds of the write) lets the rebuild leave out admissions that expired.
 
+A note *held* for an admission not known yet (:meth:`notestream.stream.pipeline.Pipeline.process`) is
+recorded under ``<namespace>/<hadm_id>/h/<note_id>/<revision>``: the held entry itself (the note's
+metadata with empty text, chunk probabilities, content hash, deadline and where it was read). When it
+leaves the store (released, or dead-lettered at expiry) a ``settled`` record replaces it, so a
+rebuild holds again exactly the notes still waiting, and never applies them. (A key of its own, not
+the note's: a held revision must not replace, under compaction, a revision of the note already applied.)
+
 >>> change = NoteChange(hadm_id=5, subject_id=7, note_id="n1", revision=2, is_error=False,
 ...                     probs=(0.25, 0.5), digest="ab", note_time=None, seq=3)
 >>> key, value = encode_note(change, namespace="ns", model="m@1", t_ms=1000)
@@ -20,6 +27,15 @@ backwards; ``t`` (epoch milliseconds of the write) lets the rebuild leave out ad
 b'ns/5/n/n1'
 >>> decode(key, value, namespace="ns") == NoteRecord(change, model="m@1", t_ms=1000)
 True
+>>> held = HeldChange(hadm_id=5, note_id="n2", revision=0, record='{"probs": [0.5]}', deadline=9.5)
+>>> key, value = encode_held(held, namespace="ns", model="m@1", t_ms=1000)
+>>> key
+b'ns/5/h/n2/0'
+>>> decode(key, value, namespace="ns") == HeldRecord(held, model="m@1", t_ms=1000)
+True
+>>> settled = decode(*encode_held(held.settle("expired"), namespace="ns", model="m@1", t_ms=2), namespace="ns")
+>>> type(settled).__name__, settled.change.settled, settled.change.record
+('SettledRecord', 'expired', '')
 """
 
 from __future__ import annotations
@@ -60,6 +76,28 @@ class AdmissionChange:
 
 
 @dataclass(frozen=True)
+class HeldChange:
+    """A note the store holds for an admission it does not know yet (``record`` is the store's held
+    entry: JSON, no text), or, with ``settled`` set, one that left the store that way."""
+
+    hadm_id: Id
+    note_id: str
+    revision: int
+    record: str
+    deadline: float
+    settled: str | None = None
+    """Why the held note left the store: ``released`` (applied or dropped at release), ``expired``."""
+
+    @property
+    def seq(self) -> int:
+        return 0  # holding a note changes no admission's seq
+
+    def settle(self, why: str) -> HeldChange:
+        """The record that replaces this one once the note left the store."""
+        return HeldChange(self.hadm_id, self.note_id, self.revision, "", 0.0, settled=why)
+
+
+@dataclass(frozen=True)
 class NoteRecord:
     change: NoteChange
     model: str
@@ -73,7 +111,22 @@ class AdmissionRecord:
     t_ms: int
 
 
-Record = NoteRecord | AdmissionRecord
+@dataclass(frozen=True)
+class HeldRecord:
+    change: HeldChange
+    model: str
+    t_ms: int
+
+
+@dataclass(frozen=True)
+class SettledRecord:
+    change: HeldChange
+    model: str
+    t_ms: int
+
+
+Record = NoteRecord | AdmissionRecord | HeldRecord | SettledRecord
+Change = NoteChange | AdmissionChange | HeldChange
 
 
 def note_key(namespace: str, hadm_id: Id, note_id: str) -> bytes:
@@ -102,6 +155,31 @@ def encode_note(change: NoteChange, *, namespace: str, model: str, t_ms: int) ->
         "t": t_ms,
     }
     return note_key(namespace, change.hadm_id, change.note_id), json.dumps(value).encode()
+
+
+def held_key(namespace: str, hadm_id: Id, note_id: str, revision: int) -> bytes:
+    return f"{namespace}/{id_key(hadm_id)}/h/{id_key(note_id)}/{revision}".encode()
+
+
+def encode_held(change: HeldChange, *, namespace: str, model: str, t_ms: int) -> tuple[bytes, bytes]:
+    """Key and value of a held note's record, or of its ``settled`` record (the held entry, no text)."""
+    value: dict[str, object] = {
+        "v": VERSION,
+        "kind": "settled" if change.settled else "held",
+        "hadm_id": change.hadm_id,
+        "note_id": change.note_id,
+        "revision": str(change.revision),
+        "seq": 0,
+        "model": model,
+        "t": t_ms,
+    }
+    if change.settled:
+        value["settled"] = change.settled
+    else:
+        value["record"] = json.loads(change.record)
+        value["deadline"] = change.deadline
+    key = held_key(namespace, change.hadm_id, change.note_id, change.revision)
+    return key, json.dumps(value).encode()
 
 
 def encode_admission(
@@ -142,6 +220,17 @@ def decode(key: bytes, value: bytes, *, namespace: str) -> Record | None:
                 seq=seq,
             )
             return NoteRecord(change, model, t_ms)
+        if data["kind"] in ("held", "settled"):
+            settled = data["kind"] == "settled"
+            held = HeldChange(
+                hadm_id=parse_id(data["hadm_id"]),
+                note_id=str(data["note_id"]),
+                revision=int(data["revision"]),
+                record="" if settled else json.dumps(data["record"]),
+                deadline=0.0 if settled else float(data["deadline"]),
+                settled=str(data["settled"]) if settled else None,
+            )
+            return SettledRecord(held, model, t_ms) if settled else HeldRecord(held, model, t_ms)
         event = AdmissionEvent.model_validate(data["event"])
         return AdmissionRecord(AdmissionChange(event, seq), model, t_ms)
     except (ValueError, KeyError, TypeError) as exc:
@@ -158,6 +247,8 @@ class AdmissionRebuild:
     hadm_id: Id
     notes: list[NoteChange] = field(default_factory=list)
     events: list[AdmissionRecord] = field(default_factory=list)
+    held: list[HeldChange] = field(default_factory=list)
+    """Notes that wait for the admission: held again, not applied (released when the admit comes)."""
     seq: int = 0
     last_ms: int = 0
     """The latest write of the admission (its idle TTL runs from there)."""
@@ -179,18 +270,25 @@ def plan_rebuild(
     """
     plans: dict[Id, AdmissionRebuild] = {}
     for record in records:
-        hadm_id = record.change.hadm_id if isinstance(record, NoteRecord) else record.change.event.hadm_id
+        if isinstance(record, SettledRecord):
+            continue  # the note left the store: nothing to rebuild
+        hadm_id = (
+            record.change.event.hadm_id if isinstance(record, AdmissionRecord) else record.change.hadm_id
+        )
         plan = plans.setdefault(hadm_id, AdmissionRebuild(hadm_id))
         plan.seq = max(plan.seq, record.change.seq)
         plan.last_ms = max(plan.last_ms, record.t_ms)
         if isinstance(record, NoteRecord):
             plan.notes.append(record.change)
+        elif isinstance(record, HeldRecord):
+            plan.held.append(record.change)
         else:
             plan.events.append(record)
             if record.change.event.kind == "discharge":
                 plan.expire_ms = record.t_ms + retention_ms
     alive = []
     for plan in plans.values():
+        plan.held.sort(key=lambda h: (h.deadline, h.note_id, h.revision))
         plan.events.sort(key=lambda r: r.change.event.kind != "admit")  # admit first, then discharge
         expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + idle_ttl_ms
         if expires > now_ms:
@@ -233,13 +331,15 @@ def decode_all(messages: Mapping[bytes, bytes], *, namespace: str, model: str | 
 
 
 def encode_changes(
-    changes: Iterable[NoteChange | AdmissionChange], *, namespace: str, model: str, t_ms: int
+    changes: Iterable[Change], *, namespace: str, model: str, t_ms: int
 ) -> list[tuple[bytes, bytes]]:
     """Keys and values of the records of a batch's changes."""
     out = []
     for change in changes:
         if isinstance(change, NoteChange):
             out.append(encode_note(change, namespace=namespace, model=model, t_ms=t_ms))
+        elif isinstance(change, HeldChange):
+            out.append(encode_held(change, namespace=namespace, model=model, t_ms=t_ms))
         else:
             out.append(encode_admission(change, namespace=namespace, model=model, t_ms=t_ms))
     return out

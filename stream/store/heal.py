@@ -37,9 +37,8 @@ from notestream.core.settings import Settings
 from notestream.core.topics import STORE_CHANGELOG
 from notestream.stream.errors import BrokerError, StoreLost, StoreRebuilding
 from notestream.stream.store.changelog import (
-    AdmissionChange,
     AdmissionRebuild,
-    NoteChange,
+    Change,
     decode_all,
     encode_changes,
     latest,
@@ -145,7 +144,7 @@ class StoreHealer:
                 await self.heal()
         return await step()
 
-    async def record(self, send: Send, changes: Sequence[NoteChange | AdmissionChange]) -> None:
+    async def record(self, send: Send, changes: Sequence[Change]) -> None:
         """Send the changelog records of ``changes`` and wait until the broker has them all."""
         if self.store is None or not changes:
             return

@@ -320,6 +320,13 @@ class MemoryRiskStore:
                     adm = self._get(plan.hadm_id)
                     if adm is not None and adm.has_record and adm.seq < plan.seq:
                         adm.seq = plan.seq
+                for plan in plans:
+                    present = self._held.get(plan.hadm_id, [])
+                    for h in plan.held:
+                        if (h.deadline, h.record) not in present:
+                            self._held.setdefault(plan.hadm_id, []).append((h.deadline, h.record))
+                            op = {"op": "hold", "hadm_id": plan.hadm_id, "deadline": h.deadline}
+                            self._log({**op, "t": self._time(), "record": h.record})
             finally:
                 self._now = None
         return written

@@ -334,8 +334,11 @@ class RedisRiskStore:
     ) -> int:
         """Write the admissions a changelog rebuild planned (:func:`notestream.stream.store.changelog.plan_rebuild`):
         notes through the same script as live notes, admission events, then the ``seq`` floor. Idempotent
-        and a merge: a note the store holds at a higher revision stays. Returns the notes written."""
+        and a merge: a note the store holds at a higher revision stays; held notes are held again (those
+        the store holds already are left as they are). Returns the notes written (held ones not counted)."""
         now = round(time.time() * 1000) if now_ms is None else now_ms
+        held = [p for p in plans if p.held]
+        plans = [p for p in plans if p.notes or p.events or p.seq]  # not an admission of held notes only
 
         def idle_ms(plan: AdmissionRebuild) -> str:
             expires = plan.expire_ms if plan.expire_ms is not None else plan.last_ms + self.idle_ttl_ms
@@ -407,6 +410,14 @@ class RedisRiskStore:
                 "restore admissions from the changelog",
                 partial(asyncio.gather, *(write(c) for c in group)),
             )
+        for plan in held:
+            present = await self._call(
+                f"read the held notes of admission {plan.hadm_id}",
+                partial(self._redis.lrange, self._held_key(plan.hadm_id), 0, -1),
+            )
+            for h in plan.held:
+                if f"{h.deadline!r}|{h.record}" not in present:
+                    await self.hold_note(plan.hadm_id, h.record, h.deadline)
         return sum(len(p.notes) for p in plans)
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:

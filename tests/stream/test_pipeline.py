@@ -282,3 +282,35 @@ async def test_a_note_whose_inference_fails_costs_only_itself(
         assert state is not None
         assert state.n_notes == 3
         assert state.score(engine.spec.c) == pytest.approx(want[a.hadm_id], abs=1e-6)
+
+
+async def test_a_retraction_of_an_admission_never_seen_waits_for_it(engine: InferenceEngine) -> None:
+    """Issue 11 §6: a retraction for an admission the store has never seen is held like a note (not
+    applied as a tombstone): applied when the admit arrives, dead-lettered (admission_unknown) when it
+    never does; a retraction for an admission the store knows, or whose notes come in the same batch,
+    is applied at once."""
+    pipeline = make_pipeline(engine, admission_wait_s=3600.0)
+    admissions, notes = feed(4, 1, seed=6)
+    late, never, seen, fresh = admissions
+    by_hadm = {n.hadm_id: n for n in notes}
+
+    def retraction(hadm: int | str) -> Any:
+        return by_hadm[hadm].model_copy(update={"is_error": True, "text": ""})
+
+    await pipeline.process([by_hadm[seen.hadm_id]])  # notes applied: the store knows this admission
+    result = await pipeline.process(
+        [by_hadm[fresh.hadm_id], *(retraction(a.hadm_id) for a in (late, never, seen, fresh))],
+        refs=[{"topic": "notes", "partition": 0, "offset": i, "key": None} for i in range(5)],
+    )
+    assert result.outcomes == {"held": 2, "retracted": 2, "new": 1}
+    assert sorted(u.hadm_id for u in result.updates) == sorted([seen.hadm_id, fresh.hadm_id, fresh.hadm_id])
+    assert await pipeline.store.state(late.hadm_id) is None
+    assert await pipeline.store.state(never.hadm_id) is None
+    await pipeline.admission(late)
+    released = await pipeline.release(late.hadm_id)
+    assert released.outcomes == {"retracted": 1}
+    [expired] = await pipeline.expired(now=time.time() + 3601)
+    assert (expired.note.hadm_id, expired.note.is_error, expired.ref["offset"]) == (never.hadm_id, True, 2)
+    await pipeline.forget([expired])
+    assert await pipeline.expired(now=time.time() + 3601) == []
+    assert pipeline.counters["rejected_admission_unknown"] == 1

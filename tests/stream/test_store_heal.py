@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from notestream.core.settings import Settings
 from notestream.core.topics import STORE_CHANGELOG
+from notestream.models.engine import InferenceEngine
+from notestream.models.spec import Window
 from notestream.stream import kafka
 from notestream.stream.errors import StoreLost, StoreModelMismatch, StoreRebuilding
 from notestream.stream.events import AdmissionEvent
-from notestream.stream.pipeline import CHANGELOG_REASONS
+from notestream.stream.pipeline import CHANGELOG_REASONS, Pipeline
 from notestream.stream.store import MemoryRiskStore, RedisRiskStore
 from notestream.stream.store.changelog import AdmissionChange, NoteChange, decode_all, encode_changes, latest
 from notestream.stream.store.heal import StoreHealer, read_changelog
 from notestream.stream.store.records import content_hash
+from tests.stream.feed import OfflineScorer, feed
 
 
 class ListTopic:
@@ -214,3 +220,54 @@ def test_a_changelog_of_another_model_is_refused() -> None:
     assert decode_all(messages, namespace="other", model="new@2222") == []  # another namespace's
     with pytest.raises(StoreModelMismatch, match="old@1111"):
         decode_all(messages, namespace="ns", model="new@2222")
+
+
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
+async def test_held_notes_survive_a_lost_store(
+    store: RedisRiskStore, redis_url: str, tiny_model_dir: Path
+) -> None:
+    """Notes held for an admission not known yet are in the changelog: after a FLUSHALL the rebuild
+    holds them again (not applied), the late admit releases them and the admission ends equal to the
+    offline score, n_notes exact; released and expired ones leave records so no rebuild holds them
+    again, and the orphan is still dead-lettered after the wait."""
+    topic = ListTopic()
+    heal = healer(store, topic)
+    await heal.start()
+    engine = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
+    await engine.start()
+    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
+    pipeline = Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
+    try:
+        (late, orphan), notes = feed(2, 3, seed=8)
+        early = [n for n in notes if n.hadm_id == late.hadm_id]
+        result = await heal.guard(partial(pipeline.process, notes))
+        assert result.outcomes == {"held": len(notes)}
+        await heal.record(topic.send, result.changes)
+        assert all(n.text.encode() not in value for _, value in topic.messages for n in notes if value)
+
+        await flushall(redis_url)  # the held notes are gone from Redis, not from the changelog
+        changes: list[Any] = []
+        assert await heal.guard(partial(pipeline.admission, late, changes)) is None  # heals, then admits
+        assert heal.rebuilds == 2
+        assert len(await store.held_notes(late.hadm_id)) == len(early), "held again, not applied"
+        assert getattr(await store.state(late.hadm_id), "n_notes", 0) == 0
+        released = await heal.guard(partial(pipeline.release, late.hadm_id))
+        await heal.record(topic.send, [*changes, *released.changes])
+        state = await store.state(late.hadm_id)
+        assert state is not None
+        assert state.n_notes == len(early)
+        want = OfflineScorer(tiny_model_dir).scores(early)[late.hadm_id]
+        assert released.updates[-1].score == pytest.approx(want, abs=1e-6)
+
+        [*expired] = await pipeline.expired(now=time.time() + 3601)  # the orphan's admit never came
+        assert {e.note.hadm_id for e in expired} == {orphan.hadm_id}
+        await heal.record(topic.send, [e.settled for e in expired])
+        await pipeline.forget(expired)
+
+        await flushall(redis_url)
+        await heal.heal()  # released and expired notes are not held again; applied ones stay applied
+        assert await store.held_notes(late.hadm_id) == await store.held_notes(orphan.hadm_id) == []
+        assert await pipeline.expired(now=time.time() + 3601) == []
+        assert await store.state(late.hadm_id) == state
+    finally:
+        await engine.close()
