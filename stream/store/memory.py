@@ -179,9 +179,19 @@ class MemoryRiskStore:
         with self._lock:
             result = self._apply(hadm_id, subject_id, note_id, revision, is_error, probs, digest)
             if result.applied or result.reason == "retracted":
-                self._log({"op": "note", "t": self._time(), "hadm_id": hadm_id, "subject_id": subject_id,
-                           "note_id": note_id, "revision": revision, "is_error": is_error, "probs": list(probs),
-                           "digest": digest})  # fmt: skip
+                self._log(
+                    {
+                        "op": "note",
+                        "t": self._time(),
+                        "hadm_id": hadm_id,
+                        "subject_id": subject_id,
+                        "note_id": note_id,
+                        "revision": revision,
+                        "is_error": is_error,
+                        "probs": list(probs),
+                        "digest": digest,
+                    }
+                )
             return result
 
     def _apply(
@@ -310,8 +320,15 @@ class MemoryRiskStore:
                     self._now = plan.last_ms / 1000.0
                     for n in plan.notes:
                         probs = () if n.is_error else tuple(check_probs(n.probs))
-                        self._apply(plan.hadm_id, n.subject_id, n.note_id, n.revision, n.is_error, probs,
-                                    "" if n.is_error else n.digest)  # fmt: skip
+                        self._apply(
+                            plan.hadm_id,
+                            n.subject_id,
+                            n.note_id,
+                            n.revision,
+                            n.is_error,
+                            probs,
+                            "" if n.is_error else n.digest,
+                        )
                         written += 1
                     for record in plan.events:
                         self._now = record.t_ms / 1000.0
@@ -385,8 +402,15 @@ class MemoryRiskStore:
                 elif op["op"] == "model":
                     self._model = op["model"]
                 elif op["op"] == "note":
-                    self._apply(parse_id(op["hadm_id"]), parse_id(op["subject_id"]), op["note_id"], op["revision"], op["is_error"],
-                                tuple(op["probs"]), op.get("digest", ""))  # fmt: skip
+                    self._apply(
+                        parse_id(op["hadm_id"]),
+                        parse_id(op["subject_id"]),
+                        op["note_id"],
+                        op["revision"],
+                        op["is_error"],
+                        tuple(op["probs"]),
+                        op.get("digest", ""),
+                    )
                 elif op["op"] == "hold":
                     self._held.setdefault(parse_id(op["hadm_id"]), []).append((op["deadline"], op["record"]))
                 elif op["op"] == "drop":
