@@ -2,8 +2,8 @@
 
 One place turns :class:`notestream.core.settings.Settings` into the arguments of each Kafka client this
 project uses: aiokafka producers and consumers (replay, alerts, the demo's readers) and the Faust app
-(the worker). TLS and SASL come from the settings' own helpers
-(:meth:`Settings.aiokafka_security_kwargs`, :meth:`Settings.faust_broker_credentials`).
+(the worker), with TLS and SASL from :func:`ssl_context`, :func:`security_kwargs` and
+:func:`faust_credentials`: the one place Kafka clients are configured.
 
 >>> from notestream.core.settings import Settings
 >>> bootstrap_servers(Settings(broker="kafka://k1:9092,k2:9092"))
@@ -21,9 +21,74 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
 from notestream.stream.errors import BrokerError
 from notestream.stream.kafka_protocol import install as install_init_producer_id_v3
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL brokers, or None for plaintext ones."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    password = settings.kafka_ssl_keyfile_password
+    try:
+        context = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            password=password.get_secret_value() if password else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "Cannot build the Kafka TLS context from kafka_ssl_cafile, kafka_ssl_certfile and "
+            f"kafka_ssl_keyfile ({type(exc).__name__}: {exc}); check that the files exist, are PEM "
+            "and that the key password is right."
+        ) from exc
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
+
+
+def security_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for aiokafka's producer, consumer and admin client (TLS and SASL).
+
+    >>> security_kwargs(Settings())
+    {'security_protocol': 'PLAINTEXT'}
+    >>> kw = security_kwargs(Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+    ...                      kafka_sasl_username="ns", kafka_sasl_password="pw"))
+    >>> kw["sasl_mechanism"], kw["sasl_plain_username"], kw["sasl_plain_password"]
+    ('SCRAM-SHA-512', 'ns', 'pw')
+    """
+    kwargs: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    context = ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # checked by _check_kafka_security
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """``broker_credentials`` for ``faust.App``: SASL or TLS credentials, or None for plaintext."""
+    import faust
+
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def bootstrap_servers(settings: Settings) -> str:
@@ -46,15 +111,9 @@ def bootstrap_servers(settings: Settings) -> str:
 
 
 def aiokafka_config(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments shared by every aiokafka client: bootstrap servers, TLS, SASL."""
-    try:
-        security = settings.aiokafka_security_kwargs()
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(
-            f"Cannot build the Kafka TLS context from the kafka_ssl_* settings: {exc}. Check the CA, "
-            "certificate and key paths."
-        ) from exc
-    return {"bootstrap_servers": bootstrap_servers(settings), **security}
+    """Keyword arguments shared by every aiokafka client: bootstrap servers, TLS, SASL (a TLS file
+    that cannot be read is a :class:`~notestream.core.errors.ConfigError` from :func:`ssl_context`)."""
+    return {"bootstrap_servers": bootstrap_servers(settings), **security_kwargs(settings)}
 
 
 def faust_broker_options(settings: Settings) -> dict[str, Any]:
@@ -62,12 +121,7 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "broker": ";".join(f"kafka://{hp}" for hp in bootstrap_servers(settings).split(","))
     }
-    try:
-        credentials = settings.faust_broker_credentials()
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(
-            f"Cannot build the Kafka TLS context from the kafka_ssl_* settings: {exc}."
-        ) from exc
+    credentials = faust_credentials(settings)
     if credentials is not None:
         options["broker_credentials"] = credentials
     return options

@@ -145,7 +145,9 @@ async def check_store(settings: Settings, *, timeout_s: float) -> Check:
     from redis.asyncio import Redis
 
     async def attempt() -> None:
-        client: Any = Redis.from_url(settings.store, **settings.redis_kwargs())
+        from notestream.stream.store.redis_store import redis_options
+
+        client: Any = Redis.from_url(settings.store, **redis_options(settings))
         try:
             await client.ping()
         finally:

@@ -73,10 +73,12 @@ def check(
 ) -> None:
     """Validate the settings and build the Kafka TLS context and client options they describe."""
     from notestream.core.settings import load_settings
+    from notestream.stream.kafka import security_kwargs
+    from notestream.stream.store.redis_store import redis_options
 
     settings = load_settings(config)
-    settings.aiokafka_security_kwargs()
-    settings.redis_kwargs()
+    security_kwargs(settings)
+    redis_options(settings)
     typer.echo(f"settings ok: broker {settings.masked()['broker']}, store {settings.masked()['store']}")
     if not connect:
         return

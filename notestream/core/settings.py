@@ -9,9 +9,8 @@ Secrets are :class:`pydantic.SecretStr`: printed and logged as ``**********``. A
 show``; prefer ``redis_password`` all the same. The reference table of every field is
 docs/configuration.md, generated from this model by ``notestream config docs``.
 
-Clients are built from the settings by three helpers, so TLS and SASL are configured in one place:
-:meth:`Settings.aiokafka_security_kwargs` (aiokafka producers, consumers and admin clients),
-:meth:`Settings.faust_broker_credentials` (a Faust app) and :meth:`Settings.redis_kwargs` (redis-py).
+The settings build no client: Kafka clients are made from them in :mod:`notestream.stream.kafka` and
+Redis clients in :mod:`notestream.stream.store.redis_options`, each in one place.
 
 >>> s = Settings(broker="kafka://k1:9092,k2:9092")
 >>> s.kafka_bootstrap_servers()
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,96 +477,6 @@ class Settings(BaseSettings):
         't.notes-dlq'
         """
         return {name: self.topic(name) for name in TOPICS}
-
-    # --- clients ----------------------------------------------------------------------------------
-    def kafka_ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for SSL and SASL_SSL brokers, or None for plaintext ones."""
-        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
-            return None
-        from aiokafka.helpers import create_ssl_context
-
-        password = self.kafka_ssl_keyfile_password
-        try:
-            context = create_ssl_context(
-                cafile=self.kafka_ssl_cafile,
-                certfile=self.kafka_ssl_certfile,
-                keyfile=self.kafka_ssl_keyfile,
-                password=password.get_secret_value() if password else None,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "Cannot build the Kafka TLS context from kafka_ssl_cafile, kafka_ssl_certfile and "
-                f"kafka_ssl_keyfile ({type(exc).__name__}: {exc}); check that the files exist, are PEM "
-                "and that the key password is right."
-            ) from exc
-        context.check_hostname = self.kafka_ssl_check_hostname
-        return context
-
-    def aiokafka_security_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for aiokafka's producer, consumer and admin client (TLS and SASL).
-
-        >>> Settings().aiokafka_security_kwargs()
-        {'security_protocol': 'PLAINTEXT'}
-        >>> kw = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
-        ...               kafka_sasl_username="ns", kafka_sasl_password="pw").aiokafka_security_kwargs()
-        >>> kw["sasl_mechanism"], kw["sasl_plain_username"], kw["sasl_plain_password"]
-        ('SCRAM-SHA-512', 'ns', 'pw')
-        """
-        kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
-        context = self.kafka_ssl_context()
-        if context is not None:
-            kwargs["ssl_context"] = context
-        if self.kafka_security_protocol.startswith("SASL_"):
-            assert self.kafka_sasl_password is not None  # checked by _check_kafka_security
-            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
-            kwargs["sasl_plain_username"] = self.kafka_sasl_username
-            kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        return kwargs
-
-    def faust_broker_credentials(self) -> Any:
-        """``broker_credentials`` for ``faust.App``: SASL or TLS credentials, or None for plaintext."""
-        import faust
-
-        context = self.kafka_ssl_context()
-        if self.kafka_security_protocol.startswith("SASL_"):
-            assert self.kafka_sasl_password is not None
-            return faust.SASLCredentials(
-                username=self.kafka_sasl_username,
-                password=self.kafka_sasl_password.get_secret_value(),
-                mechanism=self.kafka_sasl_mechanism,
-                ssl_context=context,
-            )
-        if context is not None:
-            return faust.SSLCredentials(context)
-        return None
-
-    def redis_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``redis.asyncio.Redis.from_url(settings.store, **kwargs)`` (or a pool's
-        ``from_url``): password, ACL user, timeouts, pool size and, for ``rediss://``, TLS files.
-
-        >>> kw = Settings(store="rediss://redis:6380/0", redis_password="pw").redis_kwargs()
-        >>> kw["password"], kw["max_connections"], kw["ssl_check_hostname"]
-        ('pw', 32, True)
-        """
-        kwargs: dict[str, Any] = {
-            "socket_timeout": self.redis_timeout_s,
-            "socket_connect_timeout": self.redis_timeout_s,
-            "max_connections": self.redis_pool_size,
-            "health_check_interval": 30,
-        }
-        if self.redis_password is not None:
-            kwargs["password"] = self.redis_password.get_secret_value()
-        if self.redis_username is not None:
-            kwargs["username"] = self.redis_username
-        if self.store.startswith("rediss://"):
-            files = {
-                "ssl_ca_certs": self.redis_ssl_cafile,
-                "ssl_certfile": self.redis_ssl_certfile,
-                "ssl_keyfile": self.redis_ssl_keyfile,
-            }
-            kwargs.update({key: str(path) for key, path in files.items() if path is not None})
-            kwargs["ssl_check_hostname"] = True
-        return kwargs
 
 
 def describe_errors(exc: ValidationError) -> str:

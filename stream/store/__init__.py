@@ -24,7 +24,7 @@ from notestream.stream.store.records import (
     NoteProbs,
     RiskStore,
 )
-from notestream.stream.store.redis_store import RedisRiskStore
+from notestream.stream.store.redis_store import RedisRiskStore, redis_options
 
 __all__ = [
     "AdmissionInfo",
@@ -42,7 +42,7 @@ __all__ = [
 
 def open_store(settings: Settings) -> RiskStore:
     """The store ``settings.store`` names, with the TTLs of the settings and, for Redis, a blocking
-    pool built from :meth:`Settings.redis_kwargs` (password, ``redis_username``, timeouts, pool size,
+    pool built from :func:`~notestream.stream.store.redis_store.redis_options` (password, ``redis_username``, timeouts, pool size,
     ``redis_ssl_cafile`` / ``redis_ssl_certfile`` / ``redis_ssl_keyfile``).
 
     >>> type(open_store(Settings(store="memory://"))).__name__
@@ -62,7 +62,7 @@ def open_store(settings: Settings) -> RiskStore:
         namespace=settings.store_namespace,
         pool_size=settings.redis_pool_size,
         timeout_s=settings.redis_timeout_s,
-        options=settings.redis_kwargs(),
+        options=redis_options(settings),
         min_replicas=settings.redis_min_replicas,
         replica_timeout_s=settings.redis_timeout_s,
     )

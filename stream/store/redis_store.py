@@ -34,6 +34,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
 from redis.crc import key_slot
 
+from notestream.core.settings import Settings
 from notestream.stream.errors import StoreError, StoreLost, StoreRebuilding, StoreUnavailable
 from notestream.stream.events import AdmissionEvent
 from notestream.stream.ids import Id, id_key, parse_id
@@ -127,6 +128,35 @@ def slot_tags() -> tuple[str, ...]:
     return tuple(t for t in tags if t is not None)
 
 
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``redis.asyncio.Redis.from_url(settings.store, **kwargs)`` (or a pool's
+    ``from_url``): password, ACL user, timeouts, pool size and, for ``rediss://``, TLS files.
+
+    >>> kw = redis_options(Settings(store="rediss://redis:6380/0", redis_password="pw"))
+    >>> kw["password"], kw["max_connections"], kw["ssl_check_hostname"]
+    ('pw', 32, True)
+    """
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "max_connections": settings.redis_pool_size,
+        "health_check_interval": 30,
+    }
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_username is not None:
+        kwargs["username"] = settings.redis_username
+    if settings.store.startswith("rediss://"):
+        files = {
+            "ssl_ca_certs": settings.redis_ssl_cafile,
+            "ssl_certfile": settings.redis_ssl_certfile,
+            "ssl_keyfile": settings.redis_ssl_keyfile,
+        }
+        kwargs.update({key: str(path) for key, path in files.items() if path is not None})
+        kwargs["ssl_check_hostname"] = True
+    return kwargs
+
+
 def exact_to_limbs(total: int) -> str:
     """The Lua scripts' ``index:value`` limbs of 24 bits of a non-negative exact sum.
 
@@ -195,7 +225,7 @@ class RedisRiskStore:
 
     ``options`` are connection keyword arguments for the pool's ``from_url`` that override the ones
     built from ``pool_size``, ``timeout_s``, ``password`` and ``ssl_cafile``: :func:`notestream.stream.store.open_store`
-    passes ``Settings.redis_kwargs()`` (ACL user, client certificate and key, health checks). The pool
+    passes :func:`redis_options` (ACL user, client certificate and key, health checks). The pool
     always decodes replies and waits up to ``timeout_s`` for a free connection.
     """
 

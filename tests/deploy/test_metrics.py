@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from notestream.core.errors import ConfigError
 from notestream.core.settings import Settings
 from notestream.stream.metrics import Metrics, MetricsServer, ReadinessCheck, start_http_server
+from notestream.stream.store.redis_store import redis_options
 from tests.fixtures.deploy import RedisProcess
 
 
@@ -148,7 +149,7 @@ async def test_failing_or_hanging_checks_mean_not_ready(redis_process: RedisProc
     settings = Settings(
         store=redis_process.url, redis_password=redis_process.password, metrics_host="127.0.0.1"
     )
-    store = aioredis.Redis.from_url(settings.store, **settings.redis_kwargs())
+    store = aioredis.Redis.from_url(settings.store, **redis_options(settings))
 
     async def store_reachable() -> bool:
         return bool(await store.ping())

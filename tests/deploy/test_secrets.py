@@ -18,6 +18,7 @@ from notestream.cli.config import config_app
 from notestream.core.errors import ConfigError
 from notestream.core.logging import setup_logging
 from notestream.core.settings import Settings, load_settings
+from notestream.stream.store.redis_store import redis_options
 from tests.fixtures.deploy import RedisProcess
 
 SECRETS = {
@@ -130,7 +131,7 @@ def test_notestream_command_mounts_config_show(secret_env: None) -> None:
 
 async def test_redis_kwargs_authenticate_against_a_real_server(redis_process: RedisProcess) -> None:
     s = Settings(store=redis_process.url, redis_password=redis_process.password)
-    client = aioredis.Redis.from_url(s.store, **s.redis_kwargs())
+    client = aioredis.Redis.from_url(s.store, **redis_options(s))
     try:
         assert await client.ping()
     finally:

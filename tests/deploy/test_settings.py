@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from notestream.core.errors import ConfigError
 from notestream.core.settings import CONFIG_ENV, Settings, load_settings
+from notestream.stream.kafka import faust_credentials, security_kwargs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,14 +167,14 @@ async def test_sasl_ssl_kwargs_build_a_working_aiokafka_client(tls_files: dict[s
         kafka_ssl_keyfile_password="keypw",
         kafka_ssl_check_hostname=False,
     )
-    kwargs = s.aiokafka_security_kwargs()
+    kwargs = security_kwargs(s)
     assert isinstance(kwargs["ssl_context"], ssl.SSLContext)
     assert kwargs["ssl_context"].check_hostname is False
     assert kwargs["ssl_context"].verify_mode == ssl.CERT_REQUIRED
     assert (kwargs["sasl_mechanism"], kwargs["sasl_plain_password"]) == ("SCRAM-SHA-256", "sasl-pw")
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers(), **kwargs)  # accepts every key
     assert producer.client._security_protocol == "SASL_SSL"
-    credentials = s.faust_broker_credentials()
+    credentials = faust_credentials(s)
     assert credentials.username == "notestream"
     assert credentials.ssl_context is not None
 
@@ -187,13 +188,13 @@ def test_wrong_key_password_is_a_config_error(tls_files: dict[str, Path]) -> Non
         kafka_ssl_keyfile_password="wrong",
     )
     with pytest.raises(ConfigError, match="key password") as info:
-        s.aiokafka_security_kwargs()
+        security_kwargs(s)
     assert "wrong" not in str(info.value)
 
 
 def test_plaintext_needs_no_tls() -> None:
-    assert Settings().aiokafka_security_kwargs() == {"security_protocol": "PLAINTEXT"}
-    assert Settings().faust_broker_credentials() is None
+    assert security_kwargs(Settings()) == {"security_protocol": "PLAINTEXT"}
+    assert faust_credentials(Settings()) is None
 
 
 def test_config_check_fails_clearly_on_a_missing_ca_file(

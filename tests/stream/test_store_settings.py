@@ -1,4 +1,4 @@
-"""open_store builds its Redis pool from Settings.redis_kwargs(): ACL user, client certificate, timeouts."""
+"""open_store builds its Redis pool from redis_options(settings): ACL user, client certificate, timeouts."""
 
 from __future__ import annotations
 
