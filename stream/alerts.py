@@ -307,7 +307,7 @@ class AlertTracker:
             task=update.task,
             model=update.model,
             model_fingerprint=update.model_fingerprint,
-            score=score if score is not None else 0.0,
+            score=score,
             threshold=threshold,
             hysteresis=self.policy.hysteresis,
             state=state,  # type: ignore[arg-type]

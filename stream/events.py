@@ -262,7 +262,10 @@ class RiskAlert(Event):
         description="Why: score (crossed the threshold or the clear level), no_chunks, discharged, "
         "retired (the model was taken out of service: `notestream alerts --retire`).",
     )
-    score: float
+    score: float | None = Field(
+        description="The admission score that raised or cleared the alert; null when the admission holds "
+        "no chunk any more (reason no_chunks), as in its risk update."
+    )
     threshold: float
     hysteresis: float = 0.0
     state: Literal["raised", "cleared"]

@@ -240,7 +240,7 @@ class Watch:
                 str(u.seq),
                 str(u.n_notes),
                 str(u.n_chunks),
-                f"{u.score:.3f}",
+                f"{u.score:.3f}" if u.score is not None else "-",
                 u.change or "repeat",
                 mark,
             )

@@ -67,6 +67,8 @@ def test_alerts_alternate_and_respect_hysteresis(history: list[tuple[int, float 
                 assert score is None or score < POLICY.threshold
             continue
         assert alert.seq == seq
+        assert alert.score == score, "an alert carries its update's score: null exactly when no chunk is left"
+        assert (alert.reason == "no_chunks") == (score is None)
         if alert.state == "raised":
             assert not raised
             assert score is not None
