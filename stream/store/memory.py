@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from notestream.models.ledger import note_outcome
 from notestream.stream.errors import StoreError
 from notestream.stream.events import AdmissionEvent
 from notestream.stream.ids import Id, parse_id
@@ -208,10 +209,9 @@ class MemoryRiskStore:
         if adm is None:
             adm = self._admissions[hadm_id] = Admission()
         old = adm.notes.get(note_id)
-        if old is not None and (revision, is_error) <= (old.revision, old.is_error):
-            reason: ApplyReason = (
-                "duplicate" if (revision, is_error) == (old.revision, old.is_error) else "stale"
-            )
+        outcome = note_outcome(None if old is None else (old.revision, old.is_error), revision, is_error)
+        if old is not None and outcome in ("duplicate", "stale"):  # only a held note can be either
+            reason: ApplyReason = outcome
             if reason == "duplicate" and not is_error and digest and old.digest and digest != old.digest:
                 reason = "conflict"
             self._touch(adm)
@@ -238,7 +238,7 @@ class MemoryRiskStore:
             if probs:
                 adm.add_max(note_id, probs[top])
             adm.notes[note_id] = Note(revision, False, top, probs, digest)
-            reason = "new" if old is None else "revision"
+            reason = outcome
         adm.seq += 1
         adm.has_record = True
         if adm.subject_id is None:
