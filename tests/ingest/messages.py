@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 MLLP_START, MLLP_END = b"\x0b", b"\x1c\r"
 
 
@@ -108,32 +105,3 @@ def mdm(
 def framed(*messages: bytes) -> bytes:
     """Messages in MLLP frames, as ``mllp_send`` reads them from a file."""
     return b"".join(MLLP_START + m + MLLP_END for m in messages)
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and key for 127.0.0.1 (openssl, as an operator would make one)."""
-    cert, key = folder / "ingest.pem", folder / "ingest.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key

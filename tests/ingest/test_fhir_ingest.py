@@ -148,7 +148,7 @@ async def test_503_when_kafka_does_not_take_the_events() -> None:
 
 
 async def test_https_and_bearer_token(kafka_settings: Settings, tmp_path: Path) -> None:
-    from tests.ingest.messages import self_signed
+    from tests.fixtures.tls import self_signed
 
     cert, key = self_signed(tmp_path)
     settings = kafka_settings.model_copy(

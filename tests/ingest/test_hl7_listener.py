@@ -20,6 +20,7 @@ from notestream.stream.ingest.hl7_server import Hl7Listener
 from notestream.stream.ingest.producer import EventSink
 from notestream.stream.metrics import Metrics
 from tests.fixtures.kafka import read_topic
+from tests.fixtures.tls import self_signed
 from tests.ingest.messages import (
     MLLP_END,
     MLLP_START,
@@ -33,7 +34,6 @@ from tests.ingest.messages import (
     obx,
     pid,
     pv1,
-    self_signed,
     txa,
 )
 
