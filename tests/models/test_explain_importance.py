@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,17 @@ def planted_texts(n: int, seed: int) -> tuple[list[str], list[int]]:
         texts.append(" ".join(words))
         labels.append(i % 2)
     return texts, labels
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for this module: with several, CPU backward passes accumulate in an order
+    that varies from run to run, and the planted model and its gradients with it; the checks below are
+    about the method, so they run on one fixed model."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
