@@ -10,19 +10,30 @@ ClinicalNoteBERT shapes scaled to it: ``small`` = half the teacher's layers at i
 from its layers (6 of 12 for BERT-base); ``tiny`` = a third of its layers (at least one) at 312/768 of
 its width (4 x 312 for BERT-base), initialised at random.
 
-Keys: ``student_speedup[size]`` (student chunks/s over the teacher's, same chunks, interleaved rounds,
-best of each), ``student_auroc_delta[size]`` (student AUROC - teacher AUROC, with a paired bootstrap
-95% interval), and per model ``auroc``/``auprc`` with bootstrap 95% intervals. Writes
-``benchmarks/results/distill.{json,png}``.
+Speed is a property of a model's shape, not of its weights, so the issue's shapes are also timed
+as they are: a BERT-base teacher (12 x 768, 512 positions, random weights, a vocabulary trained on
+generated text) is distilled by the same :func:`~notestream.training.distill.distill` into ``small``
+(6 x 768, from its layers) and ``tiny`` (4 x 312) for a few steps, and the three folders are timed
+on chunks of exactly 512 tokens, served as the worker serves them (``ChunkClassifier``, length-sorted
+batches), in interleaved rounds. Their weights are not trained, so this part reports no accuracy.
 
-    python benchmarks/distill.py [--patients 400] [--steps 400] [--bootstrap 1000]
+Keys: ``student_speedup[size]`` (the BERT-base shapes at 512 tokens: student chunks/s over the
+teacher's, median of the per-round ratios; the target is about these), ``student_auroc_delta[size]``
+(the trained family: student AUROC - teacher AUROC, with a paired bootstrap 95% interval),
+``trained_speedup[size]`` (the trained family's own speed ratio at its 96 tokens), per model
+``auroc``/``auprc`` with bootstrap 95% intervals, and ``bert_base_shapes`` (parameters and chunks/s
+of each shape). Writes ``benchmarks/results/distill.{json,png}``.
+
+    python benchmarks/distill.py [--patients 400] [--steps 400] [--bootstrap 1000] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -111,7 +123,78 @@ def speeds(models: dict[str, Path], texts: list[str], rounds: int) -> dict[str, 
     return {k: round(v, 1) for k, v in best.items()}
 
 
-def main(patients: int, steps: int, n_boot: int, rounds: int) -> dict[str, Any]:
+def bert_base_shapes(
+    work: Path, train_csv: Path, *, chunks: int, batch: int, rounds: int, device: str
+) -> dict[str, dict[str, Any]]:
+    """The issue's shapes timed as served: a BERT-base teacher and its ``small``/``tiny`` students.
+
+    The students come out of :func:`distill` (a few steps on 64 of ``train_csv``'s chunks: enough to
+    write the folders the worker would load); each folder is timed on ``chunks`` chunks of exactly 512
+    tokens, interleaved, ``rounds`` times.
+    """
+    import pandas as pd
+    from engine import CONFIGS, chunks_of_512_tokens
+
+    from notestream.models.build import build_small_bert, clinical_corpus
+    from notestream.models.checkpoint import load_model_folder
+    from notestream.models.classifier import ChunkClassifier
+    from notestream.training.chunk_files import read_chunks
+    from notestream.training.distill import distill
+    from notestream.training.run_config import DistillConfig
+
+    teacher = build_small_bert(
+        work / "bert-base",
+        clinical_corpus(300, seed=1),
+        vocab_size=8000,
+        max_length=512,
+        **CONFIGS["bert-base"],
+    )
+    frame = read_chunks(train_csv)
+    few = pd.concat([frame[frame["Label"] == label].head(32) for label in (0, 1)])
+    few_csv = work / "few.csv"
+    few.to_csv(few_csv, index=False)
+    folders = {"teacher": teacher}
+    for size in ("small", "tiny"):
+        cfg = DistillConfig(size=size, max_steps=2, batch_size=4, progress=False, eval_batch_size=16)
+        folders[size] = distill(few_csv, None, teacher, work / f"bert-base-{size}", config=cfg)
+    loaded = {k: load_model_folder(p) for k, p in folders.items()}
+    classifiers = {k: ChunkClassifier(m, device, max_batch_size=batch) for k, m in loaded.items()}
+    ids = chunks_of_512_tokens(classifiers["teacher"].encode, chunks)
+    for clf in classifiers.values():
+        clf.predict_ids(ids[:1])  # warm up
+    best = dict.fromkeys(classifiers, 0.0)
+    ratios: dict[str, list[float]] = {"small": [], "tiny": []}
+    for _ in range(rounds):
+        rate = {}
+        for k, clf in classifiers.items():
+            start = time.perf_counter()
+            clf.predict_ids(ids)
+            rate[k] = len(ids) / (time.perf_counter() - start)
+            best[k] = max(best[k], rate[k])
+        for k in ratios:
+            ratios[k].append(rate[k] / rate["teacher"])
+    out: dict[str, dict[str, Any]] = {}
+    for k, m in loaded.items():
+        shape = m.model.config
+        out[k] = {
+            "shape": {
+                "layers": shape.num_hidden_layers,
+                "hidden": shape.hidden_size,
+                "heads": shape.num_attention_heads,
+                "intermediate": shape.intermediate_size,
+            },
+            "parameters": sum(p.numel() for p in m.model.parameters()),
+            "chunks_per_s": round(best[k], 3),
+        }
+        if k in ratios:
+            out[k]["speedup"] = round(statistics.median(ratios[k]), 2)
+            out[k]["speedup_rounds"] = [round(r, 2) for r in ratios[k]]
+    return out
+
+
+def main(
+    patients: int, steps: int, n_boot: int, rounds: int, shape_chunks: int, shape_batch: int, device: str
+) -> dict[str, Any]:
     from notestream.models.checkpoint import load_model_folder
     from notestream.models.spec import ModelSpec
     from notestream.training.chunk_files import read_chunks
@@ -152,6 +235,14 @@ def main(patients: int, steps: int, n_boot: int, rounds: int) -> dict[str, Any]:
         params = {
             k: sum(p.numel() for p in load_model_folder(m).model.parameters()) for k, m in models.items()
         }
+        shapes_at_512 = bert_base_shapes(
+            work,
+            demo.data_dir / "train.csv",
+            chunks=shape_chunks,
+            batch=shape_batch,
+            rounds=rounds,
+            device=device,
+        )
     shape_of = {
         "teacher": {
             "layers": config.num_hidden_layers,
@@ -172,7 +263,15 @@ def main(patients: int, steps: int, n_boot: int, rounds: int) -> dict[str, Any]:
         "test_positives": int(y.sum()),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
         "models": per_model,
-        "student_speedup": {k: round(rates[k] / rates["teacher"], 2) for k in shapes},
+        "device": device,
+        "bert_base_shapes": {
+            "tokens_per_chunk": 512,
+            "chunks": shape_chunks,
+            "batch": shape_batch,
+            **shapes_at_512,
+        },
+        "student_speedup": {k: shapes_at_512[k]["speedup"] for k in shapes},
+        "trained_speedup": {k: round(rates[k] / rates["teacher"], 2) for k in shapes},
         "student_auroc_delta": {k: quality[k]["auroc_delta"] for k in shapes},
         "student_auroc_delta_ci95": {k: quality[k]["auroc_delta_ci95"] for k in shapes},
     }
@@ -186,9 +285,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     models = result["models"]
     names = list(models)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.bar(names, [models[k]["chunks_per_s"] for k in names])
-    left.set_ylabel("chunks/s (CPU)")
+    base = {k: v for k, v in result["bert_base_shapes"].items() if isinstance(v, dict)}
+    fig, (speed, trained, quality) = plt.subplots(1, 3, figsize=(12, 3.6))
+    speed.bar(names, [base[k]["chunks_per_s"] for k in names])
+    for x, k in enumerate(names):
+        label = f"{base[k]['speedup']}x" if "speedup" in base[k] else "1x"
+        speed.annotate(label, (x, base[k]["chunks_per_s"]), ha="center", va="bottom")
+    speed.set_ylim(0, 1.15 * max(base[k]["chunks_per_s"] for k in names))
+    speed.set_ylabel(f"chunks/s at 512 tokens ({result['device']})")
+    speed.set_title("BERT-base shapes (12x768, 6x768, 4x312)", fontsize=9)
+    trained.bar(names, [models[k]["chunks_per_s"] for k in names])
+    trained.set_ylabel("chunks/s at 96 tokens (CPU)")
+    trained.set_title("trained family (scaled shapes)", fontsize=9)
     aurocs = [models[k]["auroc"] for k in names]
     errs = np.array(
         [
@@ -196,9 +304,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
             for k, a in zip(names, aurocs, strict=True)
         ]
     )
-    right.bar(names, aurocs, yerr=errs.T, capsize=4)
-    right.set_ylabel("admission AUROC (95% CI)")
-    right.set_ylim(0.5, 1.0)
+    quality.bar(names, aurocs, yerr=errs.T, capsize=4)
+    quality.set_ylabel("admission AUROC (95% CI)")
+    quality.set_title("trained family, held-out admissions", fontsize=9)
+    quality.set_ylim(0.5, 1.0)
     fig.suptitle("Distilled students vs teacher")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -212,9 +321,24 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=400, help="Fine-tuning and distillation steps.")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--shape-chunks", type=int, default=8, help="512-token chunks per BERT-base-shape round."
+    )
+    parser.add_argument("--device", default="cpu", help="Where the BERT-base shapes are timed (cpu, cuda:0).")
+    parser.add_argument("--shape-batch", type=int, default=8, help="Batch size serving the BERT-base shapes.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for distill.{json,png}.")
     args = parser.parse_args()
-    out = main(args.patients, args.steps, args.bootstrap, args.rounds)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "distill.json").write_text(json.dumps(out, indent=2) + "\n")
-    plot(out, RESULTS / "distill.png")
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines; stdout keeps one JSON line
+        out = main(
+            args.patients,
+            args.steps,
+            args.bootstrap,
+            args.rounds,
+            args.shape_chunks,
+            args.shape_batch,
+            args.device,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "distill.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(out, args.out / "distill.png")
     print(json.dumps(out))

@@ -12,7 +12,8 @@
 #    overload and failure isolation, bf16 fine-tuning).
 # 3. Figures, one JSON line each: the bf16 matrix-multiply ceiling (TFLOP/s), the engine on BERT-base at
 #    512 tokens in bf16 (chunks/s, batched_vs_single) and its share of that ceiling (97 GFLOP a chunk),
-#    and the pipeline's own capacity with an instant scorer.
+#    the pipeline's own capacity with an instant scorer, and the BERT-base teacher against its
+#    distilled small and tiny students (chunks/s on the device).
 # Every step prints {"step": ..., "rc": ...}; the script carries on after a failed step and exits
 # with the number of failed steps. Results also go to $OUT (the device tool's folder) when it is set.
 set -uo pipefail
@@ -36,8 +37,10 @@ step() {  # step NAME COMMAND...: run, print its JSON status line
 if [ "$DRY" = 1 ]; then
     export NOTESTREAM_TEST_DEVICE=cpu
     DEVICE=cpu CONFIG=tiny CHUNKS=32 BATCH=8 NOTES=64 SIZE=512
+    DISTILL_PATIENTS=80 DISTILL_STEPS=20 SHAPE_CHUNKS=1
 else
     DEVICE=cuda:0 CONFIG=bert-base CHUNKS=4096 BATCH=128 NOTES=4000 SIZE=8192
+    DISTILL_PATIENTS=400 DISTILL_STEPS=400 SHAPE_CHUNKS=256
     if ! $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
         step install_torch $PY -m pip install -q "torch==2.13.*" --index-url "$INDEX"
     fi
@@ -95,4 +98,9 @@ fi
 
 step pipeline_capacity $PY benchmarks/pipeline.py --capacity-only --capacity-notes "$NOTES" --bert-chunks 2 \
     --out "$RESULTS"
+
+# the teacher and its distilled students at the BERT-base shapes, timed on this device (the README's
+# model-size table has a GPU column for it); the trained family stays small, as on CPU
+step distill $PY benchmarks/distill.py --device "$DEVICE" --patients "$DISTILL_PATIENTS" --steps "$DISTILL_STEPS" \
+    --shape-chunks "$SHAPE_CHUNKS" --shape-batch "$BATCH" --bootstrap 200 --out "$RESULTS"
 exit "$failed"
