@@ -14,7 +14,8 @@ of the notes topic, :meth:`NotePath.admission` for an admission event. Read them
    that lost its data is rebuilt from the changelog topic and the batch run again.
 4. the changelog -- after the store write and before the emit (and so before the offsets are
    committed), the healer sends the batch's changes (probabilities, never text) to the changelog topic:
-   the place for work that must be durable before a batch counts as done.
+   the place for work that must be durable before a batch counts as done. Held notes released by
+   an admission are recorded before they leave the store's held list (see ``Pipeline.release``).
 5. :meth:`NotePath.emit` -- send the risk updates and dead letters and wait for the broker's acks.
    Only then does the agent's body return, so Faust acks the batch and commits its offsets later.
 
@@ -54,6 +55,7 @@ from notestream.stream.events import (
 from notestream.stream.fate import event_error
 from notestream.stream.metrics import Metrics
 from notestream.stream.pipeline import Pipeline
+from notestream.stream.store.changelog import Change
 from notestream.stream.store.heal import StoreHealer
 
 log = logging.getLogger(__name__)
@@ -200,7 +202,7 @@ class NotePath:
         notes = [r.note for r in parsed if r.note is not None]
         refs = [origin_ref(r.origin) for r in parsed]  # kept with a note that waits for its admission
         healer = self.healer()
-        result = await healer.guard(partial(pipeline.process, notes, refs))
+        result = await healer.guard(partial(pipeline.process, notes, refs, record=self._record))
         await healer.record(self._send_changelog, result.changes)  # after the store, before the commit
         letters = [self.letter(r.origin, r.error) for r in received if r.error is not None]
         letters += [
@@ -226,8 +228,9 @@ class NotePath:
         changes: list[Any] = []
         healer = self.healer()
         final = await healer.guard(partial(pipeline.admission, event, changes))
-        released = await healer.guard(partial(pipeline.release, event.hadm_id))  # notes that waited for it
-        await healer.record(self._send_changelog, [*changes, *released.changes])
+        await healer.record(self._send_changelog, changes)
+        # the notes that waited for it: recorded before they leave the held list (Pipeline.release)
+        released = await healer.guard(partial(pipeline.release, event.hadm_id, record=self._record))
         updates = [*([final] if final is not None else []), *released.updates]
         await self.emit(updates, [])
         return self._handled(1, len(updates), 0, sum(released.dropped.values()))
@@ -255,6 +258,9 @@ class NotePath:
             await self.healer().record(self._send_changelog, settled)
             await pipeline.forget(expired)
         return self._handled(0, 0, len(letters), 0)
+
+    async def _record(self, changes: Sequence[Change]) -> None:
+        await self.healer().record(self._send_changelog, changes)
 
     async def _send_changelog(self, *, key: bytes, value: bytes) -> Awaitable[Any]:
         return await self.send(STORE_CHANGELOG, key, value)

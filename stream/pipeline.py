@@ -43,7 +43,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -65,6 +65,10 @@ if TYPE_CHECKING:
     from notestream.stream.store import AdmissionState, RiskStore
 
 log = logging.getLogger(__name__)
+
+Record = Callable[[Sequence[Change]], Awaitable[None]]
+"""Writes store changes to the changelog and returns once the broker has them
+(:meth:`notestream.stream.store.heal.StoreHealer.record` with the worker's send)."""
 
 
 class StoreTimer(Protocol):
@@ -221,12 +225,19 @@ class Pipeline:
 
     # --- notes ------------------------------------------------------------------------------------
     async def process(
-        self, notes: Sequence[NoteEvent], refs: Sequence[dict[str, Any]] | None = None
+        self,
+        notes: Sequence[NoteEvent],
+        refs: Sequence[dict[str, Any]] | None = None,
+        *,
+        record: Record | None = None,
     ) -> BatchResult:
         """Process one batch; every note ends up applied, held, dropped (counted) or rejected.
 
         ``refs`` (one per note, optional): where each note was read (topic, partition, offset, key),
         kept with a held note so that its dead letter can point at it if its admission never comes.
+        ``record`` (optional, the store changelog): when held notes are released within the batch
+        (their admit came meanwhile), the changes so far and the release's are written with it before
+        the held entries leave the store (:meth:`release`); :attr:`BatchResult.changes` keeps the rest.
         """
         result = BatchResult()
         work: list[_Work] = []
@@ -259,7 +270,7 @@ class Pipeline:
         work = await self._chunk(work, result)
         await self._score(work, result)
         await self._apply([w for w in work if not w.hold], result)
-        await self._hold([w for w in work if w.hold], result)
+        await self._hold([w for w in work if w.hold], result, record)
         # counted once the whole batch is through: a batch that raised is retried and counted then
         self.counters["notes"] += len(notes)
         self.counters.update(result.outcomes)
@@ -332,12 +343,12 @@ class Pipeline:
         seen = {h for h, state in zip(unknown, states, strict=True) if state is not None}
         return {h for h in wanted if h not in unknown} | seen
 
-    async def _hold(self, work: list[_Work], result: BatchResult) -> None:
+    async def _hold(self, work: list[_Work], result: BatchResult, record: Record | None = None) -> None:
         """Hold scored notes of unknown admissions in the store (probabilities and metadata, no text),
         then release those whose admission arrived meanwhile."""
         deadline = time.time() + self.admission_wait_s
         for w in work:
-            record = json.dumps(
+            entry = json.dumps(
                 {
                     "note": w.note.model_copy(update={"text": ""}).model_dump(mode="json"),
                     "probs": w.probs,
@@ -348,7 +359,7 @@ class Pipeline:
             )
             try:
                 with self._timed("hold_note"):
-                    await self.store.hold_note(w.note.hadm_id, record, deadline)
+                    await self.store.hold_note(w.note.hadm_id, entry, deadline)
             except StoreError as exc:
                 if isinstance(exc, StoreUnavailable):
                     raise
@@ -358,17 +369,26 @@ class Pipeline:
                 continue
             result.outcomes["held"] += 1
             result.changes.append(
-                HeldChange(w.note.hadm_id, w.note.note_id, w.note.revision, record, deadline)
+                HeldChange(w.note.hadm_id, w.note.note_id, w.note.revision, entry, deadline)
             )
         for hadm in {w.note.hadm_id: None for w in work}:  # an admit recorded while these were held
-            released = await self.release(hadm)
+            if record is not None and result.changes:
+                await record(result.changes)  # the held records first: the release's settle them
+                result.changes.clear()
+            released = await self.release(hadm, record=record)
             result.updates.extend(released.updates)
-            result.changes.extend(released.changes)  # recorded in the changelog with the batch
+            if record is None:
+                result.changes.extend(released.changes)  # recorded in the changelog with the batch
 
-    async def release(self, hadm_id: Id) -> BatchResult:
+    async def release(self, hadm_id: Id, *, record: Record | None = None) -> BatchResult:
         """Apply the notes held for ``hadm_id`` once its admit time is known (window test with it;
         outside: dropped and counted). Each held note is applied before it is dropped from the store,
-        so a crash in between applies it again, which the store dedupes: counted exactly once."""
+        so a crash in between applies it again, which the store dedupes: counted exactly once.
+
+        ``record`` (the store changelog) gets the release's changes (the notes as applied, and the
+        ``settled`` records of the held ones) before the held entries are dropped: a crash in between
+        leaves them held, so the redelivered admit releases and records them again, and the changelog
+        never holds a released note as still waiting while it lacks the note itself."""
         result = BatchResult()
         with self._timed("admission"):
             info = await self.store.admission(hadm_id)
@@ -379,8 +399,8 @@ class Pipeline:
         if not records:
             return result
         work: list[_Work] = []
-        for record in records:
-            data = json.loads(record)
+        for entry in records:
+            data = json.loads(entry)
             note = NoteEvent.model_validate(data["note"], context={"source_timezone": self.source_timezone})
             settled = HeldChange(note.hadm_id, note.note_id, note.revision, "", 0.0, settled="released")
             if settled not in result.changes:
@@ -393,6 +413,8 @@ class Pipeline:
             else:
                 result.dropped["outside_window"] += 1
         await self._apply(work, result)
+        if record is not None:
+            await record(result.changes)
         with self._timed("drop_held"):
             await self.store.drop_held(hadm_id, records)
         self.counters["released"] += len(records)

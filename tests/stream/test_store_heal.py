@@ -23,7 +23,8 @@ from notestream.models.engine import InferenceEngine
 from notestream.models.spec import Window
 from notestream.stream import kafka
 from notestream.stream.errors import StoreLost, StoreModelMismatch, StoreRebuilding
-from notestream.stream.events import AdmissionEvent
+from notestream.stream.events import AdmissionEvent, admission_key
+from notestream.stream.note_path import NotePath, Origin
 from notestream.stream.pipeline import CHANGELOG_REASONS, Pipeline
 from notestream.stream.store import MemoryRiskStore, RedisRiskStore
 from notestream.stream.store.changelog import AdmissionChange, NoteChange, decode_all, encode_changes, latest
@@ -271,3 +272,119 @@ async def test_held_notes_survive_a_lost_store(
         assert await store.state(late.hadm_id) == state
     finally:
         await engine.close()
+
+
+class Crash(Exception):
+    """The worker process dying at that point (nothing after it runs; the offsets stay uncommitted)."""
+
+
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
+async def test_a_crash_between_a_release_and_its_changelog_loses_no_note(
+    store: RedisRiskStore, redis_url: str, tiny_model_dir: Path
+) -> None:
+    """The worker dies after the late admit's release applied the held notes and before their
+    changelog records reached the broker; the admit is delivered again. A later store loss must still
+    rebuild the admission with every note (n_notes exact, the offline score), none held again."""
+    changelog = ListTopic()
+    heal = healer(store, changelog)
+    await heal.start()
+    engine = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
+    await engine.start()
+    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
+    pipeline = Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
+    crash_on_notes = False
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        if topic == STORE_CHANGELOG:
+            assert key is not None
+            if crash_on_notes and b"/n/" in key:
+                raise Crash
+            return await changelog.send(key=key, value=value)
+        return await ListTopic().send(key=key or b"", value=value)
+
+    async def ready() -> Pipeline:
+        return pipeline
+
+    path = NotePath(Settings(max_note_bytes=1_000_000), ready, send, healer=lambda: heal)
+    try:
+        [late], notes = feed(1, 4, seed=11)
+        origins = [
+            Origin("notes", 0, i, key=admission_key(n.hadm_id), value=n.to_bytes())
+            for i, n in enumerate(notes)
+        ]
+        assert (await path.notes(origins)).updates == 0  # all held: the admit has not come
+        assert len(await store.held_notes(late.hadm_id)) == len(notes)
+        admit = Origin("admissions", 0, 0, key=admission_key(late.hadm_id), value=late.to_bytes())
+
+        crash_on_notes = True
+        with pytest.raises(Crash):
+            await path.admission(admit)
+        crash_on_notes = False
+        await path.admission(admit)  # delivered again: its offset was never committed
+        state = await store.state(late.hadm_id)
+        assert state is not None
+        assert state.n_notes == len(notes)
+        assert await store.held_notes(late.hadm_id) == []
+
+        await flushall(redis_url)
+        await heal.heal()
+        assert await store.held_notes(late.hadm_id) == [], "a released note is not held again"
+        rebuilt = await store.state(late.hadm_id)
+        assert rebuilt is not None
+        assert rebuilt.n_notes == len(notes)
+        assert rebuilt.score(spec.c) == pytest.approx(
+            OfflineScorer(tiny_model_dir).scores(notes)[late.hadm_id], abs=1e-6
+        )
+    finally:
+        await engine.close()
+
+
+@pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
+async def test_notes_released_in_their_own_batch_are_recorded_as_released(
+    redis_url: str, tiny_model_dir: Path
+) -> None:
+    """The admit lands (another worker records it) while the batch holds the admission's notes, so
+    the batch releases them itself: the changelog must end with each note applied and its held record
+    settled (the held records written first), and a rebuild holds none of them again."""
+    [late], notes = feed(1, 3, seed=12)
+
+    class AdmitLandsMeanwhile(RedisRiskStore):
+        landed = False
+
+        async def hold_note(self, hadm_id: Any, record: str, deadline: float) -> int:
+            held = await super().hold_note(hadm_id, record, deadline)
+            if not self.landed:  # once, as the first note is held
+                self.landed = True
+                await self.record_admission(late)
+            return held
+
+    store = AdmitLandsMeanwhile(redis_url)
+    changelog = ListTopic()
+    heal = healer(store, changelog)  # type: ignore[arg-type]
+    await heal.start()
+    engine = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
+    await engine.start()
+    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
+    pipeline = Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
+
+    async def record(changes: Any) -> None:
+        await heal.record(changelog.send, changes)
+
+    try:
+        result = await heal.guard(partial(pipeline.process, notes, record=record))
+        await heal.record(changelog.send, result.changes)  # what the worker records after the batch
+        assert result.outcomes["held"] == len(notes)
+        assert (await store.state(late.hadm_id)).n_notes == len(notes)  # type: ignore[union-attr]
+
+        await flushall(redis_url)
+        await heal.heal()
+        assert await store.held_notes(late.hadm_id) == []
+        rebuilt = await store.state(late.hadm_id)
+        assert rebuilt is not None
+        assert rebuilt.n_notes == len(notes)
+        assert rebuilt.score(spec.c) == pytest.approx(
+            OfflineScorer(tiny_model_dir).scores(notes)[late.hadm_id], abs=1e-6
+        )
+    finally:
+        await engine.close()
+        await store.close()
