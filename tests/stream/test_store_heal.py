@@ -83,6 +83,20 @@ def healer(store: RedisRiskStore, topic: ListTopic, **kwargs: Any) -> StoreHeale
     return StoreHealer(store, topic.read, namespace="ns", model="m@1", **kwargs)
 
 
+@pytest.fixture
+async def engine(tiny_model_dir: Path) -> AsyncIterator[InferenceEngine]:
+    started = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
+    await started.start()
+    yield started
+    await started.close()
+
+
+def waiting_pipeline(engine: InferenceEngine, store: RedisRiskStore) -> Pipeline:
+    """A pipeline whose model scores the first 24 hours, so its notes wait for their admit (an hour)."""
+    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
+    return Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
+
+
 async def apply(store: Any, hadm: int, note_id: str, rev: int = 0, probs: tuple[float, ...] = (0.5,)) -> Any:
     return await store.apply_note(
         hadm_id=hadm,
@@ -225,7 +239,7 @@ def test_a_changelog_of_another_model_is_refused() -> None:
 
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 async def test_held_notes_survive_a_lost_store(
-    store: RedisRiskStore, redis_url: str, tiny_model_dir: Path
+    store: RedisRiskStore, redis_url: str, engine: InferenceEngine, tiny_model_dir: Path
 ) -> None:
     """Notes held for an admission not known yet are in the changelog: after a FLUSHALL the rebuild
     holds them again (not applied), the late admit releases them and the admission ends equal to the
@@ -234,44 +248,38 @@ async def test_held_notes_survive_a_lost_store(
     topic = ListTopic()
     heal = healer(store, topic)
     await heal.start()
-    engine = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
-    await engine.start()
-    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
-    pipeline = Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
-    try:
-        (late, orphan), notes = feed(2, 3, seed=8)
-        early = [n for n in notes if n.hadm_id == late.hadm_id]
-        result = await heal.guard(partial(pipeline.process, notes))
-        assert result.outcomes == {"held": len(notes)}
-        await heal.record(topic.send, result.changes)
-        assert all(n.text.encode() not in value for _, value in topic.messages for n in notes if value)
+    pipeline = waiting_pipeline(engine, store)
+    (late, orphan), notes = feed(2, 3, seed=8)
+    early = [n for n in notes if n.hadm_id == late.hadm_id]
+    result = await heal.guard(partial(pipeline.process, notes))
+    assert result.outcomes == {"held": len(notes)}
+    await heal.record(topic.send, result.changes)
+    assert all(n.text.encode() not in value for _, value in topic.messages for n in notes if value)
 
-        await flushall(redis_url)  # the held notes are gone from Redis, not from the changelog
-        changes: list[Any] = []
-        assert await heal.guard(partial(pipeline.admission, late, changes)) is None  # heals, then admits
-        assert heal.rebuilds == 2
-        assert len(await store.held_notes(late.hadm_id)) == len(early), "held again, not applied"
-        assert getattr(await store.state(late.hadm_id), "n_notes", 0) == 0
-        released = await heal.guard(partial(pipeline.release, late.hadm_id))
-        await heal.record(topic.send, [*changes, *released.changes])
-        state = await store.state(late.hadm_id)
-        assert state is not None
-        assert state.n_notes == len(early)
-        want = OfflineScorer(tiny_model_dir).scores(early)[late.hadm_id]
-        assert released.updates[-1].score == pytest.approx(want, abs=1e-6)
+    await flushall(redis_url)  # the held notes are gone from Redis, not from the changelog
+    changes: list[Any] = []
+    assert await heal.guard(partial(pipeline.admission, late, changes)) is None  # heals, then admits
+    assert heal.rebuilds == 2
+    assert len(await store.held_notes(late.hadm_id)) == len(early), "held again, not applied"
+    assert getattr(await store.state(late.hadm_id), "n_notes", 0) == 0
+    released = await heal.guard(partial(pipeline.release, late.hadm_id))
+    await heal.record(topic.send, [*changes, *released.changes])
+    state = await store.state(late.hadm_id)
+    assert state is not None
+    assert state.n_notes == len(early)
+    want = OfflineScorer(tiny_model_dir).scores(early)[late.hadm_id]
+    assert released.updates[-1].score == pytest.approx(want, abs=1e-6)
 
-        [*expired] = await pipeline.expired(now=time.time() + 3601)  # the orphan's admit never came
-        assert {e.note.hadm_id for e in expired} == {orphan.hadm_id}
-        await heal.record(topic.send, [e.settled for e in expired])
-        await pipeline.forget(expired)
+    [*expired] = await pipeline.expired(now=time.time() + 3601)  # the orphan's admit never came
+    assert {e.note.hadm_id for e in expired} == {orphan.hadm_id}
+    await heal.record(topic.send, [e.settled for e in expired])
+    await pipeline.forget(expired)
 
-        await flushall(redis_url)
-        await heal.heal()  # released and expired notes are not held again; applied ones stay applied
-        assert await store.held_notes(late.hadm_id) == await store.held_notes(orphan.hadm_id) == []
-        assert await pipeline.expired(now=time.time() + 3601) == []
-        assert await store.state(late.hadm_id) == state
-    finally:
-        await engine.close()
+    await flushall(redis_url)
+    await heal.heal()  # released and expired notes are not held again; applied ones stay applied
+    assert await store.held_notes(late.hadm_id) == await store.held_notes(orphan.hadm_id) == []
+    assert await pipeline.expired(now=time.time() + 3601) == []
+    assert await store.state(late.hadm_id) == state
 
 
 class Crash(Exception):
@@ -280,7 +288,7 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 async def test_a_crash_between_a_release_and_its_changelog_loses_no_note(
-    store: RedisRiskStore, redis_url: str, tiny_model_dir: Path
+    store: RedisRiskStore, redis_url: str, engine: InferenceEngine, tiny_model_dir: Path
 ) -> None:
     """The worker dies after the late admit's release applied the held notes and before their
     changelog records reached the broker; the admit is delivered again. A later store loss must still
@@ -288,10 +296,7 @@ async def test_a_crash_between_a_release_and_its_changelog_loses_no_note(
     changelog = ListTopic()
     heal = healer(store, changelog)
     await heal.start()
-    engine = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
-    await engine.start()
-    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
-    pipeline = Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
+    pipeline = waiting_pipeline(engine, store)
     crash_on_notes = False
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
@@ -306,42 +311,38 @@ async def test_a_crash_between_a_release_and_its_changelog_loses_no_note(
         return pipeline
 
     path = NotePath(Settings(max_note_bytes=1_000_000), ready, send, healer=lambda: heal)
-    try:
-        [late], notes = feed(1, 4, seed=11)
-        origins = [
-            Origin("notes", 0, i, key=admission_key(n.hadm_id), value=n.to_bytes())
-            for i, n in enumerate(notes)
-        ]
-        assert (await path.notes(origins)).updates == 0  # all held: the admit has not come
-        assert len(await store.held_notes(late.hadm_id)) == len(notes)
-        admit = Origin("admissions", 0, 0, key=admission_key(late.hadm_id), value=late.to_bytes())
+    [late], notes = feed(1, 4, seed=11)
+    origins = [
+        Origin("notes", 0, i, key=admission_key(n.hadm_id), value=n.to_bytes()) for i, n in enumerate(notes)
+    ]
+    assert (await path.notes(origins)).updates == 0  # all held: the admit has not come
+    assert len(await store.held_notes(late.hadm_id)) == len(notes)
+    admit = Origin("admissions", 0, 0, key=admission_key(late.hadm_id), value=late.to_bytes())
 
-        crash_on_notes = True
-        with pytest.raises(Crash):
-            await path.admission(admit)
-        crash_on_notes = False
-        await path.admission(admit)  # delivered again: its offset was never committed
-        state = await store.state(late.hadm_id)
-        assert state is not None
-        assert state.n_notes == len(notes)
-        assert await store.held_notes(late.hadm_id) == []
+    crash_on_notes = True
+    with pytest.raises(Crash):
+        await path.admission(admit)
+    crash_on_notes = False
+    await path.admission(admit)  # delivered again: its offset was never committed
+    state = await store.state(late.hadm_id)
+    assert state is not None
+    assert state.n_notes == len(notes)
+    assert await store.held_notes(late.hadm_id) == []
 
-        await flushall(redis_url)
-        await heal.heal()
-        assert await store.held_notes(late.hadm_id) == [], "a released note is not held again"
-        rebuilt = await store.state(late.hadm_id)
-        assert rebuilt is not None
-        assert rebuilt.n_notes == len(notes)
-        assert rebuilt.score(spec.c) == pytest.approx(
-            OfflineScorer(tiny_model_dir).scores(notes)[late.hadm_id], abs=1e-6
-        )
-    finally:
-        await engine.close()
+    await flushall(redis_url)
+    await heal.heal()
+    assert await store.held_notes(late.hadm_id) == [], "a released note is not held again"
+    rebuilt = await store.state(late.hadm_id)
+    assert rebuilt is not None
+    assert rebuilt.n_notes == len(notes)
+    assert rebuilt.score(pipeline.spec.c) == pytest.approx(
+        OfflineScorer(tiny_model_dir).scores(notes)[late.hadm_id], abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 async def test_notes_released_in_their_own_batch_are_recorded_as_released(
-    redis_url: str, tiny_model_dir: Path
+    redis_url: str, engine: InferenceEngine, tiny_model_dir: Path
 ) -> None:
     """The admit lands (another worker records it) while the batch holds the admission's notes, so
     the batch releases them itself: the changelog must end with each note applied and its held record
@@ -360,12 +361,9 @@ async def test_notes_released_in_their_own_batch_are_recorded_as_released(
 
     store = AdmitLandsMeanwhile(redis_url)
     changelog = ListTopic()
-    heal = healer(store, changelog)  # type: ignore[arg-type]
+    heal = healer(store, changelog)
     await heal.start()
-    engine = InferenceEngine(tiny_model_dir, devices=["cpu"], max_wait_ms=1.0)
-    await engine.start()
-    spec = engine.spec.model_copy(update={"window": Window(kind="hours", value=24)})
-    pipeline = Pipeline(engine, store, spec, model="m@1", admission_wait_s=3600.0)  # type: ignore[arg-type]
+    pipeline = waiting_pipeline(engine, store)
 
     async def record(changes: Any) -> None:
         await heal.record(changelog.send, changes)
@@ -382,9 +380,8 @@ async def test_notes_released_in_their_own_batch_are_recorded_as_released(
         rebuilt = await store.state(late.hadm_id)
         assert rebuilt is not None
         assert rebuilt.n_notes == len(notes)
-        assert rebuilt.score(spec.c) == pytest.approx(
+        assert rebuilt.score(pipeline.spec.c) == pytest.approx(
             OfflineScorer(tiny_model_dir).scores(notes)[late.hadm_id], abs=1e-6
         )
     finally:
-        await engine.close()
         await store.close()
