@@ -1,15 +1,18 @@
 """Fuzz: any bytes on ``notes`` or ``admissions`` end as exactly one of an update, a counted drop or a
 dead letter, never an exception and never nothing.
 
-Drives what the worker does with one message (parse with the topic's bounds, check the key, then the
-:class:`~notestream.stream.pipeline.Pipeline` with a real memory store), with a fake scorer at the engine seam so
-that thousands of inputs run in seconds. Inputs: arbitrary bytes, and valid events mutated (fields
-replaced by any JSON value, removed, nested deep, numbers made huge, bytes flipped or cut).
+Drives the worker's own path for a message (:class:`~notestream.stream.note_path.NotePath`: receive with
+the topic's bounds and key check, the :class:`~notestream.stream.pipeline.Pipeline` with a real memory
+store, the emit), with a fake scorer at the engine seam so that thousands of inputs run in seconds, and
+reads what the path sent: risk updates and dead letters (each read back as the broker would hand it to
+``notestream dlq``). Inputs: arbitrary bytes, and valid events mutated (fields replaced by any JSON
+value, removed, nested deep, numbers made huge, bytes flipped or cut).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,18 +22,12 @@ from hypothesis import example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from notestream.core.settings import Settings
+from notestream.core.topics import NOTES_DLQ, RISK_UPDATES
 from notestream.models.errors import BatchFailed
 from notestream.models.spec import ModelSpec, Window
-from notestream.stream.errors import EventError
-from notestream.stream.events import (
-    DEAD_LETTER_REASONS,
-    AdmissionEvent,
-    DeadLetter,
-    admission_key,
-    check_key,
-    parse_event,
-    parse_note,
-)
+from notestream.stream.events import DEAD_LETTER_REASONS, DeadLetter, RiskUpdate, admission_key
+from notestream.stream.note_path import NotePath, Origin
 from notestream.stream.pipeline import Pipeline
 from notestream.stream.store import MemoryRiskStore
 from tests.stream.ids import raw_ids
@@ -59,45 +56,52 @@ class Fate:
         return (self.updates > 0 or self.counted > 0) + self.dead
 
 
-def pipeline() -> Pipeline:
-    spec = ModelSpec(window=Window(kind="hours", value=48))
-    return Pipeline(FakeScorer(), MemoryRiskStore(), spec, model="fake", admission_wait_s=0.0)
+class Worker:
+    """The path with a pipeline over a memory store, and the broker as a list of what was sent."""
 
+    def __init__(self) -> None:
+        spec = ModelSpec(window=Window(kind="hours", value=48))
+        self.pipeline = Pipeline(FakeScorer(), MemoryRiskStore(), spec, model="fake", admission_wait_s=0.0)
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.offset = 0
 
-async def handle(pipe: Pipeline, topic: str, raw: bytes, key: bytes | None) -> Fate:
-    """One message as the worker handles it; returns what became of it."""
-    fate = Fate()
-    error: EventError | None = None
-    try:
-        if topic == "notes":
-            note = parse_note(raw, max_text_bytes=MAX_TEXT)
-            check_key(key, note.hadm_id)
-        else:
-            admission = parse_event(raw, AdmissionEvent)
-            check_key(key, admission.hadm_id)
-    except EventError as exc:
-        error = exc
-    if error is not None:
-        letter = DeadLetter.from_error(raw, error, topic=topic, key=key)  # a reason it knows, or it raises
-        assert DeadLetter.from_bytes(letter.to_bytes()).original == raw  # it can be sent and read back
-        fate.dead += 1
-        return fate
-    if topic == "notes":
-        result = await pipe.process([note])
-        assert sum(result.outcomes.values()) + sum(result.dropped.values()) + len(result.rejected) == 1
-        for rej in result.rejected:
-            assert rej.reason in DEAD_LETTER_REASONS
-        fate.dead += len(result.rejected)
-        fate.counted += sum(result.outcomes.values()) + sum(result.dropped.values())
-        fate.updates += len(result.updates)
-        if result.outcomes.keys() & {"new", "revision"}:
-            assert result.updates, "an applied note is announced"
-    else:
-        before = sum(v for k, v in pipe.counters.items() if k.startswith("admission_"))
-        update = await pipe.admission(admission)
-        fate.counted += sum(v for k, v in pipe.counters.items() if k.startswith("admission_")) - before
-        fate.updates += update is not None
-    return fate
+        async def ready() -> Pipeline:
+            return self.pipeline
+
+        self.path = NotePath(Settings(max_note_bytes=MAX_TEXT), ready, self.send)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def counted(self) -> int:
+        """Store outcomes, drops and admission events the pipeline counted."""
+        c = self.pipeline.counters
+        return sum(v for k, v in c.items() if k.startswith(("admission_", "dropped_"))) + sum(
+            c[k] for k in ("new", "revision", "duplicate", "stale", "retracted", "held")
+        )
+
+    async def handle(self, topic: str, raw: bytes, key: bytes | None) -> Fate:
+        """One message as the worker handles it; returns what became of it."""
+        self.offset += 1
+        origin = Origin(topic, 0, self.offset, key=key, value=raw)
+        sent, counted = len(self.sent), self.counted()
+        handled = await (self.path.notes([origin]) if topic == "notes" else self.path.admission(origin))
+        out = self.sent[sent:]
+        letters = [DeadLetter.from_bytes(v) for t, _, v in out if t == NOTES_DLQ]
+        updates = [RiskUpdate.model_validate_json(v) for t, _, v in out if t == RISK_UPDATES]
+        assert len(letters) + len(updates) == len(out), "nothing but updates and dead letters"
+        assert (handled.dead_letters, handled.updates) == (len(letters), len(updates))
+        for letter in letters:
+            assert letter.reason in DEAD_LETTER_REASONS
+            assert (letter.topic, letter.offset) == (topic, self.offset), "it points at its message"
+            if letter.original_sha256 is None:
+                assert letter.original == raw, "it carries the message, to be redriven"
+            else:
+                assert letter.original_sha256 == hashlib.sha256(raw).hexdigest()
+        return Fate(updates=len(updates), counted=self.counted() - counted, dead=len(letters))
 
 
 json_values = st.recursive(
@@ -160,9 +164,9 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]]) -> tuple[b
 
 def run(topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
     async def go() -> None:
-        pipe = pipeline()
+        worker = Worker()
         for raw, key in messages:
-            fate = await handle(pipe, topic, raw, key)
+            fate = await worker.handle(topic, raw, key)
             assert fate.kinds == 1, (fate, raw[:200])
 
     asyncio.run(go())
