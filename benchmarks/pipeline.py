@@ -16,7 +16,11 @@ on generated notes) and one set of generated notes (reference 318-word chunks):
   batching) with an *instant* classifier that returns a constant probability in place of the forward
   pass, behind :class:`notestream.stream.pipeline.Pipeline` with a Redis store (its own redis-server): parse ->
   window, clean + chunk -> tokenize -> store -> emit (serialize the updates), in batches of
-  ``--batch`` notes, in this process. ``capacity.chunks_per_s`` is that capacity;
+  ``--batch`` notes, in this process. ``capacity.chunks_per_s`` is that capacity with the engine's
+  default tokenize threads (one per core) and ``capacity.chunks_per_s_one_tokenize_thread`` with one
+  (best of 3 interleaved rounds each), ``capacity.tokenize_threads_gain`` the median of their per-round
+  ratios; ``capacity.tokenize_stage`` the tokenize stage alone through the engine with one thread and
+  with the default (``scaling``: what spare cores buy it);
   ``capacity.stage_ms_per_1000_chunks`` times each stage alone on the same notes (where the rest goes);
   ``bert_base_chunks_per_s`` is the BERT-base engine on CPU at 512 tokens (random weights, a few
   chunks) and ``pipeline_capacity_vs_engine`` their ratio (target >= 10: the CPU side keeps up with ten
@@ -35,6 +39,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +53,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
+
+from notestream.core.logging import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # the worker's environment (TOKENIZERS_PARALLELISM=false among it), before transformers loads
 
 from notestream.core.settings import Settings  # noqa: E402
 from notestream.core.topics import NOTES, RISK_UPDATES  # noqa: E402
@@ -193,13 +202,15 @@ async def _open_store(url: str) -> RiskStore:
     raise RuntimeError(f"The benchmark's store at {url} did not answer.")
 
 
-async def pipeline_capacity(model: Path, raw: list[bytes], batch: int, url: str) -> dict[str, Any]:
+async def pipeline_capacity(
+    model: Path, raw: list[bytes], batch: int, url: str, tokenize_threads: int = 0
+) -> dict[str, Any]:
     """Chunks/s of parse -> Pipeline.process (instant classifier, the store at ``url``) -> serialize."""
     loaded = load_model_folder(model)
     instant = InstantClassifier(loaded, "cpu")
     store = await _open_store(url)
     try:
-        async with InferenceEngine([instant]) as engine:
+        async with InferenceEngine([instant], tokenize_threads=tokenize_threads) as engine:
             pipeline = Pipeline(engine, store, loaded.spec, model="instant", tokenizer=loaded.tokenizer)
             await pipeline.process([NoteEvent.from_bytes(b) for b in raw[:batch]])  # warm up
             before = pipeline.counters["chunks"]
@@ -217,6 +228,7 @@ async def pipeline_capacity(model: Path, raw: list[bytes], batch: int, url: str)
     total = sum(stages.values())
     return {
         "store": url.split(":", 1)[0],
+        "tokenize_threads": engine.tokenize_threads,
         "batch": batch,
         "notes": len(raw) - batch,
         "chunks": chunks,
@@ -224,6 +236,30 @@ async def pipeline_capacity(model: Path, raw: list[bytes], batch: int, url: str)
         "chunks_per_s": round(chunks / elapsed, 1),
         "stage_ms_per_1000_chunks": per_1000,
         "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
+    }
+
+
+async def tokenize_scaling(model: Path, texts: list[str], per_call: int) -> dict[str, Any]:
+    """The tokenize stage alone through the engine (``InferenceEngine.tokenize``, ``per_call`` chunks a
+    call as a pipeline batch brings them): chunks/s with one tokenize thread and with the default,
+    interleaved, best of 3; ``scaling`` is their ratio (what spare cores buy the tokenize stage)."""
+    instant = InstantClassifier(load_model_folder(model), "cpu")
+    calls = [texts[i : i + per_call] for i in range(0, len(texts), per_call)]
+    best = {1: 0.0, 0: 0.0}
+    threads = {}
+    for _ in range(3):
+        for n in best:
+            async with InferenceEngine([instant], tokenize_threads=n) as engine:
+                threads[n] = engine.tokenize_threads
+                start = time.perf_counter()
+                for call in calls:
+                    await engine.tokenize(call)
+                best[n] = max(best[n], len(texts) / (time.perf_counter() - start))
+    return {
+        "threads": threads[0],
+        "chunks_per_s_one_thread": round(best[1], 1),
+        "chunks_per_s": round(best[0], 1),
+        "scaling": round(best[0] / best[1], 2),
     }
 
 
@@ -243,7 +279,7 @@ async def stage_times(
         states = await asyncio.gather(
             *(
                 store.apply_note(
-                    hadm_id=n.hadm_id + 10_000_000,
+                    hadm_id=int(n.hadm_id) + 10_000_000,
                     subject_id=n.subject_id,
                     note_id=n.note_id,
                     revision=n.revision,
@@ -282,8 +318,21 @@ def capacity(notes_n: int, batch: int, bert_chunks: int) -> dict[str, Any]:
         )
         notes = make_notes(notes_n + batch, seed=2)
         raw = [n.to_bytes() for n in notes]
-        with redis_url() as url:
-            cap = asyncio.run(pipeline_capacity(model, raw, batch, url))
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 0: []}
+        for _ in range(3):  # interleaved; each run with a store of its own (the same notes are duplicates)
+            for threads, out in runs.items():
+                with redis_url() as url:
+                    out.append(
+                        asyncio.run(pipeline_capacity(model, raw, batch, url, tokenize_threads=threads))
+                    )
+        cap = max(runs[0], key=lambda r: r["chunks_per_s"])
+        cap["chunks_per_s_one_tokenize_thread"] = max(r["chunks_per_s"] for r in runs[1])
+        gains = [d["chunks_per_s"] / o["chunks_per_s"] for o, d in zip(runs[1], runs[0], strict=True)]
+        cap["tokenize_threads_gain"] = round(statistics.median(gains), 2)
+        cap["tokenize_threads_gain_rounds"] = [round(g, 2) for g in gains]
+        chunk_texts = [c for n in notes[batch:] for c in note_chunks(n.text, spec)]
+        per_call = max(1, len(chunk_texts) * batch // max(1, len(notes) - batch))
+        cap["tokenize_stage"] = asyncio.run(tokenize_scaling(model, chunk_texts, per_call))
         texts = [c for n in notes[:50] for c in note_chunks(n.text, spec)]
         bert = bert_base_rate(work, texts, bert_chunks)
     return {

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +127,20 @@ class _Worker:
     in_flight: list[_Item] = field(default_factory=list)
 
 
+TEXTS_PER_SLICE = 32
+"""Fewest chunk texts a tokenize thread takes from one request: smaller slices cost more in hand-offs
+than they gain."""
+
+
+def default_tokenize_threads() -> int:
+    """Tokenize threads when the settings say 0: one per CPU core this process may run on, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
 class InferenceEngine:
     """Async micro-batching inference over one :class:`ChunkClassifier` per device.
 
@@ -144,6 +159,7 @@ class InferenceEngine:
         queue_size: int = 4096,
         overload_timeout_s: float = 60.0,
         min_batch_efficiency: float = 0.9,
+        tokenize_threads: int = 0,
         on_batch: BatchObserver | None = None,
     ) -> None:
         if isinstance(model, ChunkClassifier):
@@ -167,6 +183,9 @@ class InferenceEngine:
         if not 0.0 <= min_batch_efficiency <= 1.0:
             raise EngineError("min_batch_efficiency must be between 0 and 1.")
         self.min_batch_efficiency = min_batch_efficiency
+        if tokenize_threads < 0:
+            raise EngineError("tokenize_threads must be 0 (one per CPU core) or positive.")
+        self.tokenize_threads = tokenize_threads or default_tokenize_threads()
         self._pending: list[_Item] = []
         self._pending_tokens = 0
         self._workers: list[_Worker] = []
@@ -193,6 +212,7 @@ class InferenceEngine:
             queue_size=settings.queue_size,
             overload_timeout_s=settings.overload_timeout_s,
             min_batch_efficiency=settings.min_batch_efficiency,
+            tokenize_threads=settings.tokenize_threads,
         )
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -213,7 +233,9 @@ class InferenceEngine:
             await asyncio.to_thread(self.load)
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-tokenize")
+        self._tokenize_pool = ThreadPoolExecutor(
+            max_workers=self.tokenize_threads, thread_name_prefix="engine-tokenize"
+        )
         self._workers = []
         loop = asyncio.get_running_loop()
         for clf in self._classifiers:
@@ -299,14 +321,30 @@ class InferenceEngine:
         return self._classifiers[0].encode(texts)
 
     async def score(self, texts: Sequence[str], *, isolated: bool = False) -> list[float]:
-        """Probabilities of chunk texts, in order. Tokenized once, in a thread. ``isolated``: batch these
-        chunks with no other request's (to retry a request whose shared batch failed)."""
+        """Probabilities of chunk texts, in order. Tokenized once, off the event loop (:meth:`tokenize`).
+        ``isolated``: batch these chunks with no other request's (to retry a request whose shared batch
+        failed)."""
         if not texts:
             return []
         self._check_running()
+        return await self.score_ids(await self.tokenize(texts), isolated=isolated)
+
+    async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` in the tokenize threads: a long request is cut into one slice per thread (at
+        least :data:`TEXTS_PER_SLICE` texts each), tokenized at once (the fast tokenizer releases the
+        GIL) and put back in order; each text's ids do not depend on the others'."""
+        assert self._tokenize_pool is not None
         loop = asyncio.get_running_loop()
-        ids = await loop.run_in_executor(self._tokenize_pool, self.encode, list(texts))
-        return await self.score_ids(ids, isolated=isolated)
+        texts = list(texts)
+        slices = max(1, min(self.tokenize_threads, len(texts) // TEXTS_PER_SLICE))
+        size = -(-len(texts) // slices)
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._tokenize_pool, self.encode, texts[i : i + size])
+                for i in range(0, len(texts), size)
+            )
+        )
+        return [ids for part in parts for ids in part]
 
     async def score_ids(self, ids: Sequence[Sequence[int]], *, isolated: bool = False) -> list[float]:
         """Probabilities of chunks already tokenized by :meth:`encode`, in order."""

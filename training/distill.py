@@ -40,22 +40,29 @@ STUDENTS: dict[str, dict[str, int | None]] = {
 def student_shape(teacher_config: Any, cfg: DistillConfig) -> dict[str, int]:
     """Layers, width, heads and intermediate size of the student.
 
+    The intermediate (feed-forward) size keeps its width's ratio: the preset's (tiny: 1,200 / 312)
+    when the preset names one, else the teacher's, unless ``cfg.intermediate`` says otherwise.
+
     >>> from types import SimpleNamespace
     >>> base = SimpleNamespace(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)
     >>> student_shape(base, DistillConfig(size="small")), student_shape(base, DistillConfig(size="tiny"))
     ({'layers': 6, 'hidden': 768, 'heads': 12, 'intermediate': 3072}, {'layers': 4, 'hidden': 312, 'heads': 12, 'intermediate': 1200})
+    >>> student_shape(base, DistillConfig(size="tiny", hidden=156, heads=6))["intermediate"]
+    600
     """
     if cfg.size not in STUDENTS:
         raise TrainRunError(f"Unknown student size {cfg.size!r}; use one of {', '.join(STUDENTS)}.")
     preset = STUDENTS[cfg.size]
     hidden = cfg.hidden or preset["hidden"] or int(teacher_config.hidden_size)
+    if preset["intermediate"] and preset["hidden"]:
+        ratio = preset["intermediate"] / preset["hidden"]
+    else:
+        ratio = int(teacher_config.intermediate_size) / int(teacher_config.hidden_size)
     shape = {
         "layers": cfg.layers or preset["layers"] or int(teacher_config.num_hidden_layers),
         "hidden": hidden,
         "heads": cfg.heads or preset["heads"] or int(teacher_config.num_attention_heads),
-        "intermediate": cfg.intermediate
-        or preset["intermediate"]
-        or (int(teacher_config.intermediate_size) if hidden == teacher_config.hidden_size else 4 * hidden),
+        "intermediate": cfg.intermediate or round(hidden * ratio),
     }
     if shape["hidden"] % shape["heads"]:
         raise TrainRunError(f"A student {shape['hidden']} wide cannot have {shape['heads']} attention heads.")
@@ -199,6 +206,15 @@ def distill(
     train = read_chunks(train_csv)
     if train.empty or train["Label"].nunique() < 2:
         raise TrainRunError(f"{train_csv} needs chunks of both labels to train a student.")
+    student = build_student(teacher.model, cfg)
+    sizes = [sum(p.numel() for p in m.parameters()) for m in (student, teacher.model)]
+    if sizes[0] > sizes[1]:
+        shape = student_shape(teacher.model.config, cfg)
+        raise TrainRunError(
+            f"The {cfg.size} student ({shape['layers']} layers x {shape['hidden']}, {sizes[0]:,} parameters) "
+            f"would be larger than its teacher ({sizes[1]:,}); the presets are for a BERT-base teacher: "
+            "give --layers/--hidden/--heads for a smaller one."
+        )
     logits = teacher_logits(
         teacher.model,
         teacher.tokenizer,
@@ -206,7 +222,6 @@ def distill(
         spec.max_length,
         cfg.eval_batch_size,
     )
-    student = build_student(teacher.model, cfg)
     out = Path(out_dir)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(

@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         "64 chunks x 512 tokens = 32768.",
     )
     max_batch_size: int = Field(64, ge=1, description="Most chunks in one engine batch.")
+    tokenize_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads that tokenize chunks beside the model (the fast tokenizer releases the GIL, "
+        "so a batch's chunks are tokenized in parallel slices); 0: one per CPU core, at most 8.",
+    )
     max_wait_ms: float = Field(
         5.0, ge=0, description="How long the engine waits to fill a batch before running it anyway."
     )

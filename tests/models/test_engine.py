@@ -22,7 +22,7 @@ from notestream.models.batching import select_batch
 from notestream.models.build import clinical_corpus
 from notestream.models.checkpoint import load_model_folder
 from notestream.models.classifier import ChunkClassifier
-from notestream.models.engine import BatchRecord, InferenceEngine, resolve_devices
+from notestream.models.engine import TEXTS_PER_SLICE, BatchRecord, InferenceEngine, resolve_devices
 from notestream.models.errors import BatchFailed, EngineClosed, EngineError, EngineOverloaded
 from notestream.models.prep import note_chunks
 from notestream.models.spec import ModelSpec
@@ -39,11 +39,13 @@ class SeamClassifier(ChunkClassifier):
         self.entered = threading.Event()
         self.left = threading.Event()
         self.threads: set[str] = set()
+        self.slices: list[int] = []
         self.drop_one = False
         self.poison_id = self.tokenizer.convert_tokens_to_ids(POISON)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         self.threads.add(threading.current_thread().name)
+        self.slices.append(len(texts))
         return super().encode(texts)
 
     def forward_ids(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
@@ -79,6 +81,7 @@ def clf(seam: SeamClassifier) -> SeamClassifier:
     seam.entered.clear()
     seam.left.clear()
     seam.drop_one = False
+    seam.slices.clear()
     return seam
 
 
@@ -275,8 +278,9 @@ async def test_closing_fails_pending_requests_and_refuses_new_ones(
 
 
 async def test_from_settings_loads_a_replica_per_device(tiny_model_dir: Path, chunks: list[str]) -> None:
-    settings = Settings(devices=["auto"], max_batch_size=8, max_wait_ms=1)
+    settings = Settings(devices=["auto"], max_batch_size=8, max_wait_ms=1, tokenize_threads=3)
     engine = InferenceEngine.from_settings(settings, tiny_model_dir)
+    assert engine.tokenize_threads == 3
     with pytest.raises(EngineClosed):
         _ = engine.spec
     async with engine:
@@ -373,3 +377,21 @@ async def test_each_batch_is_told_to_the_observer_as_it_was_cut(
     assert sum(b.real_tokens for b in ok) == stats["real_tokens"]
     assert [b.failed for b in seen].count(True) == 1 == stats["failed_batches"]
     assert all(b.seconds >= 0 and b.device == str(clf.device) for b in seen)
+
+
+async def test_a_long_request_is_tokenized_in_ordered_slices(clf: SeamClassifier, chunks: list[str]) -> None:
+    """One slice per tokenize thread once a request is long enough (each at least TEXTS_PER_SLICE
+    texts), put back in order; a short request stays whole."""
+    texts = (chunks * 8)[: 4 * TEXTS_PER_SLICE + 5]
+    short = texts[: 2 * TEXTS_PER_SLICE - 1]
+    want = clf.encode(texts)
+    clf.slices.clear()
+    async with InferenceEngine(clf, tokenize_threads=4, max_wait_ms=1) as engine:
+        assert await engine.tokenize(texts) == want
+        long_slices = sorted(clf.slices)
+        clf.slices.clear()
+        assert await engine.tokenize(short) == want[: len(short)]
+        assert clf.slices == [len(short)]
+        assert await engine.score(texts) == pytest.approx(clf.predict(texts).tolist(), abs=1e-5)
+    size = -(-len(texts) // 4)
+    assert long_slices == sorted([size, size, size, len(texts) - 3 * size])

@@ -79,8 +79,11 @@ def test_student_shapes_and_bad_sizes() -> None:
         "layers": 4,
         "hidden": 24,
         "heads": 2,
-        "intermediate": 1200,
+        "intermediate": 92,  # the tiny preset's ratio (1,200 / 312), not its 1,200
     }
+    assert (
+        student_shape(teacher, DistillConfig(size="small", hidden=16))["intermediate"] == 32
+    )  # the teacher's
     with pytest.raises(TrainRunError, match="Unknown student size"):
         student_shape(teacher, DistillConfig(size="huge"))
     with pytest.raises(TrainRunError, match="attention heads"):
@@ -136,3 +139,12 @@ def test_a_quantized_teacher_is_refused(teacher: Path, tmp_path: Path) -> None:
     int8 = optimize_folder(teacher, tmp_path / "int8")
     with pytest.raises(TrainRunError, match="quantized"):
         distill(teacher.parent / "train.csv", None, int8, tmp_path / "student")
+
+
+def test_a_student_larger_than_its_teacher_is_refused(teacher: Path, tmp_path: Path) -> None:
+    """The tiny preset (4 x 312) is for a BERT-base teacher; against this 4 x 32 one it would be ~10x
+    larger, so distill says so (before the teacher runs) and writes nothing."""
+    out = tmp_path / "student"
+    with pytest.raises(TrainRunError, match="larger than its teacher"):
+        distill(teacher.parent / "train.csv", None, teacher, out, config=DistillConfig(size="tiny"))
+    assert not out.exists()
