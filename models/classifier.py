@@ -15,6 +15,7 @@ import numpy as np
 
 from notestream.models.batching import plan_batches
 from notestream.models.errors import ModelsError, TokenizerError
+from notestream.models.thread_copies import thread_copy
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +70,7 @@ class ChunkClassifier:
         if not texts:
             return []
         try:
-            encoded = self.tokenizer(
+            encoded = thread_copy(self.tokenizer)(  # this thread's own: see notestream.models.thread_copies
                 list(texts),
                 add_special_tokens=True,
                 truncation=True,

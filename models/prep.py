@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from notestream.models.chunking import chunk_words, window_size, window_starts
 from notestream.models.text import clean
+from notestream.models.thread_copies import thread_copy
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -45,7 +46,7 @@ def note_chunks(text: Any, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase |
         )
     if not cleaned.strip():
         return []
-    encoded = tokenizer(
+    encoded = thread_copy(tokenizer)(  # this thread's own copy: see notestream.models.thread_copies
         cleaned, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
     )
     offsets = encoded["offset_mapping"]
