@@ -132,13 +132,25 @@ TEXTS_PER_SLICE = 32
 than they gain."""
 
 
-def default_tokenize_threads() -> int:
-    """Tokenize threads when the settings say 0: one per CPU core this process may run on, at most 8."""
+def usable_cores(limit: int) -> int:
+    """CPU cores this process may run on (its affinity, as a container's cpuset sets it), at most ``limit``."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(limit, cores))
+
+
+def default_tokenize_threads(devices: Sequence[str]) -> int:
+    """Tokenize threads when the settings say 0: with a replica on a GPU, one per usable core (at most
+    8: the model leaves the cores to tokenization); on CPU only, 1 (the model's own threads use them).
+
+    >>> default_tokenize_threads(["cpu"])
+    1
+    """
+    if not any(str(device).startswith("cuda") for device in devices):
+        return 1
+    return usable_cores(limit=8)
 
 
 class InferenceEngine:
@@ -184,8 +196,10 @@ class InferenceEngine:
             raise EngineError("min_batch_efficiency must be between 0 and 1.")
         self.min_batch_efficiency = min_batch_efficiency
         if tokenize_threads < 0:
-            raise EngineError("tokenize_threads must be 0 (one per CPU core) or positive.")
-        self.tokenize_threads = tokenize_threads or default_tokenize_threads()
+            raise EngineError("tokenize_threads must be 0 (by the devices) or positive.")
+        self.tokenize_threads = tokenize_threads
+        """Threads that tokenize (:meth:`tokenize`); 0 until :meth:`start` resolves it by the devices
+        (:func:`default_tokenize_threads`)."""
         self._pending: list[_Item] = []
         self._pending_tokens = 0
         self._workers: list[_Worker] = []
@@ -233,6 +247,8 @@ class InferenceEngine:
             await asyncio.to_thread(self.load)
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
+        if not self.tokenize_threads:
+            self.tokenize_threads = default_tokenize_threads([str(c.device) for c in self._classifiers])
         self._tokenize_pool = ThreadPoolExecutor(
             max_workers=self.tokenize_threads, thread_name_prefix="engine-tokenize"
         )

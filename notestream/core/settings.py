@@ -212,7 +212,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Threads that tokenize chunks beside the model (the fast tokenizer releases the GIL, "
-        "so a batch's chunks are tokenized in parallel slices); 0: one per CPU core, at most 8.",
+        "so a batch's chunks are tokenized in parallel slices); 0: one per CPU core (at most 8) when the "
+        "model runs on GPUs, 1 when it runs on the CPU, whose cores its own threads use.",
     )
     max_wait_ms: float = Field(
         5.0, ge=0, description="How long the engine waits to fill a batch before running it anyway."

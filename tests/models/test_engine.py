@@ -395,3 +395,12 @@ async def test_a_long_request_is_tokenized_in_ordered_slices(clf: SeamClassifier
         assert await engine.score(texts) == pytest.approx(clf.predict(texts).tolist(), abs=1e-5)
     size = -(-len(texts) // 4)
     assert long_slices == sorted([size, size, size, len(texts) - 3 * size])
+
+
+async def test_tokenize_threads_follow_the_devices_unless_set(clf: SeamClassifier) -> None:
+    """0 resolves at start: 1 beside a CPU model (its own threads use the cores); a GPU replica gets
+    one per core (default_tokenize_threads, doctested); a number is kept."""
+    async with InferenceEngine(clf) as engine:
+        assert engine.tokenize_threads == 1
+    async with InferenceEngine(clf, tokenize_threads=5) as engine:
+        assert engine.tokenize_threads == 5
