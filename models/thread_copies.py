@@ -6,8 +6,8 @@ with different settings (the engine's truncating :meth:`~notestream.models.class
 and the token-window chunker's untruncated :func:`~notestream.models.prep.note_chunks`, which the worker
 and ``notestream score`` run in threads at the same time), one call can run with the other's settings
 and return other ids, silently; or fail with ``RuntimeError: Already borrowed``. With a copy per thread
-no state is shared. A copy of a BERT WordPiece tokenizer (30k pieces) takes about 6 MB and 15 ms, once
-per thread and tokenizer; the copies go with their thread.
+no state is shared. A copy is made once per thread and tokenizer (a few megabytes for a BERT
+vocabulary), and goes with its thread.
 
 >>> class Tok:
 ...     pass

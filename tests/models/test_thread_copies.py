@@ -14,8 +14,9 @@ from notestream.models.spec import Chunking, ModelSpec
 
 
 def test_encode_and_token_chunking_in_threads_at_once_agree_with_one_thread(tiny_model_dir: Path) -> None:
-    """With one shared fast tokenizer, 50 of these 1,200 calls gave other ids or chunks (one thread's
-    truncation setting used by the other's encode); every result must equal the one-thread result."""
+    """With one shared fast tokenizer, dozens of these 1,200 calls gave other ids or chunks (one
+    thread's truncation setting used by the other's encode); every result must equal the one-thread
+    result."""
     clf = ChunkClassifier(load_model_folder(tiny_model_dir), "cpu")
     spec = ModelSpec(chunking=Chunking(kind="tokens", stride=48), max_length=64)
     notes = clinical_corpus(200, seed=3, sentences=(20, 80))
