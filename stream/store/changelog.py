@@ -16,8 +16,9 @@ backwards; ``t`` (epoch milliseconds of the write) lets the rebuild leave out ad
 A note *held* for an admission not known yet (:meth:`notestream.stream.pipeline.Pipeline.process`) is
 recorded under ``<namespace>/<hadm_id>/h/<note_id>/<revision>``: the held entry itself (the note's
 metadata with empty text, chunk probabilities, content hash, deadline and where it was read). When it
-leaves the store (released, or dead-lettered at expiry) a ``settled`` record replaces it, so a
-rebuild holds again exactly the notes still waiting, and never applies them. (A key of its own, not
+leaves the store (released, or dead-lettered at expiry) a ``settled`` record replaces it, written
+(with the released note's own record) before the held entry is dropped, so a rebuild holds again
+exactly the notes still waiting, and never applies them. (A key of its own, not
 the note's: a held revision must not replace, under compaction, a revision of the note already applied.)
 
 >>> change = NoteChange(hadm_id=5, subject_id=7, note_id="n1", revision=2, is_error=False,
