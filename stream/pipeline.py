@@ -495,26 +495,16 @@ class Pipeline:
                     continue
                 if res.state is None:
                     continue
-                if res.applied:
+                # not applied: a redelivered note (after a crash between store write and emit) announces
+                # the current state again, same seq and no change, so no applied change goes unannounced
+                if res.applied or self.reemit_unchanged:
                     out.append(
                         update_from_state(
                             res.state,
                             spec=self.spec,
                             model=self.model,
                             trigger=note,
-                            change=res.reason,
-                            fingerprint=self.fingerprint,
-                        )
-                    )
-                elif self.reemit_unchanged:
-                    # a redelivered note (after a crash between store write and emit): announce the
-                    # current state again, same seq, so no applied change goes unannounced
-                    out.append(
-                        update_from_state(
-                            res.state,
-                            spec=self.spec,
-                            model=self.model,
-                            trigger=note,
+                            change=res.reason if res.applied else None,
                             fingerprint=self.fingerprint,
                         )
                     )

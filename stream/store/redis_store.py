@@ -392,18 +392,7 @@ class RedisRiskStore:
                 ]
                 await self._apply(keys=keys, args=args, client=client)
             for record in plan.events:
-                event = record.change.event
-                args = [
-                    event.kind,
-                    str(event.subject_id),
-                    _iso(event.admit_time),
-                    _iso(event.discharge_time),
-                    event.admission_type or "",
-                    _iso(event.death_time),
-                    str(record.t_ms),
-                    idle,
-                    str(self.retention_ms),
-                ]
+                args = self._admission_args(record.change.event, t_ms=record.t_ms, idle_ms=idle)
                 await self._admit(keys=keys, args=args, client=client)
             await self._raise_seq(keys=keys[:1], args=[str(plan.seq)], client=client)
 
@@ -516,18 +505,22 @@ class RedisRiskStore:
         )
 
     # --- RiskStore ---------------------------------------------------------------------------------
-    async def record_admission(self, event: AdmissionEvent) -> AdmissionInfo:
-        args = [
+    def _admission_args(self, event: AdmissionEvent, *, t_ms: int, idle_ms: int | str) -> list[str]:
+        """The admission script's arguments for ``event`` written at ``t_ms`` with idle TTL ``idle_ms``."""
+        return [
             event.kind,
             str(event.subject_id),
             _iso(event.admit_time),
             _iso(event.discharge_time),
             event.admission_type or "",
             _iso(event.death_time),
-            str(round(time.time() * 1000)),
-            str(self.idle_ttl_ms),
+            str(t_ms),
+            str(idle_ms),
             str(self.retention_ms),
         ]
+
+    async def record_admission(self, event: AdmissionEvent) -> AdmissionInfo:
+        args = self._admission_args(event, t_ms=round(time.time() * 1000), idle_ms=self.idle_ttl_ms)
         reply = await self._call(
             f"record admission {event.hadm_id}",
             lambda: self._write(self._admit, self._checked_keys(event.hadm_id), args),
