@@ -19,16 +19,13 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from local_redis import local_redis  # benchmarks/ (the script's folder)
 from tqdm import tqdm
 
 from notestream.core.settings import Settings
@@ -42,12 +39,6 @@ from notestream.stream.store.heal import StoreHealer, read_changelog
 
 RESULTS = Path(__file__).parent / "results" / "changelog.json"
 MODEL = "bench@0123abcd"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def changes(admissions: int, notes: int, chunks: int) -> list[NoteChange | AdmissionChange]:
@@ -143,40 +134,13 @@ async def run(
 
 
 async def main(admissions: int, notes: int, chunks: int, broker_url: str | None) -> dict[str, Any]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return {"benchmark": "changelog_rebuild", "error": "redis-server not installed"}
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+    with local_redis() as redis_url, EmbeddedBroker() as broker:
+        if redis_url is None:
+            return {"benchmark": "changelog_rebuild", "error": "redis-server not installed"}
         if broker_url is None:
             broker.ensure_topics([Settings().topic(STORE_CHANGELOG)])
-        proc = await asyncio.create_subprocess_exec(
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tmp,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            probe = RedisRiskStore(f"redis://127.0.0.1:{port}/0")
-            for _ in range(100):
-                if await probe.ping():
-                    break
-                await asyncio.sleep(0.05)
-            await probe.close()
-            url = broker_url or broker.url
-            redis_url = f"redis://127.0.0.1:{port}/0"
-            return await run(url, redis_url, admissions, notes, chunks, embedded=broker_url is None)
-        finally:
-            proc.terminate()
-            await proc.wait()
+        url = broker_url or broker.url
+        return await run(url, redis_url, admissions, notes, chunks, embedded=broker_url is None)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bert_base import bert_base_folder, interleaved_rates, median_ratio  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -112,15 +113,10 @@ def speeds(models: dict[str, Path], texts: list[str], rounds: int) -> dict[str, 
         k: ChunkClassifier(load_model_folder(p), "cpu", max_batch_size=32) for k, p in models.items()
     }
     ids = next(iter(classifiers.values())).encode(texts)  # one tokenizer: the students keep the teacher's
-    best = dict.fromkeys(classifiers, 0.0)
     for clf in classifiers.values():
         clf.predict_ids(ids[:8])  # warm up
-    for _ in range(rounds):
-        for k, clf in classifiers.items():
-            start = time.perf_counter()
-            clf.predict_ids(ids)
-            best[k] = max(best[k], len(ids) / (time.perf_counter() - start))
-    return {k: round(v, 1) for k, v in best.items()}
+    calls = {k: partial(clf.predict_ids, ids) for k, clf in classifiers.items()}
+    return {k: round(max(v), 1) for k, v in interleaved_rates(calls, len(ids), rounds).items()}
 
 
 def bert_base_shapes(
@@ -133,22 +129,15 @@ def bert_base_shapes(
     tokens, interleaved, ``rounds`` times.
     """
     import pandas as pd
-    from engine import CONFIGS, chunks_of_512_tokens
+    from engine import chunks_of_512_tokens
 
-    from notestream.models.build import build_small_bert, clinical_corpus
     from notestream.models.checkpoint import load_model_folder
     from notestream.models.classifier import ChunkClassifier
     from notestream.training.chunk_files import read_chunks
     from notestream.training.distill import distill
     from notestream.training.run_config import DistillConfig
 
-    teacher = build_small_bert(
-        work / "bert-base",
-        clinical_corpus(300, seed=1),
-        vocab_size=8000,
-        max_length=512,
-        **CONFIGS["bert-base"],
-    )
+    teacher = bert_base_folder(work / "bert-base")
     frame = read_chunks(train_csv)
     few = pd.concat([frame[frame["Label"] == label].head(32) for label in (0, 1)])
     few_csv = work / "few.csv"
@@ -162,17 +151,9 @@ def bert_base_shapes(
     ids = chunks_of_512_tokens(classifiers["teacher"].encode, chunks)
     for clf in classifiers.values():
         clf.predict_ids(ids[:1])  # warm up
-    best = dict.fromkeys(classifiers, 0.0)
-    ratios: dict[str, list[float]] = {"small": [], "tiny": []}
-    for _ in range(rounds):
-        rate = {}
-        for k, clf in classifiers.items():
-            start = time.perf_counter()
-            clf.predict_ids(ids)
-            rate[k] = len(ids) / (time.perf_counter() - start)
-            best[k] = max(best[k], rate[k])
-        for k in ratios:
-            ratios[k].append(rate[k] / rate["teacher"])
+    rates = interleaved_rates(
+        {k: partial(clf.predict_ids, ids) for k, clf in classifiers.items()}, len(ids), rounds
+    )
     out: dict[str, dict[str, Any]] = {}
     for k, m in loaded.items():
         shape = m.model.config
@@ -184,11 +165,13 @@ def bert_base_shapes(
                 "intermediate": shape.intermediate_size,
             },
             "parameters": sum(p.numel() for p in m.model.parameters()),
-            "chunks_per_s": round(best[k], 3),
+            "chunks_per_s": round(max(rates[k]), 3),
         }
-        if k in ratios:
-            out[k]["speedup"] = round(statistics.median(ratios[k]), 2)
-            out[k]["speedup_rounds"] = [round(r, 2) for r in ratios[k]]
+        if k != "teacher":
+            out[k]["speedup"] = round(median_ratio(rates, k, "teacher"), 2)
+            out[k]["speedup_rounds"] = [
+                round(a / t, 2) for a, t in zip(rates[k], rates["teacher"], strict=True)
+            ]
     return out
 
 

@@ -51,9 +51,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bert_base import BERT_BASE, bert_base_folder, interleaved_rates, median_ratio
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {"hidden": 128, "layers": 2, "heads": 2, "intermediate": 512},
-    "bert-base": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072},
+    "bert-base": BERT_BASE,
 }
 
 
@@ -257,42 +259,36 @@ def chunks_of_512_tokens(encode: Callable[[list[str]], list[list[int]]], n: int)
 
 
 def int8_speed(work: Path, n: int, batch_size: int, rounds: int, vocab_size: int) -> dict[str, Any]:
-    from notestream.models.build import build_small_bert, clinical_corpus
     from notestream.models.checkpoint import load_model_folder
     from notestream.models.classifier import ChunkClassifier
     from notestream.models.optimize import optimize_folder
 
-    cfg = CONFIGS["bert-base"]
-    model = build_small_bert(
-        work / "bert-base", clinical_corpus(300, seed=1), vocab_size=vocab_size, max_length=512, **cfg
-    )
+    model = bert_base_folder(work / "bert-base", vocab_size=vocab_size)
     int8 = optimize_folder(model, work / "bert-base-int8")
     plain = ChunkClassifier(load_model_folder(model), "cpu", max_batch_size=batch_size)
     quant = ChunkClassifier(load_model_folder(int8), "cpu", max_batch_size=batch_size)
     ids = chunks_of_512_tokens(plain.encode, n)
     plain.predict_ids(ids[:1])  # warm up
     quant.predict_ids(ids[:1])
-    best_f = best_q = 0.0
-    ratios = []
-    diffs = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        p_f = plain.predict_ids(ids)
-        rate_f = n / (time.perf_counter() - start)
-        start = time.perf_counter()
-        p_q = quant.predict_ids(ids)
-        rate_q = n / (time.perf_counter() - start)
-        ratios.append(rate_q / rate_f)
-        best_f, best_q = max(best_f, rate_f), max(best_q, rate_q)
-        diffs = max(diffs, float(np.max(np.abs(p_f - p_q))))
+    probs: dict[str, np.ndarray] = {}  # each round's (the same every round: both are deterministic)
+    rates = interleaved_rates(
+        {
+            "float": lambda: probs.__setitem__("float", plain.predict_ids(ids)),
+            "int8": lambda: probs.__setitem__("int8", quant.predict_ids(ids)),
+        },
+        items=n,
+        rounds=rounds,
+    )
+    ratios = [q / f for f, q in zip(rates["float"], rates["int8"], strict=True)]
+    diffs = float(np.max(np.abs(probs["float"] - probs["int8"])))
     return {
         "config": "bert-base",
         "tokens_per_chunk": 512,
         "chunks": n,
         "rounds": rounds,
-        "float_chunks_per_s": round(best_f, 3),
-        "int8_chunks_per_s": round(best_q, 3),
-        "int8_vs_float": round(statistics.median(ratios), 2),
+        "float_chunks_per_s": round(max(rates["float"]), 3),
+        "int8_chunks_per_s": round(max(rates["int8"]), 3),
+        "int8_vs_float": round(median_ratio(rates, "int8", "float"), 2),
         "int8_vs_float_rounds": [round(r, 2) for r in ratios],
         "max_abs_chunk_prob_diff_random_weights": round(diffs, 5),
     }

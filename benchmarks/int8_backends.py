@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +103,9 @@ def ort_scorer(path: Path) -> Scorer:
 
 def main(chunks: int, rounds: int) -> dict[str, Any]:
     import torch
-    from engine import CONFIGS, chunks_of_512_tokens
+    from bert_base import bert_base_folder, interleaved_rates, median_ratio
+    from engine import chunks_of_512_tokens
 
-    from notestream.models.build import build_small_bert, clinical_corpus
     from notestream.models.checkpoint import load_model_folder
     from notestream.models.classifier import ChunkClassifier
     from notestream.models.optimize import optimize_folder
@@ -114,13 +113,7 @@ def main(chunks: int, rounds: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        folder = build_small_bert(
-            work / "bert-base",
-            clinical_corpus(300, seed=1),
-            vocab_size=8000,
-            max_length=512,
-            **CONFIGS["bert-base"],
-        )
+        folder = bert_base_folder(work / "bert-base")
         torch_float = ChunkClassifier(load_model_folder(folder), "cpu", max_batch_size=chunks)
         torch_int8 = ChunkClassifier(load_model_folder(optimize_folder(folder, work / "int8")), "cpu")
         scorers: dict[str, Scorer] = {
@@ -130,17 +123,7 @@ def main(chunks: int, rounds: int) -> dict[str, Any]:
         }
         ids = chunks_of_512_tokens(torch_float.encode, chunks)
         probs = {k: np.asarray(score(ids[:2]), dtype=np.float64) for k, score in scorers.items()}  # warm-up
-        best = dict.fromkeys(scorers, 0.0)
-        ratios: dict[str, list[float]] = {k: [] for k in scorers}
-        for _ in range(rounds):
-            rate = {}
-            for k, score in scorers.items():
-                start = time.perf_counter()
-                score(ids)
-                rate[k] = len(ids) / (time.perf_counter() - start)
-                best[k] = max(best[k], rate[k])
-            for k in scorers:
-                ratios[k].append(rate[k] / rate["torch_float"])
+        rates = interleaved_rates({k: partial(score, ids) for k, score in scorers.items()}, len(ids), rounds)
     import onnxruntime
 
     return {
@@ -152,9 +135,12 @@ def main(chunks: int, rounds: int) -> dict[str, Any]:
         "threads": 1,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "chunks_per_s": {k: round(v, 3) for k, v in best.items()},
-        "vs_torch_float": {k: round(statistics.median(v), 2) for k, v in ratios.items()},
-        "vs_torch_float_rounds": {k: [round(r, 2) for r in v] for k, v in ratios.items()},
+        "chunks_per_s": {k: round(max(v), 3) for k, v in rates.items()},
+        "vs_torch_float": {k: round(median_ratio(rates, k, "torch_float"), 2) for k in rates},
+        "vs_torch_float_rounds": {
+            k: [round(a / f, 2) for a, f in zip(v, rates["torch_float"], strict=True)]
+            for k, v in rates.items()
+        },
         "max_abs_prob_diff": {k: float(np.max(np.abs(p - probs["torch_float"]))) for k, p in probs.items()},
     }
 

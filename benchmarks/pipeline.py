@@ -38,8 +38,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +52,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bert_base import bert_base_folder  # noqa: E402
+from local_redis import local_redis  # noqa: E402
 
 from notestream.core.logging import quiet_libraries  # noqa: E402
 
@@ -152,16 +154,7 @@ class InstantClassifier(ChunkClassifier):
 
 def bert_base_rate(work: Path, texts: list[str], chunks: int) -> float:
     """Chunks/s of BERT-base (12 x 768, random weights) at 512 tokens through the engine on CPU."""
-    model = build_small_bert(
-        work / "bert-base",
-        clinical_corpus(200, seed=5),
-        vocab_size=2000,
-        hidden=768,
-        layers=12,
-        heads=12,
-        intermediate=3072,
-        max_length=512,
-    )
+    model = bert_base_folder(work / "bert-base", vocab_size=2000)
 
     async def run() -> float:
         async with InferenceEngine(model, devices=["cpu"], max_batch_size=8) as engine:
@@ -175,22 +168,9 @@ def bert_base_rate(work: Path, texts: list[str], chunks: int) -> float:
 
 @contextlib.contextmanager
 def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on a free port (no persistence), or memory:// where none is installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield "memory://"
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        proc = subprocess.Popen([*args, "--dir", tmp], stdout=subprocess.DEVNULL)
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    """A throwaway redis-server (:func:`local_redis.local_redis`), or memory:// where none is installed."""
+    with local_redis() as url:
+        yield url or "memory://"
 
 
 async def _open_store(url: str) -> RiskStore:

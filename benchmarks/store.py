@@ -13,21 +13,13 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from typing import Any
 
+from local_redis import local_redis  # benchmarks/ (the script's folder)
+
 from notestream.stream.store import MemoryRiskStore, RedisRiskStore, RiskStore
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _latencies(store: RiskStore, hadm: int, n: int, rng: random.Random) -> list[float]:
@@ -78,37 +70,13 @@ async def main(updates: int) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "store", "updates": updates}
     memory = MemoryRiskStore()
     result["memory"] = await measure(memory, updates)
-    binary = shutil.which("redis-server")
-    if binary is None:
-        result["redis"] = "redis-server not installed"
-        return result
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = await asyncio.create_subprocess_exec(
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tmp,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            store = RedisRiskStore(f"redis://127.0.0.1:{port}/0", pool_size=64)
-            for _ in range(100):
-                if await store.ping():
-                    break
-                await asyncio.sleep(0.05)
-            result["redis"] = await measure(store, updates)
-            await store.close()
-        finally:
-            proc.terminate()
-            await proc.wait()
+    with local_redis() as url:
+        if url is None:
+            result["redis"] = "redis-server not installed"
+            return result
+        store = RedisRiskStore(url, pool_size=64)
+        result["redis"] = await measure(store, updates)
+        await store.close()
     return result
 
 
