@@ -30,6 +30,7 @@ from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
 from notestream.training.finetune import _ChunkDataset, _Collator
 from notestream.training.run_config import DistillConfig
+from notestream.training.trainer_args import trainer_arguments
 
 STUDENTS: dict[str, dict[str, int | None]] = {
     "small": {"layers": 6, "hidden": None, "heads": None, "intermediate": None},
@@ -188,8 +189,6 @@ def distill(
     config: DistillConfig | None = None,
 ) -> Path:
     """Train a student of ``teacher_dir`` on ``train_csv`` and write a servable model folder to ``out_dir``."""
-    import torch
-    from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
 
     from notestream.models.checkpoint import load_model_folder, save_model_folder
@@ -223,26 +222,7 @@ def distill(
         cfg.eval_batch_size,
     )
     out = Path(out_dir)
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps if cfg.max_steps else -1,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type="linear",
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
-        use_cpu=not cuda,
-        seed=cfg.seed,
-        save_strategy="no",
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
-        logging_steps=50,
-    )
+    args = trainer_arguments(cfg, out / "checkpoints", save_strategy="no", logging_steps=50)
     hf_logging.set_verbosity_error()
     trainer = _trainer_class(cfg.alpha, cfg.temperature)(
         model=student,

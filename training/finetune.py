@@ -36,6 +36,7 @@ from notestream.models.spec import ModelSpec
 from notestream.training.chunk_files import read_chunks
 from notestream.training.errors import TrainRunError
 from notestream.training.run_config import FinetuneConfig
+from notestream.training.trainer_args import trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,6 @@ def finetune(
     and the threshold at the RP80 point becomes the decision threshold. Checkpoints go to
     ``out_dir/checkpoints``; ``config.resume`` continues from the latest one there.
     """
-    import torch
-    from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
 
     cfg = config or FinetuneConfig()
@@ -168,30 +167,16 @@ def finetune(
     if train.empty or train["Label"].nunique() < 2:
         raise TrainRunError(f"{train_csv} needs chunks of both labels to train a classifier.")
     model, tokenizer = load_base(base_model_dir, cfg.max_length)
-    cuda = torch.cuda.is_available()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     checkpoints = out / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps if cfg.max_steps else -1,
-        per_device_train_batch_size=cfg.batch_size,
+    args = trainer_arguments(
+        cfg,
+        checkpoints,
+        bf16=cfg.bf16,
         gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type="linear",
-        bf16=bf16,
-        use_cpu=not cuda,
-        seed=cfg.seed,
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
     )
     hf_logging.set_verbosity_error()
     trainer = _trainer_class()(

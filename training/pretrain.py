@@ -41,6 +41,7 @@ from notestream.training.pretrain_data import (
     read_corpus,
 )
 from notestream.training.run_config import PretrainConfig
+from notestream.training.trainer_args import trainer_arguments
 
 __all__ = [
     "PretrainConfig",
@@ -188,7 +189,7 @@ def pretrain(
 ) -> Path:
     """MLM + NSP on ``corpus`` from ``base_model_dir`` (or a fresh small BERT); writes ``out_dir``."""
     import torch
-    from transformers import AutoTokenizer, BertForPreTraining, BertTokenizer, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, BertForPreTraining, BertTokenizer, Trainer
     from transformers.utils import logging as hf_logging
 
     cfg = config or PretrainConfig()
@@ -231,24 +232,12 @@ def pretrain(
         raise TrainRunError(
             f"The corpus {corpus} gives no pre-training example; it needs notes of two sentences."
         )
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
-        use_cpu=not cuda,
-        seed=cfg.seed,
+    args = trainer_arguments(
+        cfg,
+        out / "checkpoints",
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
         logging_steps=50,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=not cfg.progress,
     )
     hf_logging.set_verbosity_error()
     trainer = Trainer(
