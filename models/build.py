@@ -136,15 +136,37 @@ def clinical_corpus(n: int, *, seed: int = 0, sentences: tuple[int, int] = (4, 3
 def train_wordpiece(
     texts: Iterable[str], *, vocab_size: int = 2000, lowercase: bool = True
 ) -> dict[str, int]:
-    """Train an uncased BERT WordPiece vocabulary on ``texts``; returns token -> id (specials first)."""
+    """Train an uncased BERT WordPiece vocabulary on ``texts``; returns token -> id (specials first).
+
+    The same texts give the same vocabulary in every process. The Hugging Face trainer on its own does
+    not promise that: it numbers the word-continuing pieces (``##e``) in hash-map order, and those
+    numbers break ties between merges of equal count (huggingface/tokenizers#1794), so two runs could
+    learn different pieces and two test processes different models. Here those pieces are numbered
+    first, in sorted order, from one pass over the texts, so the ties break the same way every time.
+    ``texts`` is therefore read twice: pass a list, or an object whose ``__iter__`` starts over (a
+    one-shot iterator is read into memory first).
+
+    >>> a = train_wordpiece(["the patient rested", "patients rest"], vocab_size=40)
+    >>> a == train_wordpiece(["the patient rested", "patients rest"], vocab_size=40), list(a)[:2]
+    (True, ['[PAD]', '[UNK]'])
+    """
     from tokenizers import BertWordPieceTokenizer
 
+    if iter(texts) is texts:
+        texts = list(texts)
     tokenizer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase)
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    assert normalizer is not None
+    assert pre_tokenizer is not None
+    continuing: set[str] = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            continuing.update(word[1:])
     tokenizer.train_from_iterator(
         texts,
         vocab_size=vocab_size,
         min_frequency=1,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + sorted(f"##{c}" for c in continuing),
         show_progress=False,
     )
     vocab: dict[str, int] = tokenizer.get_vocab()

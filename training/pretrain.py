@@ -34,6 +34,7 @@ import pandas as pd
 from notestream.models.text import clean, sentences
 from notestream.training.errors import TrainRunError
 from notestream.training.pretrain_data import (
+    CorpusSentences,
     ShardDataset,
     build_shards,
     iter_documents,
@@ -207,7 +208,7 @@ def pretrain(
     else:
         from notestream.models.build import train_wordpiece
 
-        vocab = train_wordpiece((s for d in iter_documents(corpus) for s in d), vocab_size=cfg.vocab_size)
+        vocab = train_wordpiece(CorpusSentences(corpus), vocab_size=cfg.vocab_size)
         tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
         torch.manual_seed(cfg.seed)
         model = BertForPreTraining(

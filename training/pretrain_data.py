@@ -61,6 +61,17 @@ def iter_documents(path: str | Path) -> Iterator[list[str]]:
         yield doc
 
 
+class CorpusSentences:
+    """Every sentence of a corpus file, read again from the start each time it is iterated (for
+    :func:`notestream.models.build.train_wordpiece`, which reads its texts twice, in bounded memory)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __iter__(self) -> Iterator[str]:
+        return (sentence for doc in iter_documents(self.path) for sentence in doc)
+
+
 def read_corpus(path: str | Path) -> list[list[str]]:
     """Documents (lists of sentences) of a corpus file, all in memory: for small corpora only."""
     return list(iter_documents(path))
